@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config python3
   llvm-19-dev llvm-19-tools clang-19 libclang-rt-19-dev
   flex bison
-  libcjson-dev libpcre2-dev libpng-dev zlib1g-dev
+  libcjson-dev libpcre2-dev libpng-dev zlib1g-dev libzstd-dev
 )
 
 missing=()

@@ -1,0 +1,7 @@
+/* quadc driver placeholder until the subcommands land. */
+#include <stdio.h>
+int main(void)
+{
+    puts("quadc");
+    return 0;
+}
