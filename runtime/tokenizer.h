@@ -1,6 +1,7 @@
 /* GPT-2's byte-level BPE tokenizer: loads encoder.json and vocab.bpe (as
  * shipped in data/tokenizer/), encodes UTF-8 text to token ids and decodes
- * ids back to bytes, with the same output as OpenAI's GPT-2 encoder.py.
+ * ids back to bytes. The ids match OpenAI's GPT-2 encoder.py except for the
+ * special token below.
  *
  * Encoding splits the text with GPT-2's pre-tokenizer regex, maps each
  * piece's bytes to GPT-2's printable byte-to-unicode alphabet, applies the
@@ -22,11 +23,11 @@ typedef struct rt_tokenizer rt_tokenizer;
  * it through d with the file name and the line or entry at fault.
  * encoder.json must map every token, written in GPT-2's byte-to-unicode
  * alphabet, to an id; the ids must be 0..N-1 without gaps or duplicates.
- * vocab.bpe must start with a "#version" line and list one merge per line,
- * two symbols separated by one space, in training order: each symbol is a
- * single byte or the result of an earlier merge, and each result is a new
- * token. encoder.json must hold exactly the 256 byte tokens, one token per
- * merge and "<|endoftext|>". */
+ * vocab.bpe must start with a "#version" line and list one merge per line
+ * as two symbols separated by one space. The merges must be in training
+ * order, so each symbol is a single byte or the result of an earlier merge,
+ * and each result is a new token. encoder.json must contain exactly the 256
+ * byte tokens, one token per merge and "<|endoftext|>". */
 rt_tokenizer *rt_tok_load(const char *encoder_json_path, const char *vocab_bpe_path, ir_diag *d);
 void rt_tok_free(rt_tokenizer *t);
 
