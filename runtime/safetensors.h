@@ -22,9 +22,9 @@
 #include "ir/diag.h"
 #include "runtime/tensor.h"
 
-/* Largest accepted JSON header, the same limit as the Hugging Face
- * safetensors library, so a corrupt length cannot make the reader allocate
- * gigabytes before it fails. */
+/* Largest accepted JSON header, the same limit as MAX_HEADER_SIZE in the
+ * Hugging Face safetensors library (safetensors/src/tensor.rs), so a corrupt
+ * length cannot make the reader allocate gigabytes before it fails. */
 #define RT_SAFETENSORS_MAX_HEADER 100000000ull
 
 /* Reads a safetensors file into a new weight set. Tensors keep their file
@@ -40,13 +40,13 @@
  * non-negative integers, ranks above RT_MAX_RANK, offsets past the data or
  * with begin > end, overlapping tensors, byte counts that differ from the
  * dtype size times the element count, and non-string metadata values.
- * Gaps between tensors and bytes after the last tensor are accepted.
- * Returns NULL on error. */
+ * Gaps between tensors and bytes after the last tensor are accepted, though
+ * the Hugging Face library rejects both. Returns NULL on error. */
 rt_weights *rt_safetensors_read(const char *path, ir_diag *d);
 
-/* Writes w to path as safetensors: the header lists "__metadata__" first
- * (omitted when w has no metadata) and then the tensors in insertion order,
- * with their data packed back to back in that order and the header padded
+/* Writes w to path as safetensors. The header lists "__metadata__" first
+ * (omitted when w has no metadata) and then the tensors in insertion order.
+ * Their data is packed back to back in that order, and the header is padded
  * with spaces to a multiple of 8 bytes. Reading a file written here and
  * writing it again gives identical bytes. The file is written atomically
  * (see rt_atomic_file), so on failure path is left untouched.
