@@ -1,0 +1,75 @@
+/* Internal interface between the interpreter driver (runtime/interp.c) and
+ * its op kernels. The driver allocates the result tensor with the value's
+ * shape before it calls a kernel, so a kernel only fills it in. */
+#ifndef QUADC_RUNTIME_INTERP_OPS_H
+#define QUADC_RUNTIME_INTERP_OPS_H
+
+#include "ir/ir.h"
+#include "runtime/tensor.h"
+
+/* One kernel invocation. */
+typedef struct rt_interp_call {
+    const ir_value *value;             /* the value being computed */
+    const rt_tensor *const *operands;  /* one tensor per operand, in order */
+    rt_tensor *result;                 /* zero-filled, shaped like value */
+    ir_diag *diag;
+} rt_interp_call;
+
+/* Reports "<op> %<value>: <message>" at the value's location; returns -1. */
+int rt_interp_fail(const rt_interp_call *call, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reports that the op does not support `dtype`; returns -1. */
+int rt_interp_unsupported(const rt_interp_call *call, ir_dtype dtype);
+/* Formats the multi-index of row-major element `flat` of a tensor with the
+ * given dims, e.g. "[1,3]", into buf; returns buf. */
+char *rt_interp_index_str(const int64_t *dims, int rank, int64_t flat, char *buf, int cap);
+/* Fills strides[0 .. out_rank) with the element strides of a tensor of shape
+ * dims[0 .. rank) read under numpy broadcasting against an output of rank
+ * out_rank: trailing dims align, and a missing or size-1 dim gets stride 0. */
+void rt_interp_broadcast_strides(const int64_t *dims, int rank, int out_rank, int64_t *strides);
+/* Row-major walk over the elements of an output shape that keeps the
+ * matching element offsets of up to two source tensors, each read with its
+ * own strides (0 along a broadcast dim). Set strides[] after start. */
+typedef struct rt_interp_walk {
+    int rank;
+    const int64_t *dims;
+    int64_t index[RT_MAX_RANK];
+    int64_t strides[2][RT_MAX_RANK];
+    int64_t offset[2];
+} rt_interp_walk;
+
+void rt_interp_walk_start(rt_interp_walk *w, int rank, const int64_t *dims);
+/* Moves to the next output element, updating index[] and offset[]. */
+void rt_interp_walk_next(rt_interp_walk *w);
+
+/* Resolves a possibly negative axis against rank. */
+int rt_interp_axis(int64_t axis, int rank);
+
+/* Element access by flat index, for any dtype. rt_interp_load_int is for
+ * integer tensors only; rt_interp_store rounds and saturates as cast does. */
+int64_t rt_interp_load_int(const rt_tensor *t, int64_t i);
+double rt_interp_load(const rt_tensor *t, int64_t i);
+void rt_interp_store(rt_tensor *t, int64_t i, double x);
+
+/* Kernels, one per op or family of ops; each returns 0 or -1 after
+ * reporting. The contracts are in the comments above the definitions. */
+int rt_interp_const(const rt_interp_call *call);
+int rt_interp_binary(const rt_interp_call *call);
+int rt_interp_unary(const rt_interp_call *call);
+int rt_interp_cast(const rt_interp_call *call);
+
+int rt_interp_matmul(const rt_interp_call *call);
+int rt_interp_linear(const rt_interp_call *call);
+int rt_interp_layernorm(const rt_interp_call *call);
+int rt_interp_softmax(const rt_interp_call *call);
+int rt_interp_causal_mask(const rt_interp_call *call);
+int rt_interp_embedding(const rt_interp_call *call);
+int rt_interp_cross_entropy(const rt_interp_call *call);
+
+int rt_interp_reshape(const rt_interp_call *call);
+int rt_interp_transpose(const rt_interp_call *call);
+int rt_interp_slice(const rt_interp_call *call);
+int rt_interp_concat(const rt_interp_call *call);
+int rt_interp_broadcast(const rt_interp_call *call);
+int rt_interp_reduce(const rt_interp_call *call);
+
+#endif
