@@ -73,9 +73,9 @@ typedef struct rt_lambada_result {
  * requests. For each example, the model runs on the context and target
  * tokens without the last target token, because no logit after the last
  * token is needed. When that sequence is longer than context_len, it is
- * truncated from the left: the model sees its last context_len tokens.
- * An example is correct when the greedy argmax at every target position
- * equals the target token; ties go to the lowest id.
+ * truncated from the left, and the model receives its last context_len
+ * tokens. An example is correct when the greedy argmax at every target
+ * position equals the target token, and ties go to the lowest id.
  *
  * Fails when context_len < 1, an example's target has more tokens than
  * context_len (some target token would have no context), an id is outside

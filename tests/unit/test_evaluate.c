@@ -1,8 +1,8 @@
 /* Tests for runtime/evaluate with mock models whose perplexity is known in
- * closed form: a uniform model (perplexity V), a model that puts
- * probability p on the true next token (perplexity 1/p) and a model whose
- * confidence grows with the position in the window. The window arithmetic
- * is checked by recording every model call and every scored position. */
+ * closed form. A uniform model has perplexity V, and a model that puts
+ * probability p on the true next token has perplexity 1/p. A third model's
+ * confidence grows with the row in the window. The tests record every model
+ * call and every scored position to check the window arithmetic. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -400,7 +400,7 @@ static void test_lambada_truncation(void)
     ir_diag *d = ir_diag_new(stderr);
 
     /* 10 context tokens and 2 target tokens with context length 4: the
-     * model sees the last 4 tokens before the final one. */
+     * model receives the last 4 tokens before the final one. */
     int32_t tokens[12];
     tokens[0] = 1;
     for (int i = 1; i < 12; i++)
