@@ -142,7 +142,7 @@ static int out_of_memory(const ir_value *v, ir_diag *d)
 }
 
 /* Copies weight `v->name` into a new tensor of the param's type. A floating
- * weight of another floating dtype is converted; any other dtype must match. */
+ * weight of another floating dtype is converted, and any other must match. */
 static int load_param(const ir_value *v, const rt_weights *weights, rt_tensor **result, ir_diag *d)
 {
     char want[160], have[160];
@@ -189,7 +189,7 @@ static int load_input(const ir_value *v, const rt_weights *inputs, rt_tensor **r
 
 /* ---- running one value ---- */
 
-/* Layout ops, cast and leaves keep f16/bf16 elements as they are; every
+/* Layout ops, cast and leaves keep f16/bf16 elements as they are, but every
  * other op computes in f32. */
 static bool computes_in_f32(ir_op op)
 {
@@ -269,10 +269,11 @@ static int compute_value(const ir_value *v, rt_tensor *const *values, rt_tensor 
     bool in_f32 = computes_in_f32(v->op);
     int rc = 0;
     for (int k = 0; k < v->nops && rc == 0; k++) {
-        operands[k] = values[v->ops[k]];
+        int operand = v->ops[k];
+        operands[k] = operand >= 0 && operand < v->id ? values[operand] : NULL;
         if (!operands[k]) {
-            rc = rt_interp_fail(&call, "operand %d (value id %d) has not been computed; run ir_verify on the graph",
-                                k, v->ops[k]);
+            rc = rt_interp_fail(&call, "operand %d refers to value id %d, which is not an earlier value; run "
+                                "ir_verify on the graph", k, operand);
         } else if (in_f32 && (operands[k]->dtype == IR_F16 || operands[k]->dtype == IR_BF16)) {
             widened[k] = convert_float(operands[k], IR_F32);
             operands[k] = widened[k];
@@ -374,7 +375,7 @@ int rt_interp_run(const ir_graph *g, const rt_weights *weights, const rt_weights
         return -1;
     }
 
-    /* Hand each output tensor to the caller; an output listed twice gets a
+    /* Hand each output tensor to the caller. An output listed twice gets a
      * copy the second time. */
     int rc = 0;
     for (int k = 0; k < g->noutputs; k++) {

@@ -1,6 +1,6 @@
 /* The reference interpreter: runs an IR graph op by op in plain C on host
- * tensors. Every fast path (JIT code, INT8 kernels, object files) is tested
- * against it, so it is written for exact, documented semantics, not speed.
+ * tensors. It is the reference for the fast paths (JIT code, INT8 kernels,
+ * object files), so it is written for exact, documented semantics, not speed.
  *
  * Numerics, which the fast paths are compared against with a tolerance:
  *   - Floating ops compute in f32. An f16 or bf16 operand of an arithmetic
@@ -31,10 +31,10 @@
 int rt_interp_run(const ir_graph *g, const rt_weights *weights, const rt_weights *inputs,
                   rt_tensor **outputs, ir_diag *d);
 
-/* Like rt_interp_run, but keeps every value: on success *values is a new
- * array of g->nvalues tensors, values[i] holding value id i, for debugging
- * and for comparing single ops. Free it with rt_interp_free_values. On
- * failure *values is NULL. */
+/* Runs g like rt_interp_run but keeps every value, for debugging and for
+ * comparing single ops. On success *values is a new array of g->nvalues
+ * tensors in which values[i] is value id i. Free it with
+ * rt_interp_free_values. On failure *values is NULL. */
 int rt_interp_run_all(const ir_graph *g, const rt_weights *weights, const rt_weights *inputs,
                       rt_tensor ***values, ir_diag *d);
 

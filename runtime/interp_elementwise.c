@@ -113,10 +113,10 @@ int rt_interp_const(const rt_interp_call *call)
 }
 
 /* cast{to}: converts each element.
- *   float -> float: rounds to nearest even (f32 to f16 or bf16; widening is
- *     exact).
+ *   float -> float: widening is exact, and narrowing (f32 to f16 or bf16)
+ *     rounds to nearest even.
  *   float -> integer: rounds to nearest even (2.5 -> 2, 3.5 -> 4), then
- *     saturates to the integer range (300 -> 127 for i8); NaN -> 0.
+ *     saturates to the integer range (300 -> 127 for i8). NaN gives 0.
  *   integer -> float: exact where representable, else round to nearest even.
  *   integer -> integer: saturates to the target range.
  * NOTE: integer -> bf16 goes through f32, so an integer above 2^24 rounds
@@ -170,8 +170,8 @@ static float binary_f32(ir_op op, float a, float b)
     }
 }
 
-/* Returns a op b wrapped to 64 bits; the caller stores the low bits. Division
- * by zero is checked by the caller, and INT64_MIN / -1 wraps to INT64_MIN. */
+/* Returns a op b wrapped to 64 bits, of which the caller stores the low bits.
+ * The caller rejects division by zero, and INT64_MIN / -1 wraps to INT64_MIN. */
 static uint64_t binary_int(ir_op op, int64_t a, int64_t b)
 {
     switch (op) {

@@ -10,8 +10,7 @@
 /* ---- layout ops ---- */
 
 /* reshape{shape}: the same elements in the same row-major order under the
- * new shape (one dim of `shape` may be -1; the result type already has it
- * resolved). */
+ * new shape. One dim of `shape` may be -1, which the result type resolves. */
 int rt_interp_reshape(const rt_interp_call *call)
 {
     memcpy(call->result->data, call->operands[0]->data, rt_tensor_nbytes(call->operands[0]));
@@ -59,7 +58,7 @@ static void split_at_axis(const int64_t *dims, int rank, int axis, int64_t *oute
 }
 
 /* slice{axis, start, end}: the elements whose index along `axis` is in
- * [start, end); the other dims are kept whole. */
+ * [start, end), with the other dims kept whole. */
 int rt_interp_slice(const rt_interp_call *call)
 {
     const rt_tensor *x = call->operands[0];
@@ -77,7 +76,7 @@ int rt_interp_slice(const rt_interp_call *call)
     return 0;
 }
 
-/* concat{axis}: the operands joined along `axis` in operand order; they
+/* concat{axis}: the operands joined along `axis` in operand order. They
  * agree on every other dim. */
 int rt_interp_concat(const rt_interp_call *call)
 {
@@ -118,9 +117,9 @@ int rt_interp_broadcast(const rt_interp_call *call)
 
 /* ---- reductions ---- */
 
-/* reduce_sum, reduce_mean, reduce_max{axes, keepdims} over the listed axes
- * (negative axes count from the end); keepdims leaves each reduced dim as
- * size 1. f32 only. Elements are visited in row-major input order.
+/* reduce_sum, reduce_mean, reduce_max{axes, keepdims} over the listed axes,
+ * where negative axes count from the end and keepdims leaves each reduced
+ * dim as size 1. f32 only. Elements are visited in row-major input order.
  *   reduce_sum: a double sum, rounded to f32 once.
  *   reduce_mean: that double sum divided by the number of reduced elements,
  *     rounded to f32 once.
@@ -139,7 +138,7 @@ int rt_interp_reduce(const rt_interp_call *call)
     for (int i = 0; i < naxes; i++)
         reduced[rt_interp_axis(axes[i], x->rank)] = true;
 
-    /* Walk x; offset[0] is the flat index of the output element that the
+    /* Walk x, with offset[0] the flat index of the output element that the
      * current x element reduces into. Dropping or keeping a size-1 dim does
      * not change that index, so keepdims needs no special case. */
     rt_interp_walk w;

@@ -50,9 +50,9 @@ static void matmul_2d(const float *a, const float *b, const float *bias, float *
     }
 }
 
-/* matmul{transpose_b}: a[..., M, K] x b[..., K, N] -> [..., M, N], or with
+/* matmul{transpose_b}: a[..., M, K] x b[..., K, N] -> [..., M, N]. With
  * transpose_b = 1, b is [..., N, K] and its last two dims are swapped. The
- * batch dims broadcast as in numpy. f32 only; each output element is a
+ * batch dims broadcast as in numpy. f32 only. Each output element is a
  * double-accumulated dot product over k in increasing order, rounded to f32
  * once (see matmul_2d). */
 int rt_interp_matmul(const rt_interp_call *call)
@@ -86,10 +86,10 @@ int rt_interp_matmul(const rt_interp_call *call)
     return 0;
 }
 
-/* linear: x[..., in] x W[in, out] + bias[out] -> [..., out], the Conv1D
- * layout of GPT-2 checkpoints; the bias is optional. f32 only. Each output
- * element is the double dot product over `in` in increasing order plus the
- * bias, rounded to f32 once. */
+/* linear: x[..., in] x W[in, out] + bias[out] -> [..., out], in the Conv1D
+ * layout of GPT-2 checkpoints, and the bias is optional. f32 only. Each
+ * output element is the double dot product over `in` in increasing order
+ * plus the bias, rounded to f32 once. */
 int rt_interp_linear(const rt_interp_call *call)
 {
     const rt_tensor *x = call->operands[0], *w = call->operands[1];
@@ -143,7 +143,7 @@ int rt_interp_layernorm(const rt_interp_call *call)
 }
 
 /* softmax{axis}: y = exp(x - max) / sum(exp(x - max)) along `axis`. The max
- * is taken in f32; each exp(x - max) is evaluated in double, the sum
+ * is taken in f32. Each exp(x - max) is evaluated in double, the sum
  * accumulates in double in index order, and each quotient rounds to f32 once.
  * A row whose elements are all -inf (fully masked) gives all zeros, not NaN.
  * A row containing NaN or +inf gives all NaN. */
@@ -234,8 +234,8 @@ int rt_interp_embedding(const rt_interp_call *call)
 /* cross_entropy{ignore_index}(logits[..., V], targets[...]) -> scalar: the
  * mean, over positions p whose target is not ignore_index, of
  * logsumexp(logits[p, :]) - logits[p, target[p]]. logsumexp is
- * max + log(sum(exp(x - max))) with the max in f32 and the sum in double;
- * the per-position losses sum in double in position order and the mean
+ * max + log(sum(exp(x - max))) with the max in f32 and the sum in double.
+ * The per-position losses sum in double in position order, and the mean
  * rounds to f32 once. If every position is ignored the loss is 0. A target
  * outside [0, V) other than ignore_index is an error naming the position. */
 int rt_interp_cross_entropy(const rt_interp_call *call)

@@ -15,16 +15,16 @@ typedef struct rt_interp_call {
     ir_diag *diag;
 } rt_interp_call;
 
-/* Reports "<op> %<value>: <message>" at the value's location; returns -1. */
+/* Reports "<op> %<value>: <message>" at the value's location and returns -1. */
 int rt_interp_fail(const rt_interp_call *call, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Reports that the op does not support `dtype`; returns -1. */
+/* Reports that the op does not support `dtype` and returns -1. */
 int rt_interp_unsupported(const rt_interp_call *call, ir_dtype dtype);
 /* Formats the multi-index of row-major element `flat` of a tensor with the
- * given dims, e.g. "[1,3]", into buf; returns buf. */
+ * given dims into buf, e.g. "[1,3]", and returns buf. */
 char *rt_interp_index_str(const int64_t *dims, int rank, int64_t flat, char *buf, int cap);
-/* Fills strides[0 .. out_rank) with the element strides of a tensor of shape
- * dims[0 .. rank) read under numpy broadcasting against an output of rank
- * out_rank: trailing dims align, and a missing or size-1 dim gets stride 0. */
+/* Fills strides[0 .. out_rank) with the element strides for reading a tensor
+ * of shape dims[0 .. rank) broadcast to an output of rank out_rank. Trailing
+ * dims align as in numpy, and a missing or size-1 dim gets stride 0. */
 void rt_interp_broadcast_strides(const int64_t *dims, int rank, int out_rank, int64_t *strides);
 /* Row-major walk over the elements of an output shape that keeps the
  * matching element offsets of up to two source tensors, each read with its
@@ -44,13 +44,13 @@ void rt_interp_walk_next(rt_interp_walk *w);
 /* Resolves a possibly negative axis against rank. */
 int rt_interp_axis(int64_t axis, int rank);
 
-/* Element access by flat index, for any dtype. rt_interp_load_int is for
- * integer tensors only; rt_interp_store rounds and saturates as cast does. */
+/* Element access by flat index. rt_interp_load_int reads integer tensors
+ * only, and rt_interp_store rounds and saturates as cast does. */
 int64_t rt_interp_load_int(const rt_tensor *t, int64_t i);
 double rt_interp_load(const rt_tensor *t, int64_t i);
 void rt_interp_store(rt_tensor *t, int64_t i, double x);
 
-/* Kernels, one per op or family of ops; each returns 0 or -1 after
+/* Kernels, one per op or family of ops. Each returns 0, or -1 after
  * reporting. The contracts are in the comments above the definitions. */
 int rt_interp_const(const rt_interp_call *call);
 int rt_interp_binary(const rt_interp_call *call);
