@@ -20,6 +20,7 @@
 
 /* JSON numbers are doubles, so integers above 2^53 may have been rounded. */
 #define MAX_EXACT_JSON_INTEGER 9007199254740992.0
+#define MAX_TENSOR_ELEMENTS (1ull << 60)
 
 static const char *const SAFETENSORS_DTYPE_NAMES[IR_DTYPE_COUNT] = {
     [IR_F32] = "F32", [IR_F16] = "F16", [IR_BF16] = "BF16", [IR_I8] = "I8",
@@ -329,16 +330,27 @@ static int parse_entry(reader *r, const cJSON *item, header_entry *e)
         return -1;
     }
 
-    uint64_t bytes = ir_dtype_size(e->dtype);
+    /* rt_tensor_new rejects shapes whose dimensions multiply to more than
+     * about 2^60 elements, even when another dimension is 0, so the same
+     * bound applies to the product of the nonzero dimensions here. */
+    uint64_t elements = 1;
+    bool empty = false;
     char shape_text[256];
     for (int i = 0; i < rank; i++) {
-        if (__builtin_mul_overflow(bytes, (uint64_t)e->dims[i], &bytes)) {
-            ir_diag_file_error(r->diag, r->path, "tensor '%s': shape %s has a byte count above "
-                               "2^64; the file is corrupt", name,
+        if (e->dims[i] == 0) {
+            empty = true;
+            continue;
+        }
+        if (__builtin_mul_overflow(elements, (uint64_t)e->dims[i], &elements) ||
+            elements > MAX_TENSOR_ELEMENTS) {
+            ir_diag_file_error(r->diag, r->path, "tensor '%s': shape %s is too large, because its "
+                               "nonzero dimensions multiply to more than 2^60 elements; the file "
+                               "is corrupt", name,
                                format_shape(e->dims, rank, shape_text, sizeof shape_text));
             return -1;
         }
     }
+    uint64_t bytes = empty ? 0 : elements * ir_dtype_size(e->dtype);
     if (e->end - e->begin != bytes) {
         ir_diag_file_error(r->diag, r->path, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
                            "] span %" PRIu64 " bytes, but dtype %s and shape %s need %" PRIu64

@@ -929,11 +929,6 @@ static void test_debug_state_errors(void)
     capture_end(&c);
 }
 
-/* Regression inputs found by fuzzing tests/fuzz/fuzz_llmc.c. */
-static void test_fuzz_regressions(void)
-{
-}
-
 static void remove_temp_dir(void)
 {
     DIR *dir = opendir(temp_dir);
@@ -968,7 +963,6 @@ int main(void)
     test_tokens_errors();
     test_debug_state_layout();
     test_debug_state_errors();
-    test_fuzz_regressions();
     remove_temp_dir();
     return check_finish();
 }
