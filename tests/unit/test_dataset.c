@@ -73,6 +73,7 @@ static void write_file(const char *path, const void *data, size_t len)
 
 static char *read_file(const char *path, size_t *len)
 {
+    *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
@@ -399,6 +400,9 @@ static void flip_id_byte(const char *cache_path)
 {
     size_t len;
     char *data = read_file(cache_path, &len);
+    CHECK(len > 144);
+    if (!data || len <= 144)
+        return;
     data[len - 1] ^= 0x01;
     write_file(cache_path, data, len);
     free(data);
@@ -408,6 +412,9 @@ static void truncate_ids(const char *cache_path)
 {
     size_t len;
     char *data = read_file(cache_path, &len);
+    CHECK(len > 144);
+    if (!data || len <= 144)
+        return;
     write_file(cache_path, data, len - 3);
     free(data);
 }
@@ -428,6 +435,9 @@ static void bump_version(const char *cache_path)
 {
     size_t len;
     char *data = read_file(cache_path, &len);
+    CHECK(len > 144);
+    if (!data || len <= 144)
+        return;
     data[8] = 2;
     write_file(cache_path, data, len);
     free(data);
