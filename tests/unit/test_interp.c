@@ -806,6 +806,44 @@ static void test_f16_weight_converts(void)
     fixture_end(&f);
 }
 
+static void test_f32_weight_rounds_to_f16_param(void)
+{
+    fixture f;
+    fixture_begin(&f);
+    int w = ir_add_leaf(f.g, IR_OP_PARAM, "w", make_type(IR_F16, 1, (int64_t[]){2}), NULL, no_loc);
+    rt_weights_set(f.weights, "w", make_f32(1, (int64_t[]){2}, (float[]){1.0f + 0x1p-11f, 0.1f}));
+    rt_tensor *y = run_value(&f, w);
+    CHECK_EQ_INT(y->dtype, IR_F16);
+    CHECK(rt_f16_to_f32(((uint16_t *)y->data)[0]) == 1.0f); /* the tie rounds to even */
+    CHECK(((uint16_t *)y->data)[1] == rt_f32_to_f16(0.1f));
+    rt_tensor_free(y);
+    fixture_end(&f);
+}
+
+/* A bf16 layernorm computes in f32 and rounds once, so it equals the f32
+ * layernorm of the same bf16 values rounded to bf16. */
+static void test_bf16_layernorm_rounds_once(void)
+{
+    fixture f;
+    fixture_begin(&f);
+    int x = input_f32(&f, "x", 2, (int64_t[]){2, 3}, (float[]){0.3f, -1.7f, 2.9f, 10, 10.5f, 11});
+    int gamma = param_f32(&f, "gamma", 1, (int64_t[]){3}, (float[]){1.1f, 0.9f, 1.3f});
+    int beta = param_f32(&f, "beta", 1, (int64_t[]){3}, (float[]){0.1f, 0, -0.2f});
+    int operands[3] = {cast(&f, x, "bf16"), cast(&f, gamma, "bf16"), cast(&f, beta, "bf16")};
+    int narrow = add_op(&f, IR_OP_LAYERNORM, NULL, operands, 3, NULL);
+    int wide[3] = {cast(&f, operands[0], "f32"), cast(&f, operands[1], "f32"), cast(&f, operands[2], "f32")};
+    int reference = add_op(&f, IR_OP_LAYERNORM, NULL, wide, 3, NULL);
+
+    rt_tensor *y = run_value(&f, narrow);
+    rt_tensor *expected = run_value(&f, reference);
+    CHECK_EQ_INT(y->dtype, IR_BF16);
+    for (int i = 0; i < 6; i++)
+        CHECK_EQ_INT(((uint16_t *)y->data)[i], rt_f32_to_bf16(((float *)expected->data)[i]));
+    rt_tensor_free(y);
+    rt_tensor_free(expected);
+    fixture_end(&f);
+}
+
 static void test_run_all_and_repeated_outputs(void)
 {
     fixture f;
@@ -1212,6 +1250,8 @@ int main(void)
     test_embedding_lookup();
     test_cross_entropy_values();
     test_f16_weight_converts();
+    test_f32_weight_rounds_to_f16_param();
+    test_bf16_layernorm_rounds_once();
     test_run_all_and_repeated_outputs();
     test_missing_weight_error();
     test_wrongly_shaped_weight_error();
