@@ -758,8 +758,8 @@ static void test_cross_entropy_values(void)
     fixture f;
     fixture_begin(&f);
     int uniform = input_f32(&f, "uniform", 2, (int64_t[]){1, 3}, (float[]){0, 0, 0});
-    int one = input_i32(&f, "one", 1, (int64_t[]){1}, (int32_t[]){1});
-    rt_tensor *y = run_value(&f, binary(&f, IR_OP_CROSS_ENTROPY, uniform, one));
+    int target = input_i32(&f, "target", 1, (int64_t[]){1}, (int32_t[]){1});
+    rt_tensor *y = run_value(&f, binary(&f, IR_OP_CROSS_ENTROPY, uniform, target));
     check_f32(y, 0, NULL, (float[]){(float)log(3.0)}, 1e-7);
     rt_tensor_free(y);
 
