@@ -243,31 +243,8 @@ static bool json_to_uint(const cJSON *item, uint64_t *value)
     return true;
 }
 
-static int parse_entry(reader *r, const cJSON *item, header_entry *e)
+static int parse_dtype(reader *r, const char *name, const cJSON *dtype, header_entry *e)
 {
-    const char *name = item->string;
-    e->name = name;
-    if (!cJSON_IsObject(item)) {
-        ir_diag_file_error(r->diag, r->path, "tensor '%s': header entry is a JSON %s, not an "
-                           "object with dtype, shape and data_offsets", name, json_type_name(item));
-        return -1;
-    }
-    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(item, "dtype");
-    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
-    const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
-    const char *missing = NULL;
-    if (!dtype)
-        missing = "dtype";
-    else if (!shape)
-        missing = "shape";
-    else if (!offsets)
-        missing = "data_offsets";
-    if (missing) {
-        ir_diag_file_error(r->diag, r->path, "tensor '%s': header entry has no \"%s\" field; the "
-                           "file is corrupt or not safetensors", name, missing);
-        return -1;
-    }
-
     if (!cJSON_IsString(dtype)) {
         report_bad_value(r, name, "dtype", dtype, "a string");
         return -1;
@@ -279,7 +256,11 @@ static int parse_entry(reader *r, const cJSON *item, header_entry *e)
                            "these", name, dtype->valuestring);
         return -1;
     }
+    return 0;
+}
 
+static int parse_shape(reader *r, const char *name, const cJSON *shape, header_entry *e)
+{
     if (!cJSON_IsArray(shape)) {
         report_bad_value(r, name, "shape", shape, "an array of dimensions");
         return -1;
@@ -303,7 +284,11 @@ static int parse_entry(reader *r, const cJSON *item, header_entry *e)
         }
         e->dims[axis++] = (int64_t)value;
     }
+    return 0;
+}
 
+static int parse_offsets(reader *r, const char *name, const cJSON *offsets, header_entry *e)
+{
     if (!cJSON_IsArray(offsets) || cJSON_GetArraySize(offsets) != 2) {
         report_bad_value(r, name, "data_offsets", offsets, "an array [begin, end]");
         return -1;
@@ -329,14 +314,19 @@ static int parse_entry(reader *r, const cJSON *item, header_entry *e)
                            "or corrupt", name, e->begin, e->end, r->data_size);
         return -1;
     }
+    return 0;
+}
 
+/* Checks that the offsets span exactly dtype size times element count. */
+static int check_byte_count(reader *r, const char *name, const header_entry *e)
+{
     /* rt_tensor_new rejects shapes whose dimensions multiply to more than
      * about 2^60 elements, even when another dimension is 0, so the same
      * bound applies to the product of the nonzero dimensions here. */
     uint64_t elements = 1;
     bool empty = false;
     char shape_text[256];
-    for (int i = 0; i < rank; i++) {
+    for (int i = 0; i < e->rank; i++) {
         if (e->dims[i] == 0) {
             empty = true;
             continue;
@@ -346,7 +336,7 @@ static int parse_entry(reader *r, const cJSON *item, header_entry *e)
             ir_diag_file_error(r->diag, r->path, "tensor '%s': shape %s is too large, because its "
                                "nonzero dimensions multiply to more than 2^60 elements; the file "
                                "is corrupt", name,
-                               format_shape(e->dims, rank, shape_text, sizeof shape_text));
+                               format_shape(e->dims, e->rank, shape_text, sizeof shape_text));
             return -1;
         }
     }
@@ -356,10 +346,41 @@ static int parse_entry(reader *r, const cJSON *item, header_entry *e)
                            "] span %" PRIu64 " bytes, but dtype %s and shape %s need %" PRIu64
                            " bytes; the file is corrupt", name, e->begin, e->end,
                            e->end - e->begin, SAFETENSORS_DTYPE_NAMES[e->dtype],
-                           format_shape(e->dims, rank, shape_text, sizeof shape_text), bytes);
+                           format_shape(e->dims, e->rank, shape_text, sizeof shape_text), bytes);
         return -1;
     }
     return 0;
+}
+
+static int parse_entry(reader *r, const cJSON *item, header_entry *e)
+{
+    const char *name = item->string;
+    e->name = name;
+    if (!cJSON_IsObject(item)) {
+        ir_diag_file_error(r->diag, r->path, "tensor '%s': header entry is a JSON %s, not an "
+                           "object with dtype, shape and data_offsets", name, json_type_name(item));
+        return -1;
+    }
+    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(item, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
+    const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
+    const char *missing = NULL;
+    if (!dtype)
+        missing = "dtype";
+    else if (!shape)
+        missing = "shape";
+    else if (!offsets)
+        missing = "data_offsets";
+    if (missing) {
+        ir_diag_file_error(r->diag, r->path, "tensor '%s': header entry has no \"%s\" field; the "
+                           "file is corrupt or not safetensors", name, missing);
+        return -1;
+    }
+
+    if (parse_dtype(r, name, dtype, e) != 0 || parse_shape(r, name, shape, e) != 0 ||
+        parse_offsets(r, name, offsets, e) != 0)
+        return -1;
+    return check_byte_count(r, name, e);
 }
 
 static int compare_entry_names(const void *a, const void *b)
