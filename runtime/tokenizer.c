@@ -421,8 +421,8 @@ static int compare_entry_ids(const void *x, const void *y)
 }
 
 /* Reads the id of every entry into entries, sorts them by id and checks
- * that the ids are integers that cover 0..n-1 exactly once. Returns 0, or -1 after reporting
- * the first bad entry. */
+ * that the ids are integers that cover 0..n-1 exactly once. Returns 0, or
+ * -1 after reporting the first bad entry. */
 static int check_vocab_ids(const cJSON *root, int n, const char *path, vocab_entry *entries, ir_diag *d)
 {
     char quoted[QUOTE_CAP], quoted_other[QUOTE_CAP];
@@ -567,7 +567,9 @@ static int load_encoder(rt_tokenizer *t, const char *path, const uint32_t byte_t
         ir_diag_file_error(d, path, "out of memory while loading %d tokens", n);
         goto done;
     }
-    if (check_vocab_ids(root, n, path, entries, d) != 0 || load_token_strings(t, entries, path, cp_to_byte, len, d) != 0)
+    if (check_vocab_ids(root, n, path, entries, d) != 0)
+        goto done;
+    if (load_token_strings(t, entries, path, cp_to_byte, len, d) != 0)
         goto done;
 
     for (int b = 0; b < 256; b++) {
