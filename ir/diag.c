@@ -18,6 +18,7 @@ struct ir_diag {
     int cap;
     int errors;
     int max_errors;
+    char *context; /* prefix of error messages, or NULL */
 };
 
 ir_diag *ir_diag_new(FILE *out)
@@ -39,6 +40,7 @@ void ir_diag_free(ir_diag *d)
         free(d->sources[i].text);
     }
     free(d->sources);
+    free(d->context);
     free(d);
 }
 
@@ -121,6 +123,8 @@ static void report(ir_diag *d, ir_loc loc, const char *kind, const char *fmt, va
         fprintf(d->out, "%s: %s: ", loc.file, kind);
     else
         fprintf(d->out, "quadc: %s: ", kind);
+    if (d->context && strcmp(kind, "error") == 0)
+        fprintf(d->out, "%s: ", d->context);
     vfprintf(d->out, fmt, ap);
     fputc('\n', d->out);
     quote_line(d, loc);
@@ -162,6 +166,12 @@ void ir_diag_file_error(ir_diag *d, const char *path, const char *fmt, ...)
     va_start(ap, fmt);
     ir_diag_verror(d, loc, fmt, ap);
     va_end(ap);
+}
+
+void ir_diag_set_context(ir_diag *d, const char *context)
+{
+    free(d->context);
+    d->context = context ? strdup(context) : NULL;
 }
 
 int ir_diag_error_count(const ir_diag *d)

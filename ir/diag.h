@@ -38,6 +38,10 @@ void ir_diag_note(ir_diag *d, ir_loc loc, const char *fmt, ...)
 void ir_diag_file_error(ir_diag *d, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Sets a context that prefixes every later error message, as in
+ * "error: in pass 'cse': ...", or clears it when context is NULL. */
+void ir_diag_set_context(ir_diag *d, const char *context);
+
 int ir_diag_error_count(const ir_diag *d);
 /* Stops reporting after this many errors (default 20) so a broken file
  * cannot flood the terminal; the count keeps growing. */

@@ -150,8 +150,8 @@ static int infer_reshape(const ir_type *x, const ir_attr *attrs, ir_type *out, c
             infer_at = i;
         } else if (d < 0) {
             return fail(err, cap, "dimension %d of the new shape is %lld; it must be >= 0 or -1", i, (long long)d);
-        } else {
-            known *= d;
+        } else if (__builtin_mul_overflow(known, d, &known)) {
+            return fail(err, cap, "the new shape has more than 2^63 elements");
         }
         out->dims[i] = d;
     }
@@ -221,7 +221,8 @@ static int infer_concat(const ir_type *const *ops, int nops, const ir_attr *attr
         if (!ok)
             return fail(err, cap, "operand %d has type %s, which does not match %s outside axis %d", k,
                         ir_type_str(t, sb, 128), ir_type_str(ops[0], sa, 128), axis);
-        out->dims[axis] += t->dims[axis];
+        if (__builtin_add_overflow(out->dims[axis], t->dims[axis], &out->dims[axis]))
+            return fail(err, cap, "the concatenated axis %d has more than 2^63 elements", axis);
     }
     return 0;
 }
@@ -230,6 +231,10 @@ static int infer_broadcast_to(const ir_type *x, const ir_attr *attrs, ir_type *o
 {
     char sx[128], so[128];
     ir_type target = {x->dtype, attrs[0].nints, {0}};
+    for (int i = 0; i < attrs[0].nints; i++)
+        if (attrs[0].ints[i] < 0)
+            return fail(err, cap, "dimension %d of the target shape is %lld; it must be >= 0", i,
+                        (long long)attrs[0].ints[i]);
     memcpy(target.dims, attrs[0].ints, sizeof(int64_t) * (size_t)attrs[0].nints);
     ir_type joined;
     if (x->rank > target.rank || infer_broadcast(x, &target, &joined, err, cap) != 0 ||
@@ -317,8 +322,8 @@ static int infer_unary(ir_op op, const ir_type *x, const ir_attr *attrs, ir_type
     return 0;
 }
 
-int ir_infer_type(ir_op op, const ir_type *const *ops, int nops, const ir_attr *attrs, ir_type *out,
-                  char *err, int cap)
+static int infer_by_rule(ir_op op, const ir_type *const *ops, int nops, const ir_attr *attrs, ir_type *out,
+                         char *err, int cap)
 {
     char sx[128];
     memset(out, 0, sizeof *out);
@@ -384,4 +389,19 @@ int ir_infer_type(ir_op op, const ir_type *const *ops, int nops, const ir_attr *
         break;
     }
     return fail(err, cap, "unknown op");
+}
+
+/* Applies the op's rule, then checks that the element count of the result
+ * fits in int64_t, so that ir_type_numel cannot overflow on any inferred
+ * type (broadcasting two large operands could exceed it otherwise). */
+int ir_infer_type(ir_op op, const ir_type *const *ops, int nops, const ir_attr *attrs, ir_type *out,
+                  char *err, int cap)
+{
+    if (infer_by_rule(op, ops, nops, attrs, out, err, cap) != 0)
+        return -1;
+    int64_t numel = 1;
+    for (int i = 0; i < out->rank; i++)
+        if (__builtin_mul_overflow(numel, out->dims[i], &numel))
+            return fail(err, cap, "the result has more than 2^63 elements");
+    return 0;
 }

@@ -1,0 +1,888 @@
+/* The IR text parser: a hand-written lexer and a recursive-descent parser
+ * for the format ir/print.c writes (see ir/text.h). Every value goes
+ * through ir_add_typed, so the written type is checked against inference.
+ * After an error the parser skips to the next line and goes on, so one run
+ * reports several errors. Names whose definition failed are remembered, and
+ * their uses add no follow-on errors. */
+#include "ir/text.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum tok_kind {
+    TOK_EOF,
+    TOK_ERROR,  /* the lexer already reported it */
+    TOK_WORD,   /* [A-Za-z_][A-Za-z0-9_.]*: keywords, op names, dtypes */
+    TOK_NUMBER, /* -?digits(.digits)?([eE][+-]?digits)? */
+    TOK_LOCAL,  /* %name or %"name" */
+    TOK_GLOBAL, /* @name or @"name" */
+    TOK_STRING, /* "text" */
+    TOK_MINUS,
+    TOK_EQUAL,
+    TOK_COMMA,
+    TOK_COLON,
+    TOK_LBRACE,
+    TOK_RBRACE,
+    TOK_LBRACKET,
+    TOK_RBRACKET,
+    TOK_LPAREN,
+    TOK_RPAREN,
+} tok_kind;
+
+typedef struct token {
+    tok_kind kind;
+    const char *start; /* in the source text */
+    size_t len;
+    int line;
+    int col;
+    char *str; /* decoded name or string for LOCAL, GLOBAL, STRING; owned */
+} token;
+
+typedef struct parser {
+    const char *path; /* interned */
+    const char *text;
+    size_t len;
+    size_t pos;
+    int line;
+    size_t line_start;
+    token tok;
+    ir_diag *diag;
+    ir_graph *g;
+    ir_loc *def_locs; /* text location of each value's definition, by id */
+    int def_cap;
+    char **poisoned; /* names whose definition failed */
+    int npoisoned;
+    bool saw_return;
+} parser;
+
+static ir_loc tok_loc(const parser *p, const token *t)
+{
+    int width = t->len > 0 && t->len < 200 ? (int)t->len : 1;
+    ir_loc loc = {p->path, t->line, t->col, t->col + width};
+    return loc;
+}
+
+static void error_at(parser *p, const token *t, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void error_at(parser *p, const token *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ir_diag_verror(p->diag, tok_loc(p, t), fmt, ap);
+    va_end(ap);
+}
+
+/* ---- lexer ---- */
+
+static bool is_word_start(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static bool is_digit(int c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool is_name_char(int c)
+{
+    return is_word_start(c) || is_digit(c) || c == '.';
+}
+
+static int peek_char(const parser *p, size_t ahead)
+{
+    return p->pos + ahead < p->len ? (unsigned char)p->text[p->pos + ahead] : -1;
+}
+
+static void skip_space_and_comments(parser *p)
+{
+    while (p->pos < p->len) {
+        int c = peek_char(p, 0);
+        if (c == '\n') {
+            p->pos++;
+            p->line++;
+            p->line_start = p->pos;
+        } else if (c == ' ' || c == '\t' || c == '\r') {
+            p->pos++;
+        } else if (c == '/' && peek_char(p, 1) == '/') {
+            while (p->pos < p->len && p->text[p->pos] != '\n')
+                p->pos++;
+        } else {
+            return;
+        }
+    }
+}
+
+static int hex_value(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Lexes a double-quoted string starting at p->pos (the opening quote) into
+ * a malloc'd, decoded copy. Strings end on the same line. */
+static bool lex_string(parser *p, token *t)
+{
+    size_t cap = 16, n = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return false;
+    p->pos++;
+    while (true) {
+        int c = peek_char(p, 0);
+        if (c < 0 || c == '\n') {
+            error_at(p, t, "string is missing its closing quote");
+            free(buf);
+            return false;
+        }
+        p->pos++;
+        if (c == '"')
+            break;
+        if (c == '\\') {
+            int e = peek_char(p, 0);
+            p->pos++;
+            if (e == 'n') {
+                c = '\n';
+            } else if (e == 't') {
+                c = '\t';
+            } else if (e == '"' || e == '\\') {
+                c = e;
+            } else if (e == 'x' && hex_value(peek_char(p, 0)) >= 0 && hex_value(peek_char(p, 1)) >= 0) {
+                c = hex_value(peek_char(p, 0)) * 16 + hex_value(peek_char(p, 1));
+                p->pos += 2;
+            } else {
+                error_at(p, t, "invalid escape in string; use \\\", \\\\, \\n, \\t or \\xHH");
+                free(buf);
+                return false;
+            }
+        }
+        if (c == 0) {
+            error_at(p, t, "string contains a NUL byte, which IR names and strings cannot hold");
+            free(buf);
+            return false;
+        }
+        if (n + 1 >= cap) {
+            cap *= 2;
+            char *grown = realloc(buf, cap);
+            if (!grown) {
+                free(buf);
+                return false;
+            }
+            buf = grown;
+        }
+        buf[n++] = (char)c;
+    }
+    buf[n] = '\0';
+    t->str = buf;
+    return true;
+}
+
+static void lex_name(parser *p, token *t, tok_kind kind)
+{
+    p->pos++; /* the sigil */
+    t->kind = kind;
+    if (peek_char(p, 0) == '"') {
+        if (!lex_string(p, t))
+            t->kind = TOK_ERROR;
+        return;
+    }
+    size_t begin = p->pos;
+    while (is_name_char(peek_char(p, 0)))
+        p->pos++;
+    size_t n = p->pos - begin;
+    if (n == 0) {
+        error_at(p, t, "expected a name after '%c'", kind == TOK_LOCAL ? '%' : '@');
+        t->kind = TOK_ERROR;
+        return;
+    }
+    t->str = malloc(n + 1);
+    if (!t->str) {
+        t->kind = TOK_ERROR;
+        return;
+    }
+    memcpy(t->str, p->text + begin, n);
+    t->str[n] = '\0';
+}
+
+static void lex_number(parser *p)
+{
+    if (peek_char(p, 0) == '-')
+        p->pos++;
+    while (is_digit(peek_char(p, 0)))
+        p->pos++;
+    if (peek_char(p, 0) == '.' && is_digit(peek_char(p, 1))) {
+        p->pos++;
+        while (is_digit(peek_char(p, 0)))
+            p->pos++;
+    }
+    int e = peek_char(p, 0);
+    if (e == 'e' || e == 'E') {
+        size_t sign = (peek_char(p, 1) == '+' || peek_char(p, 1) == '-') ? 1 : 0;
+        if (is_digit(peek_char(p, 1 + sign))) {
+            p->pos += 1 + sign;
+            while (is_digit(peek_char(p, 0)))
+                p->pos++;
+        }
+    }
+}
+
+static const struct {
+    char c;
+    tok_kind kind;
+} punctuation[] = {
+    {'=', TOK_EQUAL},    {',', TOK_COMMA},    {':', TOK_COLON},  {'{', TOK_LBRACE},
+    {'}', TOK_RBRACE},   {'[', TOK_LBRACKET}, {']', TOK_RBRACKET}, {'(', TOK_LPAREN},
+    {')', TOK_RPAREN},
+};
+
+static void lex_token(parser *p, token *t)
+{
+    skip_space_and_comments(p);
+    memset(t, 0, sizeof *t);
+    t->start = p->text + p->pos;
+    t->line = p->line;
+    t->col = (int)(p->pos - p->line_start) + 1;
+    int c = peek_char(p, 0);
+    if (c < 0) {
+        t->kind = TOK_EOF;
+        return;
+    }
+    if (is_word_start(c)) {
+        while (is_name_char(peek_char(p, 0)))
+            p->pos++;
+        t->kind = TOK_WORD;
+    } else if (is_digit(c) || (c == '-' && is_digit(peek_char(p, 1)))) {
+        lex_number(p);
+        t->kind = TOK_NUMBER;
+    } else if (c == '%' || c == '@') {
+        lex_name(p, t, c == '%' ? TOK_LOCAL : TOK_GLOBAL);
+    } else if (c == '"') {
+        t->kind = lex_string(p, t) ? TOK_STRING : TOK_ERROR;
+    } else if (c == '-') {
+        p->pos++;
+        t->kind = TOK_MINUS;
+    } else {
+        t->kind = TOK_ERROR;
+        for (size_t i = 0; i < sizeof punctuation / sizeof punctuation[0]; i++)
+            if (punctuation[i].c == c)
+                t->kind = punctuation[i].kind;
+        p->pos++;
+        if (t->kind == TOK_ERROR) {
+            t->len = 1;
+            if (c >= 0x20 && c < 0x7f)
+                error_at(p, t, "unexpected character '%c'", c);
+            else
+                error_at(p, t, "unexpected byte 0x%02x", (unsigned)c);
+        }
+    }
+    t->len = (size_t)(p->text + p->pos - t->start);
+}
+
+static void advance(parser *p)
+{
+    free(p->tok.str);
+    lex_token(p, &p->tok);
+}
+
+static bool tok_is_word(const token *t, const char *word)
+{
+    return t->kind == TOK_WORD && t->len == strlen(word) && memcmp(t->start, word, t->len) == 0;
+}
+
+/* Copies the current token's text into buf (truncated to cap - 1). */
+static const char *tok_text(const token *t, char *buf, size_t cap)
+{
+    size_t n = t->len < cap - 1 ? t->len : cap - 1;
+    memcpy(buf, t->start, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Reports "expected X" at the current token, quoting what was found. */
+static void expected(parser *p, const char *what)
+{
+    char found[40];
+    if (p->tok.kind == TOK_ERROR)
+        return; /* the lexer has reported it */
+    if (p->tok.kind == TOK_EOF)
+        error_at(p, &p->tok, "expected %s, found the end of the input", what);
+    else
+        error_at(p, &p->tok, "expected %s, found '%s'", what, tok_text(&p->tok, found, sizeof found));
+}
+
+static bool expect(parser *p, tok_kind kind, const char *what)
+{
+    if (p->tok.kind != kind) {
+        expected(p, what);
+        return false;
+    }
+    advance(p);
+    return true;
+}
+
+/* ---- literals ---- */
+
+static bool parse_int(parser *p, int64_t *out, const char *what)
+{
+    char buf[64];
+    if (p->tok.kind != TOK_NUMBER) {
+        expected(p, what);
+        return false;
+    }
+    if (p->tok.len >= sizeof buf) {
+        error_at(p, &p->tok, "%s is too long to be a 64-bit integer", what);
+        return false;
+    }
+    tok_text(&p->tok, buf, sizeof buf);
+    char *end;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (*end != '\0') {
+        error_at(p, &p->tok, "expected %s, found '%s', which is not an integer", what, buf);
+        return false;
+    }
+    if (errno == ERANGE) {
+        error_at(p, &p->tok, "%s '%s' does not fit in 64 bits", what, buf);
+        return false;
+    }
+    *out = v;
+    advance(p);
+    return true;
+}
+
+/* Parses an int and checks that it lies in [lo, hi]. */
+static bool parse_int_in(parser *p, int64_t lo, int64_t hi, int64_t *out, const char *what)
+{
+    token at = p->tok;
+    at.str = NULL;
+    if (!parse_int(p, out, what))
+        return false;
+    if (*out < lo || *out > hi) {
+        error_at(p, &at, "%s %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]", what, *out, lo, hi);
+        return false;
+    }
+    return true;
+}
+
+/* Parses a float: a number, inf, -inf or nan. */
+static bool parse_float(parser *p, double *out)
+{
+    bool negative = false;
+    if (p->tok.kind == TOK_MINUS) {
+        negative = true;
+        advance(p);
+        if (!tok_is_word(&p->tok, "inf")) {
+            expected(p, "'inf' after '-'");
+            return false;
+        }
+    }
+    if (tok_is_word(&p->tok, "nan")) {
+        *out = (double)NAN;
+        advance(p);
+        return true;
+    }
+    if (tok_is_word(&p->tok, "inf")) {
+        *out = negative ? -(double)INFINITY : (double)INFINITY;
+        advance(p);
+        return true;
+    }
+    if (p->tok.kind != TOK_NUMBER) {
+        expected(p, "a number");
+        return false;
+    }
+    char *buf = malloc(p->tok.len + 1);
+    if (!buf)
+        return false;
+    tok_text(&p->tok, buf, p->tok.len + 1);
+    *out = strtod(buf, NULL);
+    free(buf);
+    advance(p);
+    return true;
+}
+
+/* ---- types, attributes, locations ---- */
+
+static bool parse_type(parser *p, ir_type *t)
+{
+    char name[16];
+    memset(t, 0, sizeof *t);
+    if (p->tok.kind != TOK_WORD) {
+        expected(p, "a type such as f32[4,64]");
+        return false;
+    }
+    t->dtype = p->tok.len < sizeof name ? ir_dtype_from_name(tok_text(&p->tok, name, sizeof name)) : IR_DTYPE_COUNT;
+    if (t->dtype == IR_DTYPE_COUNT) {
+        char found[40];
+        error_at(p, &p->tok, "unknown dtype '%s'; expected f32, f16, bf16, i8, u8, i32 or i64",
+                 tok_text(&p->tok, found, sizeof found));
+        return false;
+    }
+    advance(p);
+    if (!expect(p, TOK_LBRACKET, "'[' after the dtype"))
+        return false;
+    int64_t numel = 1;
+    while (p->tok.kind != TOK_RBRACKET) {
+        if (t->rank > 0 && !expect(p, TOK_COMMA, "',' or ']' in the shape"))
+            return false;
+        if (t->rank == IR_MAX_RANK) {
+            error_at(p, &p->tok, "type has more than %d dimensions", IR_MAX_RANK);
+            return false;
+        }
+        token at = p->tok;
+        at.str = NULL;
+        int64_t d;
+        if (!parse_int_in(p, 0, INT64_MAX, &d, "dimension"))
+            return false;
+        if (d != 0 && numel > INT64_MAX / d) {
+            error_at(p, &at, "type has more than 2^63 elements");
+            return false;
+        }
+        numel *= d;
+        t->dims[t->rank++] = d;
+    }
+    advance(p);
+    return true;
+}
+
+static bool parse_int_list(parser *p, ir_attr *a)
+{
+    if (!expect(p, TOK_LBRACKET, "'[' to start an integer list"))
+        return false;
+    a->nints = 0;
+    while (p->tok.kind != TOK_RBRACKET) {
+        if (a->nints > 0 && !expect(p, TOK_COMMA, "',' or ']' in the integer list"))
+            return false;
+        if (a->nints == IR_MAX_RANK) {
+            error_at(p, &p->tok, "integer list has more than %d entries", IR_MAX_RANK);
+            return false;
+        }
+        if (!parse_int(p, &a->ints[a->nints], "an integer"))
+            return false;
+        a->nints++;
+    }
+    advance(p);
+    return true;
+}
+
+static const char *attr_kind_name(ir_attr_kind kind)
+{
+    switch (kind) {
+    case IR_ATTR_INT: return "an integer";
+    case IR_ATTR_FLOAT: return "a float";
+    case IR_ATTR_INTS: return "an integer list such as [0,2,1]";
+    case IR_ATTR_STR: return "a quoted string";
+    }
+    return "a value";
+}
+
+static bool parse_attr_value(parser *p, ir_attr_kind kind, ir_attr *a)
+{
+    a->set = true;
+    switch (kind) {
+    case IR_ATTR_INT:
+        return parse_int(p, &a->i, "an integer");
+    case IR_ATTR_FLOAT:
+        return parse_float(p, &a->f);
+    case IR_ATTR_INTS:
+        return parse_int_list(p, a);
+    case IR_ATTR_STR:
+        if (p->tok.kind != TOK_STRING) {
+            expected(p, "a quoted string");
+            return false;
+        }
+        free(a->s);
+        a->s = p->tok.str;
+        p->tok.str = NULL;
+        advance(p);
+        return true;
+    }
+    return false;
+}
+
+/* Parses "{name=value, ...}" into attrs, which starts with the defaults. */
+static bool parse_attrs(parser *p, ir_attrs *attrs)
+{
+    const ir_op_info *info = ir_op_get(attrs->op);
+    bool seen[IR_MAX_ATTRS] = {false};
+    int count = 0;
+    advance(p); /* '{' */
+    while (p->tok.kind != TOK_RBRACE) {
+        if (count > 0 && !expect(p, TOK_COMMA, "',' or '}' in the attributes"))
+            return false;
+        char name[40];
+        if (p->tok.kind != TOK_WORD) {
+            expected(p, "an attribute name");
+            return false;
+        }
+        tok_text(&p->tok, name, sizeof name);
+        int slot = p->tok.len < sizeof name ? ir_op_attr_index(attrs->op, name) : -1;
+        if (slot < 0) {
+            if (info->nattrs == 0) {
+                error_at(p, &p->tok, "op '%s' has no attributes, but '%s' is given", info->name, name);
+            } else {
+                char list[128] = "";
+                for (int i = 0; i < info->nattrs; i++)
+                    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+                             info->attrs[i].name);
+                error_at(p, &p->tok, "op '%s' has no attribute '%s'; its attributes are %s", info->name, name, list);
+            }
+            return false;
+        }
+        if (seen[slot]) {
+            error_at(p, &p->tok, "attribute '%s' is given twice", name);
+            return false;
+        }
+        seen[slot] = true;
+        count++;
+        advance(p);
+        if (!expect(p, TOK_EQUAL, "'=' after the attribute name"))
+            return false;
+        ir_attr_kind kind = info->attrs[slot].kind;
+        if (!parse_attr_value(p, kind, &attrs->a[slot])) {
+            if (p->tok.kind != TOK_ERROR)
+                ir_diag_note(p->diag, tok_loc(p, &p->tok), "attribute '%s' of op '%s' takes %s", name, info->name,
+                             attr_kind_name(kind));
+            return false;
+        }
+    }
+    advance(p);
+    return true;
+}
+
+/* Parses an optional loc("file":line:col). */
+static bool parse_loc(parser *p, ir_loc *loc)
+{
+    memset(loc, 0, sizeof *loc);
+    if (!tok_is_word(&p->tok, "loc"))
+        return true;
+    advance(p);
+    if (!expect(p, TOK_LPAREN, "'(' after 'loc'"))
+        return false;
+    if (p->tok.kind != TOK_STRING) {
+        expected(p, "a quoted file name");
+        return false;
+    }
+    loc->file = ir_diag_intern(p->diag, p->tok.str);
+    advance(p);
+    int64_t line, col;
+    if (!expect(p, TOK_COLON, "':' after the file name") || !parse_int_in(p, 0, INT32_MAX, &line, "line number") ||
+        !expect(p, TOK_COLON, "':' after the line number") || !parse_int_in(p, 0, INT32_MAX, &col, "column number") ||
+        !expect(p, TOK_RPAREN, "')' to close loc("))
+        return false;
+    loc->line = (int)line;
+    loc->col = (int)col;
+    return true;
+}
+
+/* ---- statements ---- */
+
+static bool is_poisoned(const parser *p, const char *name)
+{
+    for (int i = 0; i < p->npoisoned; i++)
+        if (strcmp(p->poisoned[i], name) == 0)
+            return true;
+    return false;
+}
+
+static void poison(parser *p, const char *name)
+{
+    char **grown = realloc(p->poisoned, sizeof(char *) * (size_t)(p->npoisoned + 1));
+    if (!grown)
+        return;
+    p->poisoned = grown;
+    p->poisoned[p->npoisoned] = strdup(name);
+    if (p->poisoned[p->npoisoned])
+        p->npoisoned++;
+}
+
+/* Resolves the value reference at the current token. Returns the id, or -1
+ * (after reporting, unless the name belongs to a failed definition). */
+static int parse_value_ref(parser *p)
+{
+    if (p->tok.kind != TOK_LOCAL && p->tok.kind != TOK_GLOBAL) {
+        expected(p, "a value such as %x or @w");
+        return -1;
+    }
+    char sigil = p->tok.kind == TOK_LOCAL ? '%' : '@';
+    int id = ir_find(p->g, p->tok.str);
+    if (id < 0) {
+        if (!is_poisoned(p, p->tok.str))
+            error_at(p, &p->tok, "use of undefined value '%c%s'", sigil, p->tok.str);
+        return -1;
+    }
+    bool is_param = p->g->values[id]->op == IR_OP_PARAM;
+    if (is_param != (sigil == '@')) {
+        error_at(p, &p->tok, "'%c%s' refers to %s; write it as '%c%s'", sigil, p->tok.str,
+                 is_param ? "a parameter" : "a value that is not a parameter", is_param ? '@' : '%', p->tok.str);
+        return -1;
+    }
+    advance(p);
+    return id;
+}
+
+static bool parse_hparam(parser *p)
+{
+    advance(p); /* 'hparam' */
+    token at = p->tok;
+    char *name = NULL;
+    if (p->tok.kind == TOK_WORD) {
+        name = malloc(p->tok.len + 1);
+        if (name)
+            tok_text(&p->tok, name, p->tok.len + 1);
+    } else if (p->tok.kind == TOK_STRING) {
+        name = p->tok.str;
+        p->tok.str = NULL;
+    } else {
+        expected(p, "a hyperparameter name");
+        return false;
+    }
+    at.str = NULL;
+    advance(p);
+    int64_t value;
+    bool ok = name && expect(p, TOK_EQUAL, "'=' after the hyperparameter name") &&
+              parse_int(p, &value, "an integer value");
+    for (int i = 0; ok && i < p->g->nhparams; i++) {
+        if (strcmp(p->g->hparams[i].name, name) == 0) {
+            error_at(p, &at, "hyperparameter '%s' is set twice", name);
+            ok = false;
+        }
+    }
+    if (ok)
+        ok = ir_set_hparam(p->g, name, value) == 0;
+    free(name);
+    return ok;
+}
+
+static bool record_def_loc(parser *p, int id, ir_loc loc)
+{
+    if (id >= p->def_cap) {
+        int cap = p->def_cap ? p->def_cap * 2 : 64;
+        while (cap <= id)
+            cap *= 2;
+        ir_loc *grown = realloc(p->def_locs, sizeof(ir_loc) * (size_t)cap);
+        if (!grown)
+            return false;
+        p->def_locs = grown;
+        p->def_cap = cap;
+    }
+    p->def_locs[id] = loc;
+    return true;
+}
+
+/* Checks the name of a new definition: not taken, and written with the
+ * sigil that matches the op. */
+static bool check_definition_name(parser *p, const token *name_tok, ir_op op)
+{
+    char sigil = name_tok->kind == TOK_LOCAL ? '%' : '@';
+    const char *name = name_tok->str;
+    int previous = ir_find(p->g, name);
+    if (previous >= 0) {
+        error_at(p, name_tok, "redefinition of value '%c%s'", sigil, name);
+        ir_diag_note(p->diag, p->def_locs[previous], "previous definition is here");
+        return false;
+    }
+    if (name[0] == '\0') {
+        error_at(p, name_tok, "value names cannot be empty");
+        return false;
+    }
+    if ((op == IR_OP_PARAM) != (sigil == '@')) {
+        error_at(p, name_tok, op == IR_OP_PARAM ? "a param must be named with '@'; write '@%s'"
+                                                : "only params are named with '@'; write '%%%s'",
+                 name);
+        return false;
+    }
+    return true;
+}
+
+/* Parses a comma-separated operand list, which may be empty. */
+static bool parse_operands(parser *p, int **ops, int *nops)
+{
+    int cap = 0;
+    if (p->tok.kind != TOK_LOCAL && p->tok.kind != TOK_GLOBAL)
+        return true;
+    while (true) {
+        int id = parse_value_ref(p);
+        if (id < 0)
+            return false;
+        if (*nops == cap) {
+            cap = cap ? cap * 2 : 4;
+            int *grown = realloc(*ops, sizeof(int) * (size_t)cap);
+            if (!grown)
+                return false;
+            *ops = grown;
+        }
+        (*ops)[(*nops)++] = id;
+        if (p->tok.kind != TOK_COMMA)
+            return true;
+        advance(p);
+    }
+}
+
+/* Parses "%name = op operands {attrs} : type loc(...)". */
+static bool parse_value_def(parser *p)
+{
+    token name_tok = p->tok;
+    p->tok.str = NULL; /* name_tok owns the name now */
+    advance(p);
+    bool ok = expect(p, TOK_EQUAL, "'=' after the value name");
+
+    ir_op op = IR_OP_COUNT;
+    token op_tok = p->tok;
+    op_tok.str = NULL;
+    if (ok && p->tok.kind != TOK_WORD) {
+        expected(p, "an op name");
+        ok = false;
+    } else if (ok) {
+        char op_name[40];
+        tok_text(&p->tok, op_name, sizeof op_name);
+        op = p->tok.len < sizeof op_name ? ir_op_from_name(op_name) : IR_OP_COUNT;
+        if (op == IR_OP_COUNT) {
+            const char *hint = ir_op_suggest(op_name);
+            if (hint)
+                error_at(p, &p->tok, "unknown op '%s'; did you mean '%s'?", op_name, hint);
+            else
+                error_at(p, &p->tok, "unknown op '%s'", op_name);
+            ok = false;
+        } else {
+            advance(p);
+        }
+    }
+    ok = ok && check_definition_name(p, &name_tok, op);
+
+    int *ops = NULL, nops = 0;
+    ok = ok && parse_operands(p, &ops, &nops);
+    if (ok && nops > 0 && (ir_op_get(op)->flags & IR_OPF_LEAF)) {
+        error_at(p, &op_tok, "op '%s' takes no operands; its type is written after ':'", ir_op_get(op)->name);
+        ok = false;
+    }
+
+    ir_attrs attrs = ir_attrs_for(ok ? op : IR_OP_ADD);
+    if (ok && p->tok.kind == TOK_LBRACE)
+        ok = parse_attrs(p, &attrs);
+    ir_type type;
+    ok = ok && expect(p, TOK_COLON, "':' and the result type") && parse_type(p, &type);
+    ir_loc loc;
+    ok = ok && parse_loc(p, &loc);
+
+    if (ok) {
+        int id = ir_add_typed(p->g, op, name_tok.str, ops, nops, &attrs, &type, tok_loc(p, &op_tok));
+        ok = id >= 0 && record_def_loc(p, id, tok_loc(p, &name_tok));
+        if (id >= 0)
+            p->g->values[id]->loc = loc;
+    }
+    if (!ok && name_tok.str && ir_find(p->g, name_tok.str) < 0)
+        poison(p, name_tok.str);
+    ir_attrs_clear(&attrs);
+    free(ops);
+    free(name_tok.str);
+    return ok;
+}
+
+static bool parse_return(parser *p)
+{
+    token at = p->tok;
+    at.str = NULL;
+    advance(p);
+    if (p->saw_return) {
+        error_at(p, &at, "the graph has a second 'return'; list every output in one");
+        return false;
+    }
+    p->saw_return = true;
+    int *ops = NULL, nops = 0;
+    bool ok = parse_operands(p, &ops, &nops);
+    for (int i = 0; ok && i < nops; i++)
+        ok = ir_add_output(p->g, ops[i]) == 0;
+    free(ops);
+    return ok;
+}
+
+/* Skips the rest of the line of a failed statement so that parsing can go
+ * on with the next one. A '}' on that line is skipped too, because it may
+ * close an attribute list. */
+static void skip_to_next_line(parser *p, int line)
+{
+    while (p->tok.kind != TOK_EOF && p->tok.line == line)
+        advance(p);
+}
+
+static bool parse_statement(parser *p)
+{
+    if (tok_is_word(&p->tok, "hparam"))
+        return parse_hparam(p);
+    if (tok_is_word(&p->tok, "return"))
+        return parse_return(p);
+    if (p->tok.kind == TOK_LOCAL || p->tok.kind == TOK_GLOBAL)
+        return parse_value_def(p);
+    expected(p, "a value definition, 'hparam', 'return' or '}'");
+    return false;
+}
+
+static void parse_graph(parser *p)
+{
+    if (!tok_is_word(&p->tok, "graph")) {
+        expected(p, "'graph'");
+        return;
+    }
+    advance(p);
+    if (p->tok.kind != TOK_GLOBAL) {
+        expected(p, "the graph name, such as @gpt2");
+        return;
+    }
+    p->g = ir_graph_new(p->tok.str, p->diag);
+    if (!p->g)
+        return;
+    advance(p);
+    if (!expect(p, TOK_LBRACE, "'{' to open the graph body"))
+        return;
+    while (p->tok.kind != TOK_RBRACE && p->tok.kind != TOK_EOF) {
+        int line = p->tok.line;
+        if (!parse_statement(p)) {
+            /* A statement that failed on a later line resumes there. */
+            if (p->tok.line == line)
+                skip_to_next_line(p, line);
+            continue;
+        }
+        if (p->tok.kind != TOK_RBRACE && p->tok.kind != TOK_EOF && p->tok.line == line) {
+            expected(p, "the end of the line");
+            skip_to_next_line(p, line);
+        }
+    }
+    if (!expect(p, TOK_RBRACE, "'}' to close the graph body"))
+        return;
+    if (p->tok.kind != TOK_EOF)
+        expected(p, "the end of the input after the graph");
+}
+
+ir_graph *ir_parse_string(const char *path, const char *text, size_t len, ir_diag *d)
+{
+    parser p;
+    memset(&p, 0, sizeof p);
+    p.path = ir_diag_add_source(d, path ? path : "<input>", text, len);
+    p.text = text;
+    p.len = len;
+    p.line = 1;
+    p.diag = d;
+    int errors_before = ir_diag_error_count(d);
+
+    lex_token(&p, &p.tok);
+    parse_graph(&p);
+
+    free(p.tok.str);
+    free(p.def_locs);
+    for (int i = 0; i < p.npoisoned; i++)
+        free(p.poisoned[i]);
+    free(p.poisoned);
+    if (ir_diag_error_count(d) != errors_before || !p.g) {
+        ir_graph_free(p.g);
+        return NULL;
+    }
+    return p.g;
+}
