@@ -85,8 +85,8 @@ int rt_atomic_file_open(rt_atomic_file *f, const char *path, ir_diag *d)
     }
 
     /* The temporary file must be in the target's directory so that rename
-     * replaces the target atomically; O_EXCL protects a concurrent writer's
-     * file, and a name collision just moves on to the next counter value. */
+     * replaces the target atomically. O_EXCL keeps a concurrent writer's
+     * file intact, and on a name collision the loop tries the next counter. */
     int fd = -1;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
         unsigned counter = atomic_fetch_add(&temp_counter, 1u);
@@ -659,7 +659,7 @@ fail:
 /* Writer                                                                 */
 /* ---------------------------------------------------------------------- */
 
-/* Growable text buffer; `failed` records an allocation failure. */
+/* Growable text buffer. `failed` records an allocation failure. */
 typedef struct text_buffer {
     char *data;
     size_t length;
