@@ -201,20 +201,14 @@ static uint64_t max_linear_count(const rt_llmc_config *c)
     return 4u * (uint64_t)c->channels * (uint64_t)c->channels;
 }
 
+/* Formats a shape as "[8, 24]" into buffer, truncating if it does not fit. */
 static const char *shape_text(int rank, const int64_t *dims, char *buffer, size_t size)
 {
-    if (rank == 1)
-        snprintf(buffer, size, "[%" PRId64 "]", dims[0]);
-    else if (rank == 2)
-        snprintf(buffer, size, "[%" PRId64 ", %" PRId64 "]", dims[0], dims[1]);
-    else {
-        size_t used = (size_t)snprintf(buffer, size, "[");
-        for (int i = 0; i < rank && used < size; i++)
-            used += (size_t)snprintf(buffer + used, size - used, "%s%" PRId64, i ? ", " : "",
-                                     dims[i]);
-        if (used < size)
-            snprintf(buffer + used, size - used, "]");
-    }
+    size_t used = (size_t)snprintf(buffer, size, "[");
+    for (int i = 0; i < rank && used < size; i++)
+        used += (size_t)snprintf(buffer + used, size - used, "%s%" PRId64, i ? ", " : "", dims[i]);
+    if (used < size)
+        snprintf(buffer + used, size - used, "]");
     return buffer;
 }
 
