@@ -11,9 +11,8 @@
  *     matmul and linear dot products, layernorm mean and variance, the
  *     softmax denominator, the cross-entropy log-sum-exp and mean, and
  *     reduce_sum / reduce_mean.
- *   - Each op's exact contract is the comment above its kernel in
- *     runtime/interp_elementwise.c, runtime/interp_nn.c and
- *     runtime/interp_layout.c. */
+ *   - Each op's exact contract is the comment above its kernel in one of
+ *     the runtime/interp_*.c files. */
 #ifndef QUADC_RUNTIME_INTERP_H
 #define QUADC_RUNTIME_INTERP_H
 
