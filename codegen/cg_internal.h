@@ -1,0 +1,190 @@
+/* Shared state of the code generator: the buffer plan, the emission
+ * context and the IR-building helpers used by the per-op emitters.
+ *
+ * Generated code ABI. Every buffer is a slot in an array of pointers
+ * `bufs`. Two entry points exist:
+ *   i32 qc_bind(ptr bufs, ptr pool)  constants, param-only values, packing
+ *   i32 qc_run(ptr bufs, ptr pool)   everything that depends on inputs
+ * Both return 0 or a nonzero CG_STATUS_* code; details of a failure are in
+ * the i64[4] status slot: {code, value id, flat position, offending id}.
+ * Kernels have the type void(ptr bufs, i64 begin, i64 end) and run tasks
+ * [begin, end); the entry points call them directly or through
+ * rt_pool_parallel_for. */
+#ifndef QUADC_CODEGEN_CG_INTERNAL_H
+#define QUADC_CODEGEN_CG_INTERNAL_H
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+#include <stdbool.h>
+
+#include "codegen/codegen.h"
+
+enum {
+    CG_STATUS_OK = 0,
+    CG_STATUS_INDEX_RANGE = 1, /* embedding id or cross-entropy target out of range */
+};
+
+/* Where a value's buffer comes from. */
+typedef enum cg_storage {
+    CG_STORE_PARAM, /* bound from the weights */
+    CG_STORE_INPUT, /* bound from the inputs of each run */
+    CG_STORE_BIND,  /* computed by qc_bind */
+    CG_STORE_RUN,   /* computed by qc_run */
+} cg_storage;
+
+/* How a matrix product is carried out; filled in by the plan. */
+typedef struct cg_gemm_plan {
+    int value;       /* the matmul or linear value */
+    int packed_slot; /* packed B panels */
+    bool pack_at_bind;
+} cg_gemm_plan;
+
+typedef struct cg_plan {
+    int nvalues;
+    cg_storage *storage; /* per value */
+    int *slot;           /* per value: its buffer slot (a reshape shares its operand's) */
+    bool *is_alias;      /* per value: reshape sharing its operand's buffer */
+    int nslots;
+    int64_t *slot_bytes;  /* per slot: bytes the module allocates, 0 for bound slots */
+    int status_slot;
+    int ngemms;
+    cg_gemm_plan *gemms;
+    int *scratch_slot; /* per value: extra scratch buffer or -1 */
+} cg_plan;
+
+/* GEMM blocking chosen from the target's vector width. */
+typedef struct cg_gemm_shape {
+    int vw;     /* floats per vector */
+    int mr, nr; /* microkernel rows and columns (nr = nvec * vw) */
+    int nvec;
+    int mc, nc, kc; /* cache blocks */
+} cg_gemm_shape;
+
+typedef struct cg_emit {
+    LLVMContextRef ctx;
+    LLVMModuleRef mod;
+    LLVMBuilderRef b;       /* kernel bodies */
+    LLVMBuilderRef entry_b; /* the entry function being built */
+    const ir_graph *g;
+    ir_diag *d;
+    cg_plan *plan;
+    cg_gemm_shape gs;
+    LLVMTypeRef i1, i8, i16, i32, i64, f32, f64, ptr, vf, void_ty;
+    LLVMTypeRef task_ty; /* void(ptr, i64, i64) */
+    LLVMTypeRef pfor_ty;
+    LLVMValueRef pfor;      /* rt_pool_parallel_for */
+    LLVMValueRef entry_fn;  /* qc_bind or qc_run */
+    LLVMValueRef entry_bufs, entry_pool;
+    LLVMValueRef kctx;      /* bufs argument of the kernel being built */
+    int kernel_count;
+    int errors;
+} cg_emit;
+
+/* ---- plan.c ---- */
+int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, cg_plan *plan, ir_diag *d);
+void cg_plan_free(cg_plan *plan);
+/* Bytes per element in a buffer: float dtypes are stored as f32. */
+int64_t cg_storage_elem_size(ir_dtype t);
+bool cg_is_float(ir_dtype t);
+cg_gemm_shape cg_gemm_shape_for(int vector_bits);
+/* Packed-B buffer bytes for a matmul or linear value. */
+int64_t cg_packed_bytes(const ir_graph *g, const ir_value *v, const cg_gemm_shape *gs);
+
+/* ---- target.c ---- */
+/* Creates a target machine for o->cpu (or the host). */
+LLVMTargetMachineRef cg_target_machine(const cg_options *o, ir_diag *d);
+int cg_vector_bits(LLVMTargetMachineRef tm);
+int cg_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt_level, ir_diag *d);
+
+/* ---- emit.c: module building ---- */
+/* Builds qc_bind and qc_run for g into a new module in ctx; returns NULL
+ * after reporting an op the code generator does not support. */
+LLVMModuleRef cg_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm, const ir_graph *g,
+                              const cg_plan *plan, const cg_gemm_shape *gs, ir_diag *d);
+/* Fills the types and the kernel builder of e (e->b) for module mod. */
+void cg_emit_init(cg_emit *e, LLVMContextRef ctx, LLVMModuleRef mod, const cg_gemm_shape *gs);
+/* Creates an empty module with the target's triple and data layout. */
+LLVMModuleRef cg_module_create(LLVMContextRef ctx, LLVMTargetMachineRef tm, const char *name);
+
+/* ---- irb.c: IR-building helpers ---- */
+LLVMTypeRef cg_elem_type(cg_emit *e, ir_dtype t);
+LLVMTypeRef cg_vec_type(LLVMTypeRef elem, int lanes);
+LLVMValueRef cg_i64(cg_emit *e, int64_t v);
+LLVMValueRef cg_i32(cg_emit *e, int32_t v);
+/* A float or integer constant of type ty, splatted when ty is a vector. */
+LLVMValueRef cg_constf(cg_emit *e, LLVMTypeRef ty, double v);
+LLVMValueRef cg_consti(cg_emit *e, LLVMTypeRef ty, int64_t v);
+LLVMValueRef cg_splat(cg_emit *e, LLVMValueRef scalar, int lanes);
+/* Calls an overloaded LLVM intrinsic such as "llvm.fma" on type ty. */
+LLVMValueRef cg_intrinsic(cg_emit *e, const char *name, LLVMTypeRef ty, LLVMValueRef *args, int nargs);
+LLVMValueRef cg_intrinsic2(cg_emit *e, const char *name, LLVMTypeRef *tys, int ntys, LLVMValueRef *args,
+                           int nargs);
+/* Element pointer base + index (elements of type elem). */
+LLVMValueRef cg_gep(cg_emit *e, LLVMTypeRef elem, LLVMValueRef base, LLVMValueRef index);
+/* Loads `lanes` consecutive elements (a vector when lanes > 1). */
+LLVMValueRef cg_load(cg_emit *e, LLVMTypeRef elem, LLVMValueRef base, LLVMValueRef index, int lanes);
+void cg_store(cg_emit *e, LLVMValueRef v, LLVMTypeRef elem, LLVMValueRef base, LLVMValueRef index);
+/* Horizontal sum / max of a float vector (returns a scalar as is). */
+LLVMValueRef cg_hsum(cg_emit *e, LLVMValueRef v);
+LLVMValueRef cg_hmax(cg_emit *e, LLVMValueRef v);
+/* Marks an fadd/fmul as reassociable so LLVM may reorder it. */
+LLVMValueRef cg_reassoc(LLVMValueRef inst);
+
+/* Counted loop i = start; i < end; i += step. cg_loop_begin positions the
+ * builder in the body; loop-carried values are phis made by cg_loop_carry
+ * before the body is built and closed by cg_loop_end. */
+#define CG_LOOP_MAX_CARRY 64
+typedef struct cg_loop {
+    LLVMBasicBlockRef header, exit;
+    LLVMValueRef iv, step;
+    int ncarry;
+    LLVMValueRef carry[CG_LOOP_MAX_CARRY];
+} cg_loop;
+LLVMValueRef cg_loop_begin(cg_emit *e, cg_loop *l, LLVMValueRef start, LLVMValueRef end, LLVMValueRef step);
+/* Adds a carried value; call between cg_loop_begin and building the body. */
+LLVMValueRef cg_loop_carry(cg_emit *e, cg_loop *l, LLVMValueRef init);
+/* Closes the loop with the carried values' next values (NULL if none).
+ * After it, l->carry[i] are the values at loop exit. */
+void cg_loop_end(cg_emit *e, cg_loop *l, LLVMValueRef *next);
+
+/* Sets the vector-width and nounwind attributes every generated function gets. */
+void cg_function_attrs(cg_emit *e, LLVMValueRef fn);
+
+/* Kernels and launches. */
+LLVMValueRef cg_kernel_begin(cg_emit *e, const char *what, LLVMValueRef *begin, LLVMValueRef *end);
+void cg_kernel_end(cg_emit *e);
+/* Loads the buffer pointer of a slot inside the current kernel. */
+LLVMValueRef cg_buf(cg_emit *e, int slot);
+/* Calls kernel fn over ntasks tasks from the entry function, on the pool
+ * when the total work (elements touched) is large enough. */
+void cg_launch(cg_emit *e, LLVMValueRef fn, int64_t ntasks, int64_t grain, int64_t work);
+/* Emits "if status != 0 return status" into the entry function. */
+void cg_check_status(cg_emit *e);
+/* Records a range error in the status slot from inside a kernel. */
+void cg_report_range_error(cg_emit *e, int value_id, LLVMValueRef position, LLVMValueRef bad_id);
+
+/* ---- math.c: vectorizable math on float scalars or vectors ---- */
+LLVMValueRef cg_exp(cg_emit *e, LLVMValueRef x);
+LLVMValueRef cg_log(cg_emit *e, LLVMValueRef x);
+LLVMValueRef cg_tanh(cg_emit *e, LLVMValueRef x);
+LLVMValueRef cg_gelu(cg_emit *e, LLVMValueRef x);
+LLVMValueRef cg_fma(cg_emit *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);
+
+/* ---- emit_elementwise.c ---- */
+int cg_emit_elementwise(cg_emit *e, const ir_value *v);
+int cg_emit_causal_mask(cg_emit *e, const ir_value *v);
+int cg_emit_layout(cg_emit *e, const ir_value *v); /* transpose, slice, concat, broadcast, reshape copy */
+int cg_emit_const(cg_emit *e, const ir_value *v);
+
+/* ---- emit_rows.c ---- */
+int cg_emit_layernorm(cg_emit *e, const ir_value *v);
+int cg_emit_softmax(cg_emit *e, const ir_value *v);
+int cg_emit_reduce(cg_emit *e, const ir_value *v);
+int cg_emit_embedding(cg_emit *e, const ir_value *v);
+int cg_emit_cross_entropy(cg_emit *e, const ir_value *v);
+
+/* ---- emit_gemm.c ---- */
+int cg_emit_pack(cg_emit *e, const cg_gemm_plan *gp);
+int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp);
+
+#endif

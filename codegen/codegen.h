@@ -1,0 +1,64 @@
+/* LLVM code generation for quadc graphs: builds LLVM IR for every op with
+ * the LLVM C API, optimizes it with the new pass manager and JIT-compiles it
+ * with ORC LLJIT. Generated code runs its loops on a thread pool
+ * (runtime/threadpool.h). Float values of any float dtype are computed and
+ * stored as f32; f16 and bf16 are rounded only by `cast` and when outputs
+ * are returned. */
+#ifndef QUADC_CODEGEN_CODEGEN_H
+#define QUADC_CODEGEN_CODEGEN_H
+
+#include <stdint.h>
+
+#include "ir/diag.h"
+#include "ir/ir.h"
+#include "runtime/tensor.h"
+
+typedef struct cg_options {
+    int threads;     /* worker threads; 0 = one per online core */
+    const char *cpu; /* LLVM CPU name such as "znver4"; NULL = the host CPU */
+    int opt_level;   /* 0-3; cg_default_options sets 3 */
+} cg_options;
+
+typedef struct cg_module cg_module;
+
+/* Returns threads = 0, cpu = NULL, opt_level = 3. A NULL options pointer
+ * passed to the functions below means these defaults. */
+cg_options cg_default_options(void);
+
+/* Builds LLVM IR for the graph, optimizes it ("default<On>") and JIT
+ * compiles it. Returns NULL after reporting through d. */
+cg_module *cg_compile(const ir_graph *g, const cg_options *o, ir_diag *d);
+void cg_free(cg_module *m);
+
+/* Binds the model weights: converts f16/bf16 params to f32, computes the
+ * values that depend only on params and constants, and packs the weight
+ * operands of matrix multiplications. f32 and integer params are used in
+ * place, so `weights` must stay alive and unchanged until the next bind or
+ * cg_free. Returns 0, or -1 after reporting a missing or mismatched weight. */
+int cg_bind_weights(cg_module *m, const rt_weights *weights, ir_diag *d);
+
+/* Runs the graph. Binds `weights` first unless they are the weights bound
+ * last (compared by pointer, so rebind explicitly after changing tensors
+ * in place). Inputs are looked up by value name. On success stores one new
+ * tensor per graph output in outputs[0 .. noutputs) and returns 0. On error
+ * (a missing or mismatched input, an embedding id out of range) reports
+ * the value and position through d and returns -1. */
+int cg_run(cg_module *m, const rt_weights *weights, const rt_weights *inputs, rt_tensor **outputs,
+           ir_diag *d);
+
+/* Returns the optimized LLVM IR as text (caller frees with free), or NULL
+ * after reporting an error. */
+char *cg_emit_llvm(const ir_graph *g, const cg_options *o, ir_diag *d);
+/* Returns the assembly for the target CPU as text (caller frees), or NULL. */
+char *cg_emit_asm(const ir_graph *g, const cg_options *o, ir_diag *d);
+
+/* Returns the floating-point operations of the matrix multiplications in
+ * the graph, 2 * M * K * N per product. */
+double cg_graph_matmul_flops(const ir_graph *g);
+
+/* Measures the fp32 FMA throughput of the target in GFLOP/s with a
+ * generated loop of independent vector FMAs on `threads` threads (0 = all
+ * cores). Returns a negative value after reporting an error. */
+double cg_measure_fma_peak(const cg_options *o, int threads, ir_diag *d);
+
+#endif

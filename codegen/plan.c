@@ -1,0 +1,150 @@
+/* The buffer plan: decides for every value whether its buffer is bound
+ * from the weights or inputs, computed once at bind time (the value
+ * depends only on params and constants) or computed on every run, and
+ * assigns buffer slots, packed-weight slots and scratch slots. A reshape
+ * shares its operand's buffer because row-major data does not move.
+ * NOTE: every computed value keeps its own buffer for the module's
+ * lifetime; no buffer is reused after its last use. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen/cg_internal.h"
+
+bool cg_is_float(ir_dtype t)
+{
+    return t == IR_F32 || t == IR_F16 || t == IR_BF16;
+}
+
+int64_t cg_storage_elem_size(ir_dtype t)
+{
+    return cg_is_float(t) ? 4 : (int64_t)ir_dtype_size(t);
+}
+
+cg_gemm_shape cg_gemm_shape_for(int vector_bits)
+{
+    cg_gemm_shape s;
+    s.vw = vector_bits >= 512 ? 16 : vector_bits >= 256 ? 8 : 4;
+    if (s.vw == 16) {
+        /* 32 vector registers: 8 x 3 accumulators, 3 B vectors, 1 broadcast. */
+        s.mr = 8;
+        s.nvec = 3;
+    } else {
+        /* 16 vector registers: 6 x 2 accumulators, 2 B vectors, 1 broadcast. */
+        s.mr = 6;
+        s.nvec = 2;
+    }
+    s.nr = s.nvec * s.vw;
+    s.mc = s.mr * 8;
+    s.nc = s.nr * 4;
+    s.kc = 256;
+    return s;
+}
+
+/* Dimensions of a matrix product: batch count of B (before broadcasting),
+ * K and N. */
+static void gemm_b_dims(const ir_graph *g, const ir_value *v, int64_t *nb, int64_t *k, int64_t *n)
+{
+    const ir_type *bt = &g->values[v->ops[1]]->type;
+    if (v->op == IR_OP_LINEAR) {
+        *nb = 1;
+        *k = bt->dims[0];
+        *n = bt->dims[1];
+        return;
+    }
+    bool tb = ir_attr_int(v, "transpose_b") != 0;
+    *nb = 1;
+    for (int i = 0; i < bt->rank - 2; i++)
+        *nb *= bt->dims[i];
+    *k = tb ? bt->dims[bt->rank - 1] : bt->dims[bt->rank - 2];
+    *n = tb ? bt->dims[bt->rank - 2] : bt->dims[bt->rank - 1];
+}
+
+int64_t cg_packed_bytes(const ir_graph *g, const ir_value *v, const cg_gemm_shape *gs)
+{
+    int64_t nb, k, n;
+    gemm_b_dims(g, v, &nb, &k, &n);
+    int64_t panels = (n + gs->nr - 1) / gs->nr;
+    return nb * panels * k * gs->nr * 4;
+}
+
+static int add_slot(cg_plan *p, int64_t bytes)
+{
+    p->slot_bytes = realloc(p->slot_bytes, sizeof(int64_t) * (size_t)(p->nslots + 1));
+    p->slot_bytes[p->nslots] = bytes;
+    return p->nslots++;
+}
+
+int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, cg_plan *p, ir_diag *d)
+{
+    memset(p, 0, sizeof *p);
+    int n = g->nvalues;
+    p->nvalues = n;
+    p->storage = calloc((size_t)n + 1, sizeof *p->storage);
+    p->slot = calloc((size_t)n + 1, sizeof *p->slot);
+    p->is_alias = calloc((size_t)n + 1, sizeof *p->is_alias);
+    p->scratch_slot = calloc((size_t)n + 1, sizeof *p->scratch_slot);
+    p->gemms = calloc((size_t)n + 1, sizeof *p->gemms);
+    if (!p->storage || !p->slot || !p->is_alias || !p->scratch_slot || !p->gemms) {
+        ir_diag_file_error(d, NULL, "out of memory while planning buffers for graph '%s'", g->name);
+        return -1;
+    }
+    /* Slots [0, n) belong to values; aliases leave theirs unused. */
+    for (int i = 0; i < n; i++)
+        add_slot(p, 0);
+
+    for (int i = 0; i < n; i++) {
+        const ir_value *v = g->values[i];
+        p->scratch_slot[i] = -1;
+        p->slot[i] = i;
+        if (v->op == IR_OP_PARAM) {
+            p->storage[i] = CG_STORE_PARAM;
+            continue;
+        }
+        if (v->op == IR_OP_INPUT) {
+            p->storage[i] = CG_STORE_INPUT;
+            continue;
+        }
+        bool bind_time = true;
+        for (int k = 0; k < v->nops; k++) {
+            cg_storage s = p->storage[v->ops[k]];
+            if (s == CG_STORE_INPUT || s == CG_STORE_RUN)
+                bind_time = false;
+        }
+        p->storage[i] = bind_time ? CG_STORE_BIND : CG_STORE_RUN;
+        if (v->op == IR_OP_RESHAPE) {
+            p->is_alias[i] = true;
+            p->slot[i] = p->slot[v->ops[0]];
+            continue;
+        }
+        p->slot_bytes[i] = ir_type_numel(&v->type) * cg_storage_elem_size(v->type.dtype);
+    }
+
+    for (int i = 0; i < n; i++) {
+        const ir_value *v = g->values[i];
+        if (v->dead)
+            continue;
+        if (v->op == IR_OP_MATMUL || v->op == IR_OP_LINEAR) {
+            cg_gemm_plan *gp = &p->gemms[p->ngemms++];
+            gp->value = i;
+            gp->packed_slot = add_slot(p, cg_packed_bytes(g, v, gs));
+            gp->pack_at_bind = p->storage[v->ops[1]] == CG_STORE_PARAM || p->storage[v->ops[1]] == CG_STORE_BIND;
+        } else if (v->op == IR_OP_CROSS_ENTROPY) {
+            /* Per position: the loss and whether it counts, as doubles. */
+            int64_t rows = ir_type_numel(&g->values[v->ops[1]]->type);
+            p->scratch_slot[i] = add_slot(p, rows * 16);
+        }
+    }
+    p->status_slot = add_slot(p, 4 * sizeof(int64_t));
+    return 0;
+}
+
+void cg_plan_free(cg_plan *p)
+{
+    free(p->storage);
+    free(p->slot);
+    free(p->is_alias);
+    free(p->slot_bytes);
+    free(p->gemms);
+    free(p->scratch_slot);
+    memset(p, 0, sizeof *p);
+}
