@@ -1,0 +1,177 @@
+/* Module building: creates the entry points qc_bind and qc_run and walks
+ * the graph in topological order, sending each value to its op's emitter
+ * and each launch to the entry point its storage class names. */
+#include <string.h>
+
+#include "codegen/cg_internal.h"
+
+void cg_emit_init(cg_emit *e, LLVMContextRef ctx, LLVMModuleRef mod, const cg_gemm_shape *gs)
+{
+    e->ctx = ctx;
+    e->mod = mod;
+    e->gs = *gs;
+    e->b = LLVMCreateBuilderInContext(ctx);
+    LLVMContextRef c = ctx;
+    e->i1 = LLVMInt1TypeInContext(c);
+    e->i8 = LLVMInt8TypeInContext(c);
+    e->i16 = LLVMInt16TypeInContext(c);
+    e->i32 = LLVMInt32TypeInContext(c);
+    e->i64 = LLVMInt64TypeInContext(c);
+    e->f32 = LLVMFloatTypeInContext(c);
+    e->f64 = LLVMDoubleTypeInContext(c);
+    e->ptr = LLVMPointerTypeInContext(c, 0);
+    e->void_ty = LLVMVoidTypeInContext(c);
+    e->vf = LLVMVectorType(e->f32, (unsigned)e->gs.vw);
+    LLVMTypeRef task_params[3] = {e->ptr, e->i64, e->i64};
+    e->task_ty = LLVMFunctionType(e->void_ty, task_params, 3, 0);
+    LLVMTypeRef pfor_params[5] = {e->ptr, e->ptr, e->ptr, e->i64, e->i64};
+    e->pfor_ty = LLVMFunctionType(e->void_ty, pfor_params, 5, 0);
+}
+
+static LLVMValueRef add_entry(cg_emit *e, const char *name, LLVMBuilderRef *b)
+{
+    LLVMTypeRef params[2] = {e->ptr, e->ptr};
+    LLVMValueRef fn = LLVMAddFunction(e->mod, name, LLVMFunctionType(e->i32, params, 2, 0));
+    cg_function_attrs(e, fn);
+    *b = LLVMCreateBuilderInContext(e->ctx);
+    LLVMPositionBuilderAtEnd(*b, LLVMAppendBasicBlockInContext(e->ctx, fn, "entry"));
+    return fn;
+}
+
+static void select_entry(cg_emit *e, bool bind, LLVMValueRef *fns, LLVMBuilderRef *builders)
+{
+    int i = bind ? 0 : 1;
+    e->entry_fn = fns[i];
+    e->entry_b = builders[i];
+    e->entry_bufs = LLVMGetParam(fns[i], 0);
+    e->entry_pool = LLVMGetParam(fns[i], 1);
+}
+
+static const cg_gemm_plan *gemm_plan_of(const cg_plan *plan, int value)
+{
+    for (int i = 0; i < plan->ngemms; i++)
+        if (plan->gemms[i].value == value)
+            return &plan->gemms[i];
+    return NULL;
+}
+
+static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuilderRef *builders)
+{
+    switch (v->op) {
+    case IR_OP_PARAM:
+    case IR_OP_INPUT:
+    case IR_OP_RESHAPE:
+        return 0; /* bound from outside, or sharing the operand's buffer */
+    case IR_OP_CONST:
+        return cg_emit_const(e, v);
+    case IR_OP_ADD:
+    case IR_OP_SUB:
+    case IR_OP_MUL:
+    case IR_OP_DIV:
+    case IR_OP_MAXIMUM:
+    case IR_OP_MINIMUM:
+    case IR_OP_NEG:
+    case IR_OP_EXP:
+    case IR_OP_LOG:
+    case IR_OP_SQRT:
+    case IR_OP_RSQRT:
+    case IR_OP_TANH:
+    case IR_OP_GELU:
+    case IR_OP_RELU:
+    case IR_OP_ABS:
+    case IR_OP_SCALE:
+    case IR_OP_CAST:
+        return cg_emit_elementwise(e, v);
+    case IR_OP_MATMUL:
+    case IR_OP_LINEAR: {
+        if (!cg_is_float(v->type.dtype)) {
+            ir_diag_error(e->d, v->loc, "codegen: %s '%s' on %s operands is not supported; cast them to f32",
+                          ir_op_get(v->op)->name, v->name, ir_dtype_name(v->type.dtype));
+            return -1;
+        }
+        const cg_gemm_plan *gp = gemm_plan_of(e->plan, v->id);
+        LLVMValueRef saved_fn = e->entry_fn;
+        if (gp->pack_at_bind)
+            select_entry(e, true, fns, builders);
+        cg_emit_pack(e, gp);
+        select_entry(e, saved_fn == fns[0], fns, builders);
+        return cg_emit_gemm(e, gp);
+    }
+    case IR_OP_LAYERNORM:
+        return cg_emit_layernorm(e, v);
+    case IR_OP_SOFTMAX:
+        return cg_emit_softmax(e, v);
+    case IR_OP_CAUSAL_MASK:
+        return cg_emit_causal_mask(e, v);
+    case IR_OP_TRANSPOSE:
+    case IR_OP_SLICE:
+    case IR_OP_CONCAT:
+    case IR_OP_BROADCAST:
+        return cg_emit_layout(e, v);
+    case IR_OP_REDUCE_SUM:
+    case IR_OP_REDUCE_MEAN:
+    case IR_OP_REDUCE_MAX:
+        return cg_emit_reduce(e, v);
+    case IR_OP_EMBEDDING:
+        return cg_emit_embedding(e, v);
+    case IR_OP_CROSS_ENTROPY:
+        return cg_emit_cross_entropy(e, v);
+    case IR_OP_GRAD_GELU:
+    case IR_OP_GRAD_RELU:
+    case IR_OP_GRAD_ABS:
+    case IR_OP_GRAD_MAXIMUM:
+    case IR_OP_GRAD_MINIMUM:
+    case IR_OP_GRAD_LAYERNORM:
+    case IR_OP_GRAD_LAYERNORM_WEIGHT:
+    case IR_OP_GRAD_SOFTMAX:
+    case IR_OP_GRAD_CAUSAL_MASK:
+    case IR_OP_GRAD_EMBEDDING:
+    case IR_OP_GRAD_CROSS_ENTROPY:
+        ir_diag_error(e->d, v->loc, "op '%s' is not supported by the JIT yet", ir_op_get(v->op)->name);
+        return -1;
+    default:
+        /* TODO: the gradient ops (grad.*) have no emitter yet; run training
+         * graphs with the interpreter. */
+        break;
+    }
+    ir_diag_error(e->d, v->loc, "codegen: op '%s' of value '%s' is not supported by the LLVM backend; run this graph "
+                  "with the interpreter", ir_op_get(v->op)->name, v->name);
+    return -1;
+}
+
+LLVMModuleRef cg_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm, const ir_graph *g, const cg_plan *plan,
+                              const cg_gemm_shape *gs, ir_diag *d)
+{
+    cg_emit e;
+    memset(&e, 0, sizeof e);
+    LLVMModuleRef mod = cg_module_create(ctx, tm, g->name ? g->name : "quadc");
+    cg_emit_init(&e, ctx, mod, gs);
+    e.g = g;
+    e.d = d;
+    e.plan = (cg_plan *)plan;
+    e.pfor = LLVMAddFunction(e.mod, "rt_pool_parallel_for", e.pfor_ty);
+
+    LLVMValueRef fns[2];
+    LLVMBuilderRef builders[2];
+    fns[0] = add_entry(&e, "qc_bind", &builders[0]);
+    fns[1] = add_entry(&e, "qc_run", &builders[1]);
+
+    int failed = 0;
+    for (int i = 0; i < g->nvalues && !failed; i++) {
+        const ir_value *v = g->values[i];
+        if (v->dead)
+            continue;
+        select_entry(&e, plan->storage[i] == CG_STORE_BIND, fns, builders);
+        failed = emit_value(&e, v, fns, builders) != 0;
+    }
+    for (int i = 0; i < 2; i++) {
+        LLVMBuildRet(builders[i], LLVMConstInt(e.i32, 0, 0));
+        LLVMDisposeBuilder(builders[i]);
+    }
+    LLVMDisposeBuilder(e.b);
+    if (failed) {
+        LLVMDisposeModule(e.mod);
+        return NULL;
+    }
+    return e.mod;
+}

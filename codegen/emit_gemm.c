@@ -1,0 +1,391 @@
+/* Matrix multiplication: matmul (batched, with broadcast batch dims and
+ * optional transposed B) and linear (x W + b).
+ *
+ * B is packed into panels of NR columns: panel p holds B[k, p*NR + j] at
+ * ((p * K) + k) * NR + j, zero-padded past N, so the microkernel reads NR
+ * contiguous floats per k. Weight operands (params and values computed
+ * from params) are packed once by qc_bind; activations are packed on every
+ * run. The microkernel keeps an MR x NR tile of C in MR * NVEC vector
+ * registers and does MR * NVEC llvm.fma calls per k. Tasks are (batch,
+ * MC-row block, NC-column block) tiles; each task walks K in KC blocks
+ * (the B micro-panel of one block stays in L1/L2 while the MR-row strips
+ * of the MC block reuse it), then NR panels, then MR-row strips. */
+#include <stdio.h>
+#include <string.h>
+
+#include "codegen/cg_internal.h"
+
+typedef struct gemm_dims {
+    int64_t m, k, n;
+    int64_t batch;                  /* output batch count */
+    int out_batch_rank;
+    int64_t out_batch_dims[IR_MAX_RANK];
+    int64_t a_batch_stride[IR_MAX_RANK]; /* per output batch dim, in elements (0 = broadcast) */
+    int64_t b_batch_stride[IR_MAX_RANK]; /* in B batch indices */
+    bool transpose_b;
+    bool has_bias;
+    int64_t panels; /* ceil(n / nr) */
+} gemm_dims;
+
+static void batch_strides(const ir_type *t, int out_rank, const int64_t *out_dims, int64_t elem_per_batch,
+                          int64_t *strides)
+{
+    int trank = t->rank - 2;
+    int64_t s = elem_per_batch;
+    for (int d = out_rank - 1; d >= 0; d--) {
+        int td = d - (out_rank - trank);
+        if (td >= 0 && t->dims[td] != 1) {
+            strides[d] = s;
+            s *= t->dims[td];
+        } else {
+            strides[d] = 0;
+            if (td >= 0)
+                s *= t->dims[td];
+        }
+    }
+    (void)out_dims;
+}
+
+static gemm_dims gemm_dims_of(cg_emit *e, const ir_value *v)
+{
+    gemm_dims g;
+    memset(&g, 0, sizeof g);
+    const ir_type *at = &e->g->values[v->ops[0]]->type;
+    const ir_type *bt = &e->g->values[v->ops[1]]->type;
+    if (v->op == IR_OP_LINEAR) {
+        g.k = bt->dims[0];
+        g.n = bt->dims[1];
+        g.m = ir_type_numel(at) / g.k;
+        g.batch = 1;
+        g.has_bias = v->nops == 3;
+    } else {
+        g.transpose_b = ir_attr_int(v, "transpose_b") != 0;
+        g.m = at->dims[at->rank - 2];
+        g.k = at->dims[at->rank - 1];
+        g.n = g.transpose_b ? bt->dims[bt->rank - 2] : bt->dims[bt->rank - 1];
+        g.out_batch_rank = v->type.rank - 2;
+        g.batch = 1;
+        for (int d = 0; d < g.out_batch_rank; d++) {
+            g.out_batch_dims[d] = v->type.dims[d];
+            g.batch *= v->type.dims[d];
+        }
+        batch_strides(at, g.out_batch_rank, g.out_batch_dims, g.m * g.k, g.a_batch_stride);
+        batch_strides(bt, g.out_batch_rank, g.out_batch_dims, 1, g.b_batch_stride);
+    }
+    g.panels = (g.n + e->gs.nr - 1) / e->gs.nr;
+    return g;
+}
+
+/* ---- packing ---- */
+
+/* Tasks are (B batch, panel). */
+int cg_emit_pack(cg_emit *e, const cg_gemm_plan *gp)
+{
+    const ir_value *v = e->g->values[gp->value];
+    const ir_value *bv = e->g->values[v->ops[1]];
+    gemm_dims g = gemm_dims_of(e, v);
+    int nr = e->gs.nr;
+    int64_t nb = v->op == IR_OP_LINEAR ? 1 : ir_type_numel(&bv->type) / (g.k * g.n);
+    int64_t full_panels = g.n / nr;
+
+    LLVMValueRef begin, end;
+    LLVMValueRef fn = cg_kernel_begin(e, "pack_b", &begin, &end);
+    LLVMValueRef src = cg_buf(e, e->plan->slot[bv->id]);
+    LLVMValueRef dst = cg_buf(e, gp->packed_slot);
+    cg_loop tl;
+    LLVMValueRef t = cg_loop_begin(e, &tl, begin, end, cg_i64(e, 1));
+    LLVMValueRef bb = LLVMBuildSDiv(e->b, t, cg_i64(e, g.panels), "");
+    LLVMValueRef p = LLVMBuildSRem(e->b, t, cg_i64(e, g.panels), "");
+    LLVMValueRef sbase = LLVMBuildMul(e->b, bb, cg_i64(e, g.k * g.n), "");
+    LLVMValueRef dbase = LLVMBuildMul(e->b, t, cg_i64(e, g.k * nr), "");
+    LLVMValueRef col0 = LLVMBuildMul(e->b, p, cg_i64(e, nr), "");
+    LLVMValueRef is_full = LLVMBuildICmp(e->b, LLVMIntSLT, p, cg_i64(e, full_panels), "");
+
+    cg_loop kl;
+    LLVMValueRef k = cg_loop_begin(e, &kl, cg_i64(e, 0), cg_i64(e, g.k), cg_i64(e, 1));
+    cg_loop jl;
+    LLVMValueRef j = cg_loop_begin(e, &jl, cg_i64(e, 0), cg_i64(e, nr), cg_i64(e, 1));
+    LLVMValueRef col = LLVMBuildAdd(e->b, col0, j, "");
+    LLVMValueRef in_range = LLVMBuildOr(e->b, is_full, LLVMBuildICmp(e->b, LLVMIntSLT, col, cg_i64(e, g.n), ""), "");
+    /* Clamp the column so the load stays inside B; the select zeroes it. */
+    LLVMValueRef safe_col = LLVMBuildSelect(e->b, in_range, col, cg_i64(e, 0), "");
+    LLVMValueRef sidx = g.transpose_b
+                            ? LLVMBuildAdd(e->b, LLVMBuildMul(e->b, safe_col, cg_i64(e, g.k), ""), k, "")
+                            : LLVMBuildAdd(e->b, LLVMBuildMul(e->b, k, cg_i64(e, g.n), ""), safe_col, "");
+    LLVMValueRef x = cg_load(e, e->f32, src, LLVMBuildAdd(e->b, sbase, sidx, ""), 1);
+    x = LLVMBuildSelect(e->b, in_range, x, LLVMConstReal(e->f32, 0.0), "");
+    LLVMValueRef didx = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, k, cg_i64(e, nr), ""), j, "");
+    cg_store(e, x, e->f32, dst, LLVMBuildAdd(e->b, dbase, didx, ""));
+    cg_loop_end(e, &jl, NULL);
+    cg_loop_end(e, &kl, NULL);
+    cg_loop_end(e, &tl, NULL);
+    cg_kernel_end(e);
+    cg_launch(e, fn, nb * g.panels, 1, nb * g.panels * g.k * nr);
+    return 0;
+}
+
+/* ---- microkernel ---- */
+
+/* void mk(ptr A, i64 lda, ptr Bp, ptr C, i64 ldc, i64 kc, i1 first, ptr bias)
+ * C[0..mr, 0..nvalid) = (first ? bias or 0 : C) + A[0..mr, 0..kc) Bp[0..kc, 0..nvalid).
+ * Built once per (mr, nvalid, bias) and reused by every GEMM. */
+static LLVMValueRef microkernel(cg_emit *e, int mr, int nvalid, bool bias)
+{
+    char name[64];
+    snprintf(name, sizeof name, "gemm.mk%dx%d%s", mr, nvalid, bias ? ".bias" : "");
+    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, name);
+    if (fn)
+        return fn;
+    LLVMBasicBlockRef caller_block = LLVMGetInsertBlock(e->b);
+    const cg_gemm_shape *gs = &e->gs;
+    int vw = gs->vw, nvec = gs->nvec;
+    LLVMTypeRef params[8] = {e->ptr, e->i64, e->ptr, e->ptr, e->i64, e->i64, e->i1, e->ptr};
+    fn = LLVMAddFunction(e->mod, name, LLVMFunctionType(e->void_ty, params, 8, 0));
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    cg_function_attrs(e, fn);
+    unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+    for (unsigned i = 0; i < 8; i++)
+        if (params[i] == e->ptr)
+            LLVMAddAttributeAtIndex(fn, i + 1, LLVMCreateEnumAttribute(e->ctx, noalias, 0));
+
+    LLVMValueRef a = LLVMGetParam(fn, 0), lda = LLVMGetParam(fn, 1), bp = LLVMGetParam(fn, 2);
+    LLVMValueRef c = LLVMGetParam(fn, 3), ldc = LLVMGetParam(fn, 4), kc = LLVMGetParam(fn, 5);
+    LLVMValueRef first = LLVMGetParam(fn, 6), biasp = LLVMGetParam(fn, 7);
+    LLVMTypeRef vty = e->vf;
+    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e->ctx, fn, "entry");
+    LLVMBasicBlockRef init_first = LLVMAppendBasicBlockInContext(e->ctx, fn, "init_first");
+    LLVMBasicBlockRef init_load = LLVMAppendBasicBlockInContext(e->ctx, fn, "init_load");
+    LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(e->ctx, fn, "start");
+    LLVMPositionBuilderAtEnd(e->b, entry);
+    LLVMBuildCondBr(e->b, first, init_first, init_load);
+
+    /* Vectors of the tile that hold valid columns, and the lane mask of a
+     * partial last one. */
+    int nv = (nvalid + vw - 1) / vw;
+    int partial = nvalid % vw;
+    LLVMValueRef mask = NULL;
+    if (partial) {
+        LLVMValueRef bits[64];
+        for (int l = 0; l < vw; l++)
+            bits[l] = LLVMConstInt(e->i1, l < partial, 0);
+        mask = LLVMConstVector(bits, (unsigned)vw);
+    }
+    LLVMTypeRef mtys[2] = {vty, e->ptr};
+
+    LLVMValueRef init_a[8 * 4], init_b[8 * 4];
+    /* first: bias (or zero) in every row */
+    LLVMPositionBuilderAtEnd(e->b, init_first);
+    for (int j = 0; j < nvec; j++) {
+        LLVMValueRef val = cg_constf(e, vty, 0.0);
+        if (bias && j < nv) {
+            LLVMValueRef ptr = cg_gep(e, e->f32, biasp, cg_i64(e, j * vw));
+            if (partial && j == nv - 1) {
+                LLVMValueRef args[4] = {ptr, cg_i32(e, 4), mask, cg_constf(e, vty, 0.0)};
+                val = cg_intrinsic2(e, "llvm.masked.load", mtys, 2, args, 4);
+            } else {
+                val = cg_load(e, e->f32, biasp, cg_i64(e, j * vw), vw);
+            }
+        }
+        for (int r = 0; r < mr; r++)
+            init_a[r * nvec + j] = val;
+    }
+    LLVMBuildBr(e->b, start);
+    /* later K blocks: the partial sums already in C */
+    LLVMPositionBuilderAtEnd(e->b, init_load);
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef row = LLVMBuildMul(e->b, cg_i64(e, r), ldc, "");
+        for (int j = 0; j < nvec; j++) {
+            LLVMValueRef val = cg_constf(e, vty, 0.0);
+            LLVMValueRef idx = LLVMBuildAdd(e->b, row, cg_i64(e, j * vw), "");
+            if (j < nv && partial && j == nv - 1) {
+                LLVMValueRef args[4] = {cg_gep(e, e->f32, c, idx), cg_i32(e, 4), mask, cg_constf(e, vty, 0.0)};
+                val = cg_intrinsic2(e, "llvm.masked.load", mtys, 2, args, 4);
+            } else if (j < nv) {
+                val = cg_load(e, e->f32, c, idx, vw);
+            }
+            init_b[r * nvec + j] = val;
+        }
+    }
+    LLVMBuildBr(e->b, start);
+
+    LLVMPositionBuilderAtEnd(e->b, start);
+    int nacc = mr * nvec;
+    LLVMValueRef acc0[8 * 4];
+    for (int i = 0; i < nacc; i++) {
+        acc0[i] = LLVMBuildPhi(e->b, vty, "");
+        LLVMValueRef vals[2] = {init_a[i], init_b[i]};
+        LLVMBasicBlockRef blocks[2] = {init_first, init_load};
+        LLVMAddIncoming(acc0[i], vals, blocks, 2);
+    }
+    LLVMValueRef arow[8];
+    for (int r = 0; r < mr; r++)
+        arow[r] = cg_gep(e, e->f32, a, LLVMBuildMul(e->b, cg_i64(e, r), lda, ""));
+
+    cg_loop l;
+    LLVMValueRef k = cg_loop_begin(e, &l, cg_i64(e, 0), kc, cg_i64(e, 1));
+    LLVMValueRef acc[8 * 4], next[8 * 4], bvec[4];
+    for (int i = 0; i < nacc; i++)
+        acc[i] = cg_loop_carry(e, &l, acc0[i]);
+    LLVMValueRef bk = LLVMBuildMul(e->b, k, cg_i64(e, gs->nr), "");
+    for (int j = 0; j < nvec; j++) {
+        bvec[j] = cg_load(e, e->f32, bp, LLVMBuildAdd(e->b, bk, cg_i64(e, j * vw), ""), vw);
+        LLVMSetAlignment(bvec[j], (unsigned)(4 * vw)); /* panels are vector aligned */
+    }
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef av = cg_splat(e, cg_load(e, e->f32, arow[r], k, 1), vw);
+        for (int j = 0; j < nvec; j++)
+            next[r * nvec + j] = cg_fma(e, av, bvec[j], acc[r * nvec + j]);
+    }
+    cg_loop_end(e, &l, next);
+
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef row = LLVMBuildMul(e->b, cg_i64(e, r), ldc, "");
+        for (int j = 0; j < nv; j++) {
+            LLVMValueRef idx = LLVMBuildAdd(e->b, row, cg_i64(e, j * vw), "");
+            LLVMValueRef val = l.carry[r * nvec + j];
+            if (partial && j == nv - 1) {
+                LLVMValueRef args[4] = {val, cg_gep(e, e->f32, c, idx), cg_i32(e, 4), mask};
+                cg_intrinsic2(e, "llvm.masked.store", mtys, 2, args, 4);
+            } else {
+                cg_store(e, val, e->f32, c, idx);
+            }
+        }
+    }
+    LLVMBuildRetVoid(e->b);
+    LLVMPositionBuilderAtEnd(e->b, caller_block);
+    return fn;
+}
+
+/* ---- the tiled product ---- */
+
+typedef struct gemm_call {
+    LLVMValueRef a, bp, c, bias; /* task-level base pointers */
+    LLVMValueRef kc, first;
+} gemm_call;
+
+static void call_mk(cg_emit *e, LLVMValueRef mk, const gemm_dims *g, const gemm_call *gc, LLVMValueRef row,
+                    LLVMValueRef col)
+{
+    LLVMValueRef aptr = cg_gep(e, e->f32, gc->a, LLVMBuildMul(e->b, row, cg_i64(e, g->k), ""));
+    LLVMValueRef cptr = cg_gep(e, e->f32, gc->c,
+                               LLVMBuildAdd(e->b, LLVMBuildMul(e->b, row, cg_i64(e, g->n), ""), col, ""));
+    LLVMValueRef bias = g->has_bias ? cg_gep(e, e->f32, gc->bias, col) : LLVMConstNull(e->ptr);
+    LLVMValueRef args[8] = {aptr, cg_i64(e, g->k), gc->bp, cptr, cg_i64(e, g->n), gc->kc, gc->first, bias};
+    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(mk), mk, args, 8, "");
+}
+
+/* Emits the MR-row strips of rows [m0, m1) for one panel. */
+static void emit_strips(cg_emit *e, const gemm_dims *g, const gemm_call *gc, LLVMValueRef m0, LLVMValueRef m1,
+                        LLVMValueRef col, int nvalid)
+{
+    int mr = e->gs.mr;
+    LLVMValueRef rows = LLVMBuildSub(e->b, m1, m0, "");
+    LLVMValueRef full_end = LLVMBuildAdd(e->b, m0, LLVMBuildMul(e->b, LLVMBuildSDiv(e->b, rows, cg_i64(e, mr), ""),
+                                                                cg_i64(e, mr), ""), "");
+    LLVMValueRef mk = microkernel(e, mr, nvalid, g->has_bias);
+    cg_loop l;
+    LLVMValueRef row = cg_loop_begin(e, &l, m0, full_end, cg_i64(e, mr));
+    call_mk(e, mk, g, gc, row, col);
+    cg_loop_end(e, &l, NULL);
+    /* Only the last row block can end in a partial strip, of M % MR rows. */
+    int tail = (int)(g->m % mr);
+    if (tail) {
+        LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+        LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(e->ctx, fn, "tail_rows");
+        LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(e->ctx, fn, "after_tail");
+        LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, full_end, m1, ""), then, after);
+        LLVMPositionBuilderAtEnd(e->b, then);
+        call_mk(e, microkernel(e, tail, nvalid, g->has_bias), g, gc, full_end, col);
+        LLVMBuildBr(e->b, after);
+        LLVMPositionBuilderAtEnd(e->b, after);
+    }
+}
+
+static LLVMValueRef min_i64(cg_emit *e, LLVMValueRef a, int64_t b)
+{
+    LLVMValueRef lt = LLVMBuildICmp(e->b, LLVMIntSLT, a, cg_i64(e, b), "");
+    return LLVMBuildSelect(e->b, lt, a, cg_i64(e, b), "");
+}
+
+int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp)
+{
+    const ir_value *v = e->g->values[gp->value];
+    const cg_gemm_shape *gs = &e->gs;
+    gemm_dims g = gemm_dims_of(e, v);
+    int64_t mblocks = (g.m + gs->mc - 1) / gs->mc;
+    int64_t nblocks = (g.n + gs->nc - 1) / gs->nc;
+    int64_t full_panels = g.n / gs->nr;
+    int edge = (int)(g.n % gs->nr);
+
+    LLVMValueRef begin, end;
+    LLVMValueRef fn = cg_kernel_begin(e, ir_op_get(v->op)->name, &begin, &end);
+    LLVMValueRef abuf = cg_buf(e, e->plan->slot[v->ops[0]]);
+    LLVMValueRef packed = cg_buf(e, gp->packed_slot);
+    LLVMValueRef cbuf = cg_buf(e, e->plan->slot[v->id]);
+    LLVMValueRef bias = g.has_bias ? cg_buf(e, e->plan->slot[v->ops[2]]) : NULL;
+
+    cg_loop tl;
+    LLVMValueRef t = cg_loop_begin(e, &tl, begin, end, cg_i64(e, 1));
+    LLVMValueRef bi = LLVMBuildSDiv(e->b, t, cg_i64(e, mblocks * nblocks), "batch");
+    LLVMValueRef rem = LLVMBuildSRem(e->b, t, cg_i64(e, mblocks * nblocks), "");
+    LLVMValueRef mb = LLVMBuildSDiv(e->b, rem, cg_i64(e, nblocks), "");
+    LLVMValueRef nb = LLVMBuildSRem(e->b, rem, cg_i64(e, nblocks), "");
+
+    /* Batch index -> A offset and B batch, with broadcasting. */
+    LLVMValueRef aoff = cg_i64(e, 0), bidx = cg_i64(e, 0), restb = bi;
+    for (int d = g.out_batch_rank - 1; d >= 0; d--) {
+        LLVMValueRef idx = LLVMBuildSRem(e->b, restb, cg_i64(e, g.out_batch_dims[d]), "");
+        restb = LLVMBuildSDiv(e->b, restb, cg_i64(e, g.out_batch_dims[d]), "");
+        aoff = LLVMBuildAdd(e->b, aoff, LLVMBuildMul(e->b, idx, cg_i64(e, g.a_batch_stride[d]), ""), "");
+        bidx = LLVMBuildAdd(e->b, bidx, LLVMBuildMul(e->b, idx, cg_i64(e, g.b_batch_stride[d]), ""), "");
+    }
+    gemm_call gc;
+    gc.a = cg_gep(e, e->f32, abuf, aoff);
+    gc.c = cg_gep(e, e->f32, cbuf, LLVMBuildMul(e->b, bi, cg_i64(e, g.m * g.n), ""));
+    gc.bias = bias;
+    LLVMValueRef bbatch = cg_gep(e, e->f32, packed, LLVMBuildMul(e->b, bidx, cg_i64(e, g.panels * g.k * gs->nr), ""));
+
+    LLVMValueRef m0 = LLVMBuildMul(e->b, mb, cg_i64(e, gs->mc), "m0");
+    LLVMValueRef m1 = min_i64(e, LLVMBuildAdd(e->b, m0, cg_i64(e, gs->mc), ""), g.m);
+    LLVMValueRef p0 = LLVMBuildMul(e->b, nb, cg_i64(e, gs->nc / gs->nr), "p0");
+    LLVMValueRef p1 = min_i64(e, LLVMBuildAdd(e->b, p0, cg_i64(e, gs->nc / gs->nr), ""), g.panels);
+
+    cg_loop kl;
+    LLVMValueRef k0 = cg_loop_begin(e, &kl, cg_i64(e, 0), cg_i64(e, g.k), cg_i64(e, gs->kc));
+    gc.kc = min_i64(e, LLVMBuildSub(e->b, cg_i64(e, g.k), k0, ""), gs->kc);
+    gc.first = LLVMBuildICmp(e->b, LLVMIntEQ, k0, cg_i64(e, 0), "first");
+    LLVMValueRef a_at_k = gc.a;
+    gc.a = cg_gep(e, e->f32, a_at_k, k0);
+
+    cg_loop pl;
+    LLVMValueRef p = cg_loop_begin(e, &pl, p0, p1, cg_i64(e, 1));
+    LLVMValueRef poff = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, p, cg_i64(e, g.k * gs->nr), ""),
+                                     LLVMBuildMul(e->b, k0, cg_i64(e, gs->nr), ""), "");
+    gc.bp = cg_gep(e, e->f32, bbatch, poff);
+    LLVMValueRef col = LLVMBuildMul(e->b, p, cg_i64(e, gs->nr), "col");
+    if (edge) {
+        LLVMValueRef kfn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+        LLVMBasicBlockRef full = LLVMAppendBasicBlockInContext(e->ctx, kfn, "full_panel");
+        LLVMBasicBlockRef part = LLVMAppendBasicBlockInContext(e->ctx, kfn, "edge_panel");
+        LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, kfn, "panel_done");
+        LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, p, cg_i64(e, full_panels), ""), full, part);
+        LLVMPositionBuilderAtEnd(e->b, full);
+        emit_strips(e, &g, &gc, m0, m1, col, gs->nr);
+        LLVMBuildBr(e->b, join);
+        LLVMPositionBuilderAtEnd(e->b, part);
+        emit_strips(e, &g, &gc, m0, m1, col, edge);
+        LLVMBuildBr(e->b, join);
+        LLVMPositionBuilderAtEnd(e->b, join);
+    } else {
+        emit_strips(e, &g, &gc, m0, m1, col, gs->nr);
+    }
+    cg_loop_end(e, &pl, NULL);
+    gc.a = a_at_k;
+    cg_loop_end(e, &kl, NULL);
+    cg_loop_end(e, &tl, NULL);
+    cg_kernel_end(e);
+
+    int64_t tasks = g.batch * mblocks * nblocks;
+    cg_launch(e, fn, tasks, 1, g.batch * g.m * g.n * g.k);
+    return 0;
+}
