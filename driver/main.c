@@ -1,7 +1,56 @@
-/* quadc driver placeholder until the subcommands land. */
+/* The quadc command: dispatches to one subcommand from a table. Only this
+ * layer exits; exit status 0 is success, 1 means errors were reported about
+ * the input, 2 means the command line was invalid. */
 #include <stdio.h>
-int main(void)
+#include <string.h>
+
+#include "driver/driver.h"
+
+/* Kept equal to the VERSION in the top-level CMakeLists.txt project(). */
+#define QUADC_VERSION "0.1.0"
+
+static int run_version(int argc, char **argv)
 {
-    puts("quadc");
-    return 0;
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: quadc version\n\nPrints the quadc version.\n");
+        return DRIVER_OK;
+    }
+    if (argc > 1)
+        return driver_usage_error("version", "unexpected argument '%s'", argv[1]);
+    printf("quadc %s\n", QUADC_VERSION);
+    return DRIVER_OK;
+}
+
+static const driver_command commands[] = {
+    {"compile", "compile a model file (.qd) to IR text, running a pass pipeline", driver_compile},
+    {"opt", "run a pass pipeline on IR text (.qir) and print the result", driver_opt},
+    {"version", "print the quadc version", run_version},
+};
+
+static void print_help(FILE *out)
+{
+    fprintf(out, "usage: quadc COMMAND [options]\n\nCommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nRun 'quadc COMMAND --help' for the options of one command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_help(stderr);
+        return DRIVER_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+        print_help(stdout);
+        return DRIVER_OK;
+    }
+    if (strcmp(name, "--version") == 0)
+        name = "version";
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "quadc: error: unknown command '%s'\nrun 'quadc --help' for the list of commands\n", name);
+    return DRIVER_USAGE;
 }

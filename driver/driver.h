@@ -1,0 +1,77 @@
+/* Shared pieces of the quadc driver: the subcommand table entry, command
+ * line helpers, the pass-manager options that several subcommands accept,
+ * and file input and atomic output. Only the driver exits; these functions
+ * return a status. */
+#ifndef QUADC_DRIVER_DRIVER_H
+#define QUADC_DRIVER_DRIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "ir/ir.h"
+#include "passes/manager.h"
+
+/* Exit statuses of every subcommand. */
+enum {
+    DRIVER_OK = 0,
+    DRIVER_ERROR = 1, /* an error was reported about the input */
+    DRIVER_USAGE = 2, /* the command line is invalid */
+};
+
+typedef struct driver_command {
+    const char *name;
+    const char *summary;
+    /* argv[0] is the subcommand name. Returns a DRIVER_ status. */
+    int (*run)(int argc, char **argv);
+} driver_command;
+
+int driver_compile(int argc, char **argv);
+int driver_opt(int argc, char **argv);
+
+/* Prints "quadc CMD: error: MESSAGE" and a hint to run --help on stderr and
+ * returns DRIVER_USAGE. */
+int driver_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Matches argv[*i] against an option that takes a value, written either as
+ * "NAME=VALUE" or as "NAME VALUE". On a match, stores the value, advances
+ * *i past what it used and returns 1. Returns 0 when argv[*i] is another
+ * option, and -1 (after a usage message) when the value is missing. */
+int driver_option_value(const char *cmd, int argc, char **argv, int *i, const char *name, const char **value);
+
+/* Pass-manager options shared by `compile` and `opt`. */
+typedef struct driver_pipeline_args {
+    const char *passes; /* NULL: the default pipeline */
+    pass_pipeline pipeline;
+    pass_dump_options dump;
+    const char *dump_dot; /* Graphviz file for the final graph, or NULL */
+    const char *output;   /* -o, or NULL for standard output */
+} driver_pipeline_args;
+
+void driver_pipeline_args_init(driver_pipeline_args *a);
+void driver_pipeline_args_free(driver_pipeline_args *a);
+/* Consumes argv[*i] when it is a pass-manager option or -o. Returns 1 when
+ * it consumed it, 0 when argv[*i] is not one of them, -1 on a usage error
+ * (already printed). */
+int driver_parse_pipeline_option(const char *cmd, int argc, char **argv, int *i, driver_pipeline_args *a);
+/* Parses the pass list and checks the pass names given to the dump
+ * options; prints a usage error and returns -1 when one is invalid. */
+int driver_finish_pipeline_args(const char *cmd, driver_pipeline_args *a);
+/* Prints the help lines of the shared options and the list of passes. */
+void driver_print_pipeline_help(FILE *out);
+/* Runs the pipeline on g, then writes the IR text to the output and the
+ * Graphviz file if requested. Returns a DRIVER_ status. */
+int driver_run_pipeline_and_write(driver_pipeline_args *a, ir_graph *g, ir_diag *d);
+
+/* Reads a whole file, or standard input when path is "-". Reports a
+ * failure through d and returns NULL. The caller frees the buffer, which
+ * has a NUL after the `len` bytes. */
+char *driver_read_file(const char *path, size_t *len, ir_diag *d);
+
+/* Writes through `write` to path atomically: to a temporary file in the
+ * same directory that is renamed over path only when every write
+ * succeeded, so an error never leaves a partial file. A NULL path or "-"
+ * writes to standard output. Returns 0, or -1 after reporting through d. */
+int driver_write_atomic(const char *path, int (*write)(FILE *out, void *ctx), void *ctx, ir_diag *d);
+
+#endif
