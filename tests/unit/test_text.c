@@ -58,7 +58,8 @@ static bool parse_capture(const char *text, char **errors)
 static ir_type type_of(ir_dtype dtype, int rank, const int64_t *dims)
 {
     ir_type t = {dtype, rank, {0}};
-    memcpy(t.dims, dims, sizeof(int64_t) * (size_t)rank);
+    for (int i = 0; i < rank; i++)
+        t.dims[i] = dims[i];
     return t;
 }
 
