@@ -10,6 +10,8 @@
 
 enum { MAX_TARGETS = 64 };
 
+static bool count_statement(fe_ctx *c, const fe_stmt *s);
+
 static int count_names(const fe_name *n)
 {
     int count = 0;
@@ -205,6 +207,10 @@ static bool check_block(fe_ctx *c, const fe_stmt *b)
     bool ok = true;
     const fe_name *index = b->names->next;
     int ncarried = count_names(index) - 1;
+    if (ncarried > MAX_TARGETS) {
+        ir_diag_error(c->diag, b->names->loc, "block '%s' carries more than %d values", b->names->text, MAX_TARGETS);
+        return false;
+    }
     for (const fe_name *n = b->names; n; n = n->next) {
         if (!is_plain_name(n->text)) {
             ir_diag_error(c->diag, n->loc, "'%s' must be a plain name without dots", n->text);
@@ -267,11 +273,12 @@ static void collect_blocks(fe_ctx *c, const fe_stmt *program)
                          name->text);
             continue;
         }
-        bool ok = check_block(c, s);
         c->blocks = realloc(c->blocks, sizeof *c->blocks * (size_t)(c->nblocks + 1));
-        if (!c->blocks)
+        c->block_ok = realloc(c->block_ok, sizeof *c->block_ok * (size_t)(c->nblocks + 1));
+        if (!c->blocks || !c->block_ok)
             abort();
-        c->blocks[c->nblocks] = ok ? s : NULL;
+        c->blocks[c->nblocks] = s;
+        c->block_ok[c->nblocks] = check_block(c, s);
         fe_map_put(&c->block_index, name->text, c->nblocks++);
     }
 }
@@ -291,7 +298,7 @@ static bool lower_layer(fe_ctx *c, const fe_stmt *b, int64_t index, int *carried
     int k = 0;
     for (const fe_name *n = b->names->next->next; n; n = n->next, k++)
         fe_scope_add(&local, n->text, carried[k], n->loc, b);
-    for (const fe_stmt *s = b->body; s && !c->too_large; s = s->next) {
+    for (const fe_stmt *s = b->body; s && count_statement(c, s); s = s->next) {
         if (s->kind == FE_STMT_PARAM) {
             lower_param(c, s);
         } else if (s->kind == FE_STMT_ASSIGN) {
@@ -325,16 +332,14 @@ static int check_repeat_range(fe_ctx *c, const fe_stmt *s, int64_t from, int64_t
     return 0;
 }
 
-static const fe_stmt *find_block(fe_ctx *c, const fe_stmt *s, bool *known)
+static const fe_stmt *find_block(fe_ctx *c, const fe_stmt *s)
 {
     int b = fe_map_get(&c->block_index, s->callee);
-    *known = b >= 0;
     if (b >= 0)
-        return c->blocks[b];
+        return c->block_ok[b] ? c->blocks[b] : NULL; /* an invalid block was reported already */
     fe_suggestion hint = fe_suggestion_start(s->callee);
     for (int k = 0; k < c->nblocks; k++)
-        if (c->blocks[k])
-            fe_suggestion_consider(&hint, c->blocks[k]->names->text);
+        fe_suggestion_consider(&hint, c->blocks[k]->names->text);
     if (hint.best)
         ir_diag_error(c->diag, s->callee_loc, "undefined block '%s'; did you mean '%s'?", s->callee, hint.best);
     else
@@ -374,9 +379,9 @@ static bool lower_repeat_args(fe_ctx *c, const fe_stmt *s, const fe_stmt *b, int
 static void lower_repeat(fe_ctx *c, const fe_stmt *s)
 {
     int carried[MAX_TARGETS];
-    bool known, ok = false;
+    bool ok = false;
     int64_t from = 0, to = 0;
-    const fe_stmt *b = check_targets(c, s->names) == 0 ? find_block(c, s, &known) : NULL;
+    const fe_stmt *b = check_targets(c, s->names) == 0 ? find_block(c, s) : NULL;
     if (b && fe_eval_int(c, s->from, &from) == 0 && fe_eval_int(c, s->to, &to) == 0 &&
         check_repeat_range(c, s, from, to) == 0 && lower_repeat_args(c, s, b, carried)) {
         ok = true;
@@ -402,18 +407,40 @@ static void lower_output(fe_ctx *c, const fe_stmt *s)
         }
         if (sym->id < 0)
             continue;
-        bool listed = false;
-        for (int k = 0; k < c->g->noutputs; k++)
-            listed = listed || c->g->outputs[k] == sym->id;
-        if (listed)
+        if (sym->id >= c->is_output_cap) {
+            int cap = c->g->nvalues;
+            c->is_output = realloc(c->is_output, sizeof *c->is_output * (size_t)cap);
+            if (!c->is_output)
+                abort();
+            memset(c->is_output + c->is_output_cap, 0, sizeof *c->is_output * (size_t)(cap - c->is_output_cap));
+            c->is_output_cap = cap;
+        }
+        if (c->is_output[sym->id]) {
             ir_diag_error(c->diag, n->loc, "'%s' is already an output", n->text);
-        else
+        } else {
+            c->is_output[sym->id] = true;
             ir_add_output(c->g, sym->id);
+        }
     }
+}
+
+/* Counts a statement against FE_MAX_STATEMENTS, which bounds the work of
+ * blocks whose statements create no values. */
+static bool count_statement(fe_ctx *c, const fe_stmt *s)
+{
+    if (++c->statements <= FE_MAX_STATEMENTS)
+        return true;
+    if (!c->too_large)
+        ir_diag_error(c->diag, s->loc, "the model has more than %d statements after expanding repeat; reduce the "
+                      "layer count", FE_MAX_STATEMENTS);
+    c->too_large = true;
+    return false;
 }
 
 static void lower_statement(fe_ctx *c, const fe_stmt *s)
 {
+    if (!count_statement(c, s))
+        return;
     switch (s->kind) {
     case FE_STMT_HPARAM:
     case FE_STMT_BLOCK:
@@ -456,6 +483,8 @@ ir_graph *fe_lower_program(fe_ctx *c, const fe_stmt *program, const fe_define *d
     fe_map_free(&c->block_index);
     free(c->hparams);
     free(c->blocks);
+    free(c->block_ok);
+    free(c->is_output);
     if (ir_diag_error_count(c->diag) != before) {
         ir_graph_free(c->g);
         c->g = NULL;

@@ -43,10 +43,14 @@ fe_sym *fe_scope_add(fe_scope *s, const char *name, int id, ir_loc loc, const fe
 void fe_scope_free(fe_scope *s);
 
 /* Picks the candidate closest to `name` for a "did you mean" hint. */
+#define FE_MAX_SUGGESTION_CANDIDATES 100000
+#define FE_MAX_HINTED_ERRORS 100
+
 typedef struct fe_suggestion {
     const char *name;
     const char *best;
     int best_distance;
+    int considered;
 } fe_suggestion;
 
 fe_suggestion fe_suggestion_start(const char *name);
@@ -70,6 +74,7 @@ typedef struct fe_ctx {
     int nhparams;
     fe_map hparam_index;
     const fe_stmt **blocks;
+    bool *block_ok; /* false for a block whose definition has errors */
     int nblocks;
     fe_map block_index;
     fe_scope global;
@@ -79,7 +84,10 @@ typedef struct fe_ctx {
     const char *index_name;
     int64_t index_value;
     const char *prefix;
-    bool too_large; /* FE_MAX_VALUES was reached */
+    bool too_large;   /* FE_MAX_VALUES or FE_MAX_STATEMENTS was reached */
+    long statements;  /* lowered so far, counting each layer */
+    bool *is_output;  /* indexed by value id */
+    int is_output_cap;
 } fe_ctx;
 
 /* consteval.c */

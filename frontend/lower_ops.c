@@ -50,6 +50,10 @@ bool fe_room_for_value(fe_ctx *c, ir_loc loc)
 void fe_report_undefined(fe_ctx *c, const char *what, const char *name, ir_loc loc)
 {
     fe_suggestion s = fe_suggestion_start(name);
+    /* After many errors the messages are no longer printed, so the search
+     * for a hint is skipped to keep broken files fast. */
+    if (ir_diag_error_count(c->diag) >= FE_MAX_HINTED_ERRORS)
+        s.considered = FE_MAX_SUGGESTION_CANDIDATES;
     if (strcmp(what, "hparam") != 0)
         for (fe_scope *scope = c->scope; scope; scope = scope->parent)
             for (int k = 0; k < scope->nsyms; k++)

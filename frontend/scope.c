@@ -104,18 +104,20 @@ void fe_scope_free(fe_scope *s)
     s->nsyms = s->cap = 0;
 }
 
-/* Levenshtein distance. Names longer than 64 bytes are never suggested. */
-static int edit_distance(const char *a, const char *b)
+/* Levenshtein distance, or any value above `limit` once the distance is
+ * known to exceed it. Names longer than 64 bytes are never suggested. */
+static int edit_distance(const char *a, const char *b, int limit)
 {
     int la = (int)strlen(a), lb = (int)strlen(b);
-    if (la > 64 || lb > 64)
-        return 1000;
+    if (la > 64 || lb > 64 || la - lb > limit || lb - la > limit)
+        return limit + 1;
     int row[65];
     for (int j = 0; j <= lb; j++)
         row[j] = j;
     for (int i = 1; i <= la; i++) {
         int diagonal = row[0];
         row[0] = i;
+        int row_min = i;
         for (int j = 1; j <= lb; j++) {
             int above = row[j];
             int best = diagonal + (a[i - 1] != b[j - 1]);
@@ -125,7 +127,11 @@ static int edit_distance(const char *a, const char *b)
                 best = row[j - 1] + 1;
             row[j] = best;
             diagonal = above;
+            if (best < row_min)
+                row_min = best;
         }
+        if (row_min > limit)
+            return limit + 1;
     }
     return row[lb];
 }
@@ -134,15 +140,16 @@ fe_suggestion fe_suggestion_start(const char *name)
 {
     /* Suggest only names within two edits, and never a name that differs
      * from a short one in every character. */
-    fe_suggestion s = {name, NULL, 3};
+    fe_suggestion s = {name, NULL, 3, 0};
     return s;
 }
 
 void fe_suggestion_consider(fe_suggestion *s, const char *candidate)
 {
-    if (strcmp(candidate, s->name) == 0)
+    /* Bounds the work for files with very many names. */
+    if (++s->considered > FE_MAX_SUGGESTION_CANDIDATES || strcmp(candidate, s->name) == 0)
         return;
-    int d = edit_distance(s->name, candidate);
+    int d = edit_distance(s->name, candidate, s->best_distance - 1);
     if (d < s->best_distance && (size_t)d < strlen(s->name)) {
         s->best_distance = d;
         s->best = candidate;

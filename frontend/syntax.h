@@ -17,7 +17,8 @@
 #define FE_MAX_STRING_BYTES 1024
 #define FE_MAX_NESTING 256       /* brackets open at once, and expression tree depth */
 #define FE_MAX_REPEAT 4096       /* layers one repeat statement may instantiate */
-#define FE_MAX_VALUES (1 << 20)  /* IR values in one model */
+#define FE_MAX_VALUES (1 << 18)  /* IR values in one model */
+#define FE_MAX_STATEMENTS (1 << 20) /* statements lowered, counting each layer */
 #define FE_MAX_NUMEL (INT64_C(1) << 40)
 #define FE_MAX_DIM INT64_C(2147483647)
 

@@ -464,6 +464,24 @@ static void test_block_errors(void)
                   "      ^~~~~\n");
 }
 
+/* Found by fuzz_frontend: redefining a block whose first definition had
+ * errors crashed while pointing the note at the first definition. */
+static void test_block_redefinition(void)
+{
+    expect_errors("block redefinition",
+                  "input x0 : f32[2];\nblock g(i, x) {\n    y = x;\n}\nblock g(i, x) {\n    return x;\n}\noutput x0;\n",
+                  NULL, 0,
+                  "m.qd:2:7: error: block 'g' does not end with a return statement\n"
+                  "block g(i, x) {\n"
+                  "      ^\n"
+                  "m.qd:5:7: error: redefinition of block 'g'\n"
+                  "block g(i, x) {\n"
+                  "      ^\n"
+                  "m.qd:2:7: note: previous definition of 'g' is here\n"
+                  "block g(i, x) {\n"
+                  "      ^\n");
+}
+
 static void test_lexical_errors(void)
 {
     expect_errors("unterminated comment", "input x : f32[2];\n/* open\n comment\n", NULL, 0,
@@ -588,6 +606,7 @@ int main(void)
     test_name_errors();
     test_hparam_errors();
     test_block_errors();
+    test_block_redefinition();
     test_lexical_errors();
     test_empty_and_missing_files();
     test_limits();
