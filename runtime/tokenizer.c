@@ -1266,7 +1266,7 @@ int rt_tok_encode(rt_tokenizer *t, const char *text, size_t len, const char *sou
 
     id_vec out = {0};
     if (id_vec_reserve(&out, len / 4 + 16) != 0) {
-        ir_diag_file_error(d, source, "out of memory while encoding %zu bytes", len);
+        ir_diag_file_error(d, source, "out of memory while encoding byte offset 0 of %zu", len);
         return -1;
     }
     size_t pos = 0;

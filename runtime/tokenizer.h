@@ -37,11 +37,12 @@ int rt_tok_vocab_size(const rt_tokenizer *t);
 int rt_tok_eot(const rt_tokenizer *t);
 
 /* Encodes len bytes of UTF-8 text (NUL bytes included). On success returns
- * 0 and stores a malloc'd array in *ids and its length in *n; empty text
+ * 0 and stores a malloc'd array in *ids and its length in *n. Empty text
  * gives *n == 0 and may give *ids == NULL. Returns -1 with *ids == NULL
- * after reporting through d when the text is not valid UTF-8 (the message
- * names `source`, or "<text>" when source is NULL, and the byte offset), or
- * when memory runs out.
+ * after reporting through d when the text is not valid UTF-8, when one
+ * pre-tokenized word is longer than 256 MiB, when PCRE2 fails or when
+ * memory runs out. Each message names `source` (or "<text>" when source
+ * is NULL) and the byte offset.
  * Not thread-safe: the tokenizer caches the BPE result of each word and
  * keeps one regex match buffer, so use one tokenizer per thread. */
 int rt_tok_encode(rt_tokenizer *t, const char *text, size_t len, const char *source,
