@@ -1,10 +1,12 @@
-/* The IR text parser: a hand-written lexer and a recursive-descent parser
- * for the format ir/print.c writes (see ir/text.h). Every value goes
- * through ir_add_typed, so the written type is checked against inference.
+/* The IR text parser: a recursive-descent parser, over the hand-written
+ * lexer in ir/text_lex.c, for the format ir/print.c writes (see ir/text.h).
+ * Every value goes through ir_add_typed, so the written type is checked
+ * against inference.
  * After an error the parser skips to the next line and goes on, so one run
  * reports several errors. Names whose definition failed are remembered, and
  * their uses add no follow-on errors. */
 #include "ir/text.h"
+#include "ir/text_lex.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -13,43 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum tok_kind {
-    TOK_EOF,
-    TOK_ERROR,  /* the lexer already reported it */
-    TOK_WORD,   /* [A-Za-z_][A-Za-z0-9_.]*: keywords, op names, dtypes */
-    TOK_NUMBER, /* -?digits(.digits)?([eE][+-]?digits)? */
-    TOK_LOCAL,  /* %name or %"name" */
-    TOK_GLOBAL, /* @name or @"name" */
-    TOK_STRING, /* "text" */
-    TOK_MINUS,
-    TOK_EQUAL,
-    TOK_COMMA,
-    TOK_COLON,
-    TOK_LBRACE,
-    TOK_RBRACE,
-    TOK_LBRACKET,
-    TOK_RBRACKET,
-    TOK_LPAREN,
-    TOK_RPAREN,
-} tok_kind;
-
-typedef struct token {
-    tok_kind kind;
-    const char *start; /* in the source text */
-    size_t len;
-    int line;
-    int col;
-    char *str; /* decoded name or string for LOCAL, GLOBAL, STRING; owned */
-} token;
-
 typedef struct parser {
-    const char *path; /* interned */
-    const char *text;
-    size_t len;
-    size_t pos;
-    int line;
-    size_t line_start;
-    token tok;
+    ir_lexer lex;
+    ir_token tok; /* the lookahead token */
     ir_diag *diag;
     ir_graph *g;
     ir_loc *def_locs; /* text location of each value's definition, by id */
@@ -59,15 +27,13 @@ typedef struct parser {
     bool saw_return;
 } parser;
 
-static ir_loc tok_loc(const parser *p, const token *t)
+static ir_loc tok_loc(const parser *p, const ir_token *t)
 {
-    int width = t->len > 0 && t->len < 200 ? (int)t->len : 1;
-    ir_loc loc = {p->path, t->line, t->col, t->col + width};
-    return loc;
+    return ir_token_loc(&p->lex, t);
 }
 
-static void error_at(parser *p, const token *t, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void error_at(parser *p, const token *t, const char *fmt, ...)
+static void error_at(parser *p, const ir_token *t, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void error_at(parser *p, const ir_token *t, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -75,230 +41,19 @@ static void error_at(parser *p, const token *t, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---- lexer ---- */
-
-static bool is_word_start(int c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-}
-
-static bool is_digit(int c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static bool is_name_char(int c)
-{
-    return is_word_start(c) || is_digit(c) || c == '.';
-}
-
-static int peek_char(const parser *p, size_t ahead)
-{
-    return p->pos + ahead < p->len ? (unsigned char)p->text[p->pos + ahead] : -1;
-}
-
-static void skip_space_and_comments(parser *p)
-{
-    while (p->pos < p->len) {
-        int c = peek_char(p, 0);
-        if (c == '\n') {
-            p->pos++;
-            p->line++;
-            p->line_start = p->pos;
-        } else if (c == ' ' || c == '\t' || c == '\r') {
-            p->pos++;
-        } else if (c == '/' && peek_char(p, 1) == '/') {
-            while (p->pos < p->len && p->text[p->pos] != '\n')
-                p->pos++;
-        } else {
-            return;
-        }
-    }
-}
-
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Lexes a double-quoted string starting at p->pos (the opening quote) into
- * a malloc'd, decoded copy. Strings end on the same line. */
-static bool lex_string(parser *p, token *t)
-{
-    size_t cap = 16, n = 0;
-    char *buf = malloc(cap);
-    if (!buf)
-        return false;
-    p->pos++;
-    while (true) {
-        int c = peek_char(p, 0);
-        if (c < 0 || c == '\n') {
-            error_at(p, t, "string is missing its closing quote");
-            free(buf);
-            return false;
-        }
-        p->pos++;
-        if (c == '"')
-            break;
-        if (c == '\\') {
-            int e = peek_char(p, 0);
-            p->pos++;
-            if (e == 'n') {
-                c = '\n';
-            } else if (e == 't') {
-                c = '\t';
-            } else if (e == '"' || e == '\\') {
-                c = e;
-            } else if (e == 'x' && hex_value(peek_char(p, 0)) >= 0 && hex_value(peek_char(p, 1)) >= 0) {
-                c = hex_value(peek_char(p, 0)) * 16 + hex_value(peek_char(p, 1));
-                p->pos += 2;
-            } else {
-                error_at(p, t, "invalid escape in string; use \\\", \\\\, \\n, \\t or \\xHH");
-                free(buf);
-                return false;
-            }
-        }
-        if (c == 0) {
-            error_at(p, t, "string contains a NUL byte, which IR names and strings cannot hold");
-            free(buf);
-            return false;
-        }
-        if (n + 1 >= cap) {
-            cap *= 2;
-            char *grown = realloc(buf, cap);
-            if (!grown) {
-                free(buf);
-                return false;
-            }
-            buf = grown;
-        }
-        buf[n++] = (char)c;
-    }
-    buf[n] = '\0';
-    t->str = buf;
-    return true;
-}
-
-static void lex_name(parser *p, token *t, tok_kind kind)
-{
-    p->pos++; /* the sigil */
-    t->kind = kind;
-    if (peek_char(p, 0) == '"') {
-        if (!lex_string(p, t))
-            t->kind = TOK_ERROR;
-        return;
-    }
-    size_t begin = p->pos;
-    while (is_name_char(peek_char(p, 0)))
-        p->pos++;
-    size_t n = p->pos - begin;
-    if (n == 0) {
-        error_at(p, t, "expected a name after '%c'", kind == TOK_LOCAL ? '%' : '@');
-        t->kind = TOK_ERROR;
-        return;
-    }
-    t->str = malloc(n + 1);
-    if (!t->str) {
-        t->kind = TOK_ERROR;
-        return;
-    }
-    memcpy(t->str, p->text + begin, n);
-    t->str[n] = '\0';
-}
-
-static void lex_number(parser *p)
-{
-    if (peek_char(p, 0) == '-')
-        p->pos++;
-    while (is_digit(peek_char(p, 0)))
-        p->pos++;
-    if (peek_char(p, 0) == '.' && is_digit(peek_char(p, 1))) {
-        p->pos++;
-        while (is_digit(peek_char(p, 0)))
-            p->pos++;
-    }
-    int e = peek_char(p, 0);
-    if (e == 'e' || e == 'E') {
-        size_t sign = (peek_char(p, 1) == '+' || peek_char(p, 1) == '-') ? 1 : 0;
-        if (is_digit(peek_char(p, 1 + sign))) {
-            p->pos += 1 + sign;
-            while (is_digit(peek_char(p, 0)))
-                p->pos++;
-        }
-    }
-}
-
-static const struct {
-    char c;
-    tok_kind kind;
-} punctuation[] = {
-    {'=', TOK_EQUAL},    {',', TOK_COMMA},    {':', TOK_COLON},  {'{', TOK_LBRACE},
-    {'}', TOK_RBRACE},   {'[', TOK_LBRACKET}, {']', TOK_RBRACKET}, {'(', TOK_LPAREN},
-    {')', TOK_RPAREN},
-};
-
-static void lex_token(parser *p, token *t)
-{
-    skip_space_and_comments(p);
-    memset(t, 0, sizeof *t);
-    t->start = p->text + p->pos;
-    t->line = p->line;
-    t->col = (int)(p->pos - p->line_start) + 1;
-    int c = peek_char(p, 0);
-    if (c < 0) {
-        t->kind = TOK_EOF;
-        return;
-    }
-    if (is_word_start(c)) {
-        while (is_name_char(peek_char(p, 0)))
-            p->pos++;
-        t->kind = TOK_WORD;
-    } else if (is_digit(c) || (c == '-' && is_digit(peek_char(p, 1)))) {
-        lex_number(p);
-        t->kind = TOK_NUMBER;
-    } else if (c == '%' || c == '@') {
-        lex_name(p, t, c == '%' ? TOK_LOCAL : TOK_GLOBAL);
-    } else if (c == '"') {
-        t->kind = lex_string(p, t) ? TOK_STRING : TOK_ERROR;
-    } else if (c == '-') {
-        p->pos++;
-        t->kind = TOK_MINUS;
-    } else {
-        t->kind = TOK_ERROR;
-        for (size_t i = 0; i < sizeof punctuation / sizeof punctuation[0]; i++)
-            if (punctuation[i].c == c)
-                t->kind = punctuation[i].kind;
-        p->pos++;
-        if (t->kind == TOK_ERROR) {
-            t->len = 1;
-            if (c >= 0x20 && c < 0x7f)
-                error_at(p, t, "unexpected character '%c'", c);
-            else
-                error_at(p, t, "unexpected byte 0x%02x", (unsigned)c);
-        }
-    }
-    t->len = (size_t)(p->text + p->pos - t->start);
-}
-
 static void advance(parser *p)
 {
     free(p->tok.str);
-    lex_token(p, &p->tok);
+    ir_lex_next(&p->lex, &p->tok);
 }
 
-static bool tok_is_word(const token *t, const char *word)
+static bool tok_is_word(const ir_token *t, const char *word)
 {
-    return t->kind == TOK_WORD && t->len == strlen(word) && memcmp(t->start, word, t->len) == 0;
+    return t->kind == IR_TOK_WORD && t->len == strlen(word) && memcmp(t->start, word, t->len) == 0;
 }
 
-/* Copies the current token's text into buf (truncated to cap - 1). */
-static const char *tok_text(const token *t, char *buf, size_t cap)
+/* Copies the current ir_token's text into buf (truncated to cap - 1). */
+static const char *tok_text(const ir_token *t, char *buf, size_t cap)
 {
     size_t n = t->len < cap - 1 ? t->len : cap - 1;
     memcpy(buf, t->start, n);
@@ -306,19 +61,19 @@ static const char *tok_text(const token *t, char *buf, size_t cap)
     return buf;
 }
 
-/* Reports "expected X" at the current token, quoting what was found. */
+/* Reports "expected X" at the current ir_token, quoting what was found. */
 static void expected(parser *p, const char *what)
 {
     char found[40];
-    if (p->tok.kind == TOK_ERROR)
+    if (p->tok.kind == IR_TOK_ERROR)
         return; /* the lexer has reported it */
-    if (p->tok.kind == TOK_EOF)
+    if (p->tok.kind == IR_TOK_EOF)
         error_at(p, &p->tok, "expected %s, found the end of the input", what);
     else
         error_at(p, &p->tok, "expected %s, found '%s'", what, tok_text(&p->tok, found, sizeof found));
 }
 
-static bool expect(parser *p, tok_kind kind, const char *what)
+static bool expect(parser *p, ir_token_kind kind, const char *what)
 {
     if (p->tok.kind != kind) {
         expected(p, what);
@@ -333,7 +88,7 @@ static bool expect(parser *p, tok_kind kind, const char *what)
 static bool parse_int(parser *p, int64_t *out, const char *what)
 {
     char buf[64];
-    if (p->tok.kind != TOK_NUMBER) {
+    if (p->tok.kind != IR_TOK_NUMBER) {
         expected(p, what);
         return false;
     }
@@ -361,7 +116,7 @@ static bool parse_int(parser *p, int64_t *out, const char *what)
 /* Parses an int and checks that it lies in [lo, hi]. */
 static bool parse_int_in(parser *p, int64_t lo, int64_t hi, int64_t *out, const char *what)
 {
-    token at = p->tok;
+    ir_token at = p->tok;
     at.str = NULL;
     if (!parse_int(p, out, what))
         return false;
@@ -376,7 +131,7 @@ static bool parse_int_in(parser *p, int64_t lo, int64_t hi, int64_t *out, const 
 static bool parse_float(parser *p, double *out)
 {
     bool negative = false;
-    if (p->tok.kind == TOK_MINUS) {
+    if (p->tok.kind == IR_TOK_MINUS) {
         negative = true;
         advance(p);
         if (!tok_is_word(&p->tok, "inf")) {
@@ -394,7 +149,7 @@ static bool parse_float(parser *p, double *out)
         advance(p);
         return true;
     }
-    if (p->tok.kind != TOK_NUMBER) {
+    if (p->tok.kind != IR_TOK_NUMBER) {
         expected(p, "a number");
         return false;
     }
@@ -414,7 +169,7 @@ static bool parse_type(parser *p, ir_type *t)
 {
     char name[16];
     memset(t, 0, sizeof *t);
-    if (p->tok.kind != TOK_WORD) {
+    if (p->tok.kind != IR_TOK_WORD) {
         expected(p, "a type such as f32[4,64]");
         return false;
     }
@@ -426,17 +181,17 @@ static bool parse_type(parser *p, ir_type *t)
         return false;
     }
     advance(p);
-    if (!expect(p, TOK_LBRACKET, "'[' after the dtype"))
+    if (!expect(p, IR_TOK_LBRACKET, "'[' after the dtype"))
         return false;
     int64_t numel = 1;
-    while (p->tok.kind != TOK_RBRACKET) {
-        if (t->rank > 0 && !expect(p, TOK_COMMA, "',' or ']' in the shape"))
+    while (p->tok.kind != IR_TOK_RBRACKET) {
+        if (t->rank > 0 && !expect(p, IR_TOK_COMMA, "',' or ']' in the shape"))
             return false;
         if (t->rank == IR_MAX_RANK) {
             error_at(p, &p->tok, "type has more than %d dimensions", IR_MAX_RANK);
             return false;
         }
-        token at = p->tok;
+        ir_token at = p->tok;
         at.str = NULL;
         int64_t d;
         if (!parse_int_in(p, 0, INT64_MAX, &d, "dimension"))
@@ -454,11 +209,11 @@ static bool parse_type(parser *p, ir_type *t)
 
 static bool parse_int_list(parser *p, ir_attr *a)
 {
-    if (!expect(p, TOK_LBRACKET, "'[' to start an integer list"))
+    if (!expect(p, IR_TOK_LBRACKET, "'[' to start an integer list"))
         return false;
     a->nints = 0;
-    while (p->tok.kind != TOK_RBRACKET) {
-        if (a->nints > 0 && !expect(p, TOK_COMMA, "',' or ']' in the integer list"))
+    while (p->tok.kind != IR_TOK_RBRACKET) {
+        if (a->nints > 0 && !expect(p, IR_TOK_COMMA, "',' or ']' in the integer list"))
             return false;
         if (a->nints == IR_MAX_RANK) {
             error_at(p, &p->tok, "integer list has more than %d entries", IR_MAX_RANK);
@@ -494,7 +249,7 @@ static bool parse_attr_value(parser *p, ir_attr_kind kind, ir_attr *a)
     case IR_ATTR_INTS:
         return parse_int_list(p, a);
     case IR_ATTR_STR:
-        if (p->tok.kind != TOK_STRING) {
+        if (p->tok.kind != IR_TOK_STRING) {
             expected(p, "a quoted string");
             return false;
         }
@@ -514,11 +269,11 @@ static bool parse_attrs(parser *p, ir_attrs *attrs)
     bool seen[IR_MAX_ATTRS] = {false};
     int count = 0;
     advance(p); /* '{' */
-    while (p->tok.kind != TOK_RBRACE) {
-        if (count > 0 && !expect(p, TOK_COMMA, "',' or '}' in the attributes"))
+    while (p->tok.kind != IR_TOK_RBRACE) {
+        if (count > 0 && !expect(p, IR_TOK_COMMA, "',' or '}' in the attributes"))
             return false;
         char name[40];
-        if (p->tok.kind != TOK_WORD) {
+        if (p->tok.kind != IR_TOK_WORD) {
             expected(p, "an attribute name");
             return false;
         }
@@ -543,11 +298,11 @@ static bool parse_attrs(parser *p, ir_attrs *attrs)
         seen[slot] = true;
         count++;
         advance(p);
-        if (!expect(p, TOK_EQUAL, "'=' after the attribute name"))
+        if (!expect(p, IR_TOK_EQUAL, "'=' after the attribute name"))
             return false;
         ir_attr_kind kind = info->attrs[slot].kind;
         if (!parse_attr_value(p, kind, &attrs->a[slot])) {
-            if (p->tok.kind != TOK_ERROR)
+            if (p->tok.kind != IR_TOK_ERROR)
                 ir_diag_note(p->diag, tok_loc(p, &p->tok), "attribute '%s' of op '%s' takes %s", name, info->name,
                              attr_kind_name(kind));
             return false;
@@ -564,18 +319,18 @@ static bool parse_loc(parser *p, ir_loc *loc)
     if (!tok_is_word(&p->tok, "loc"))
         return true;
     advance(p);
-    if (!expect(p, TOK_LPAREN, "'(' after 'loc'"))
+    if (!expect(p, IR_TOK_LPAREN, "'(' after 'loc'"))
         return false;
-    if (p->tok.kind != TOK_STRING) {
+    if (p->tok.kind != IR_TOK_STRING) {
         expected(p, "a quoted file name");
         return false;
     }
     loc->file = ir_diag_intern(p->diag, p->tok.str);
     advance(p);
     int64_t line, col;
-    if (!expect(p, TOK_COLON, "':' after the file name") || !parse_int_in(p, 0, INT32_MAX, &line, "line number") ||
-        !expect(p, TOK_COLON, "':' after the line number") || !parse_int_in(p, 0, INT32_MAX, &col, "column number") ||
-        !expect(p, TOK_RPAREN, "')' to close loc("))
+    if (!expect(p, IR_TOK_COLON, "':' after the file name") || !parse_int_in(p, 0, INT32_MAX, &line, "line number") ||
+        !expect(p, IR_TOK_COLON, "':' after the line number") || !parse_int_in(p, 0, INT32_MAX, &col, "column number") ||
+        !expect(p, IR_TOK_RPAREN, "')' to close loc("))
         return false;
     loc->line = (int)line;
     loc->col = (int)col;
@@ -603,15 +358,15 @@ static void poison(parser *p, const char *name)
         p->npoisoned++;
 }
 
-/* Resolves the value reference at the current token. Returns the id, or -1
+/* Resolves the value reference at the current ir_token. Returns the id, or -1
  * (after reporting, unless the name belongs to a failed definition). */
 static int parse_value_ref(parser *p)
 {
-    if (p->tok.kind != TOK_LOCAL && p->tok.kind != TOK_GLOBAL) {
+    if (p->tok.kind != IR_TOK_LOCAL && p->tok.kind != IR_TOK_GLOBAL) {
         expected(p, "a value such as %x or @w");
         return -1;
     }
-    char sigil = p->tok.kind == TOK_LOCAL ? '%' : '@';
+    char sigil = p->tok.kind == IR_TOK_LOCAL ? '%' : '@';
     int id = ir_find(p->g, p->tok.str);
     if (id < 0) {
         if (!is_poisoned(p, p->tok.str))
@@ -631,13 +386,13 @@ static int parse_value_ref(parser *p)
 static bool parse_hparam(parser *p)
 {
     advance(p); /* 'hparam' */
-    token at = p->tok;
+    ir_token at = p->tok;
     char *name = NULL;
-    if (p->tok.kind == TOK_WORD) {
+    if (p->tok.kind == IR_TOK_WORD) {
         name = malloc(p->tok.len + 1);
         if (name)
             tok_text(&p->tok, name, p->tok.len + 1);
-    } else if (p->tok.kind == TOK_STRING) {
+    } else if (p->tok.kind == IR_TOK_STRING) {
         name = p->tok.str;
         p->tok.str = NULL;
     } else {
@@ -647,7 +402,7 @@ static bool parse_hparam(parser *p)
     at.str = NULL;
     advance(p);
     int64_t value;
-    bool ok = name && expect(p, TOK_EQUAL, "'=' after the hyperparameter name") &&
+    bool ok = name && expect(p, IR_TOK_EQUAL, "'=' after the hyperparameter name") &&
               parse_int(p, &value, "an integer value");
     for (int i = 0; ok && i < p->g->nhparams; i++) {
         if (strcmp(p->g->hparams[i].name, name) == 0) {
@@ -679,9 +434,9 @@ static bool record_def_loc(parser *p, int id, ir_loc loc)
 
 /* Checks the name of a new definition: not taken, and written with the
  * sigil that matches the op. */
-static bool check_definition_name(parser *p, const token *name_tok, ir_op op)
+static bool check_definition_name(parser *p, const ir_token *name_tok, ir_op op)
 {
-    char sigil = name_tok->kind == TOK_LOCAL ? '%' : '@';
+    char sigil = name_tok->kind == IR_TOK_LOCAL ? '%' : '@';
     const char *name = name_tok->str;
     int previous = ir_find(p->g, name);
     if (previous >= 0) {
@@ -706,7 +461,7 @@ static bool check_definition_name(parser *p, const token *name_tok, ir_op op)
 static bool parse_operands(parser *p, int **ops, int *nops)
 {
     int cap = 0;
-    if (p->tok.kind != TOK_LOCAL && p->tok.kind != TOK_GLOBAL)
+    if (p->tok.kind != IR_TOK_LOCAL && p->tok.kind != IR_TOK_GLOBAL)
         return true;
     while (true) {
         int id = parse_value_ref(p);
@@ -720,7 +475,7 @@ static bool parse_operands(parser *p, int **ops, int *nops)
             *ops = grown;
         }
         (*ops)[(*nops)++] = id;
-        if (p->tok.kind != TOK_COMMA)
+        if (p->tok.kind != IR_TOK_COMMA)
             return true;
         advance(p);
     }
@@ -729,15 +484,15 @@ static bool parse_operands(parser *p, int **ops, int *nops)
 /* Parses "%name = op operands {attrs} : type loc(...)". */
 static bool parse_value_def(parser *p)
 {
-    token name_tok = p->tok;
+    ir_token name_tok = p->tok;
     p->tok.str = NULL; /* name_tok owns the name now */
     advance(p);
-    bool ok = expect(p, TOK_EQUAL, "'=' after the value name");
+    bool ok = expect(p, IR_TOK_EQUAL, "'=' after the value name");
 
     ir_op op = IR_OP_COUNT;
-    token op_tok = p->tok;
+    ir_token op_tok = p->tok;
     op_tok.str = NULL;
-    if (ok && p->tok.kind != TOK_WORD) {
+    if (ok && p->tok.kind != IR_TOK_WORD) {
         expected(p, "an op name");
         ok = false;
     } else if (ok) {
@@ -765,10 +520,10 @@ static bool parse_value_def(parser *p)
     }
 
     ir_attrs attrs = ir_attrs_for(ok ? op : IR_OP_ADD);
-    if (ok && p->tok.kind == TOK_LBRACE)
+    if (ok && p->tok.kind == IR_TOK_LBRACE)
         ok = parse_attrs(p, &attrs);
     ir_type type;
-    ok = ok && expect(p, TOK_COLON, "':' and the result type") && parse_type(p, &type);
+    ok = ok && expect(p, IR_TOK_COLON, "':' and the result type") && parse_type(p, &type);
     ir_loc loc;
     ok = ok && parse_loc(p, &loc);
 
@@ -788,7 +543,7 @@ static bool parse_value_def(parser *p)
 
 static bool parse_return(parser *p)
 {
-    token at = p->tok;
+    ir_token at = p->tok;
     at.str = NULL;
     advance(p);
     if (p->saw_return) {
@@ -809,7 +564,7 @@ static bool parse_return(parser *p)
  * close an attribute list. */
 static void skip_to_next_line(parser *p, int line)
 {
-    while (p->tok.kind != TOK_EOF && p->tok.line == line)
+    while (p->tok.kind != IR_TOK_EOF && p->tok.line == line)
         advance(p);
 }
 
@@ -819,7 +574,7 @@ static bool parse_statement(parser *p)
         return parse_hparam(p);
     if (tok_is_word(&p->tok, "return"))
         return parse_return(p);
-    if (p->tok.kind == TOK_LOCAL || p->tok.kind == TOK_GLOBAL)
+    if (p->tok.kind == IR_TOK_LOCAL || p->tok.kind == IR_TOK_GLOBAL)
         return parse_value_def(p);
     expected(p, "a value definition, 'hparam', 'return' or '}'");
     return false;
@@ -832,7 +587,7 @@ static void parse_graph(parser *p)
         return;
     }
     advance(p);
-    if (p->tok.kind != TOK_GLOBAL) {
+    if (p->tok.kind != IR_TOK_GLOBAL) {
         expected(p, "the graph name, such as @gpt2");
         return;
     }
@@ -840,9 +595,9 @@ static void parse_graph(parser *p)
     if (!p->g)
         return;
     advance(p);
-    if (!expect(p, TOK_LBRACE, "'{' to open the graph body"))
+    if (!expect(p, IR_TOK_LBRACE, "'{' to open the graph body"))
         return;
-    while (p->tok.kind != TOK_RBRACE && p->tok.kind != TOK_EOF) {
+    while (p->tok.kind != IR_TOK_RBRACE && p->tok.kind != IR_TOK_EOF) {
         int line = p->tok.line;
         if (!parse_statement(p)) {
             /* A statement that failed on a later line resumes there. */
@@ -850,14 +605,14 @@ static void parse_graph(parser *p)
                 skip_to_next_line(p, line);
             continue;
         }
-        if (p->tok.kind != TOK_RBRACE && p->tok.kind != TOK_EOF && p->tok.line == line) {
+        if (p->tok.kind != IR_TOK_RBRACE && p->tok.kind != IR_TOK_EOF && p->tok.line == line) {
             expected(p, "the end of the line");
             skip_to_next_line(p, line);
         }
     }
-    if (!expect(p, TOK_RBRACE, "'}' to close the graph body"))
+    if (!expect(p, IR_TOK_RBRACE, "'}' to close the graph body"))
         return;
-    if (p->tok.kind != TOK_EOF)
+    if (p->tok.kind != IR_TOK_EOF)
         expected(p, "the end of the input after the graph");
 }
 
@@ -865,14 +620,11 @@ ir_graph *ir_parse_string(const char *path, const char *text, size_t len, ir_dia
 {
     parser p;
     memset(&p, 0, sizeof p);
-    p.path = ir_diag_add_source(d, path ? path : "<input>", text, len);
-    p.text = text;
-    p.len = len;
-    p.line = 1;
+    ir_lex_init(&p.lex, ir_diag_add_source(d, path ? path : "<input>", text, len), text, len, d);
     p.diag = d;
     int errors_before = ir_diag_error_count(d);
 
-    lex_token(&p, &p.tok);
+    ir_lex_next(&p.lex, &p.tok);
     parse_graph(&p);
 
     free(p.tok.str);
