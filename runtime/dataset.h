@@ -14,6 +14,8 @@
  * The file name is derived from both digests, so a changed text or a
  * changed tokenizer file maps to a new cache file. The loader ignores a
  * file whose size, header or id digest does not match, and tokenizes again.
+ * Cache files of old texts are never deleted, so removing the cache
+ * directory is the way to reclaim their space.
  *
  * Every function reports failures through the ir_diag as "path: error: ..."
  * or "path:line:col: error: ..." and returns NULL or -1. */
