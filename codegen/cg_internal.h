@@ -7,9 +7,12 @@
  *   i32 qc_run(ptr bufs, ptr pool)   everything that depends on inputs
  * Both return 0 or a nonzero CG_STATUS_* code; details of a failure are in
  * the i64[4] status slot: {code, value id, flat position, offending id}.
- * Kernels have the type void(ptr bufs, i64 begin, i64 end) and run tasks
- * [begin, end); the entry points call them directly or through
- * rt_pool_parallel_for. */
+ * Kernels have the type void(ptr args, i64 begin, i64 end) and run tasks
+ * [begin, end), where args is an array of the buffer pointers the kernel
+ * uses, filled by the entry point for each launch. Kernels therefore
+ * contain no slot numbers, so the kernels of identical layers are
+ * identical functions that the mergefunc pass folds into one before O3.
+ * The entry points call kernels directly or through rt_pool_parallel_for. */
 #ifndef QUADC_CODEGEN_CG_INTERNAL_H
 #define QUADC_CODEGEN_CG_INTERNAL_H
 
@@ -60,6 +63,8 @@ typedef struct cg_gemm_shape {
     int mc, nc, kc; /* cache blocks */
 } cg_gemm_shape;
 
+#define CG_MAX_KERNEL_ARGS 16
+
 typedef struct cg_emit {
     LLVMContextRef ctx;
     LLVMModuleRef mod;
@@ -75,7 +80,9 @@ typedef struct cg_emit {
     LLVMValueRef pfor;      /* rt_pool_parallel_for */
     LLVMValueRef entry_fn;  /* qc_bind or qc_run */
     LLVMValueRef entry_bufs, entry_pool;
-    LLVMValueRef kctx;      /* bufs argument of the kernel being built */
+    LLVMValueRef kctx;      /* args parameter of the kernel being built */
+    int kslots[CG_MAX_KERNEL_ARGS]; /* slot of each args entry of that kernel */
+    int nkslots;
     int kernel_count;
     int errors;
 } cg_emit;
@@ -153,10 +160,12 @@ void cg_function_attrs(cg_emit *e, LLVMValueRef fn);
 /* Kernels and launches. */
 LLVMValueRef cg_kernel_begin(cg_emit *e, const char *what, LLVMValueRef *begin, LLVMValueRef *end);
 void cg_kernel_end(cg_emit *e);
-/* Loads the buffer pointer of a slot inside the current kernel. */
+/* Loads the buffer pointer of a slot inside the current kernel (from its
+ * args array, adding the slot to the kernel's arguments on first use). */
 LLVMValueRef cg_buf(cg_emit *e, int slot);
-/* Calls kernel fn over ntasks tasks from the entry function, on the pool
- * when the total work (elements touched) is large enough. */
+/* Calls the kernel built last, fn, over ntasks tasks from the entry
+ * function, on the pool when the total work (elements touched) is large
+ * enough. */
 void cg_launch(cg_emit *e, LLVMValueRef fn, int64_t ntasks, int64_t grain, int64_t work);
 /* Emits "if status != 0 return status" into the entry function. */
 void cg_check_status(cg_emit *e);

@@ -127,15 +127,14 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
     case IR_OP_GRAD_CAUSAL_MASK:
     case IR_OP_GRAD_EMBEDDING:
     case IR_OP_GRAD_CROSS_ENTROPY:
-        ir_diag_error(e->d, v->loc, "op '%s' is not supported by the JIT yet", ir_op_get(v->op)->name);
+        /* TODO: the gradient ops have no emitter yet. */
+        ir_diag_error(e->d, v->loc, "codegen: op '%s' of value '%s' is not supported by the LLVM backend yet; "
+                      "run this graph with the interpreter", ir_op_get(v->op)->name, v->name);
         return -1;
-    default:
-        /* TODO: the gradient ops (grad.*) have no emitter yet; run training
-         * graphs with the interpreter. */
+    case IR_OP_COUNT:
         break;
     }
-    ir_diag_error(e->d, v->loc, "codegen: op '%s' of value '%s' is not supported by the LLVM backend; run this graph "
-                  "with the interpreter", ir_op_get(v->op)->name, v->name);
+    ir_diag_error(e->d, v->loc, "codegen: value '%s' has an invalid op", v->name);
     return -1;
 }
 
@@ -169,6 +168,11 @@ LLVMModuleRef cg_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm, const
         LLVMDisposeBuilder(builders[i]);
     }
     LLVMDisposeBuilder(e.b);
+    if (e.errors && !failed) {
+        ir_diag_file_error(d, NULL, "codegen: internal error, a kernel of graph '%s' uses more than %d buffers",
+                           g->name, CG_MAX_KERNEL_ARGS);
+        failed = 1;
+    }
     if (failed) {
         LLVMDisposeModule(e.mod);
         return NULL;

@@ -204,10 +204,12 @@ LLVMValueRef cg_kernel_begin(cg_emit *e, const char *what, LLVMValueRef *begin, 
     snprintf(name, sizeof name, "k%d.%s", e->kernel_count++, what);
     LLVMValueRef fn = LLVMAddFunction(e->mod, name, e->task_ty);
     LLVMSetLinkage(fn, LLVMInternalLinkage);
+    LLVMSetUnnamedAddress(fn, LLVMGlobalUnnamedAddr);
     cg_function_attrs(e, fn);
     LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e->ctx, fn, "entry");
     LLVMPositionBuilderAtEnd(e->b, entry);
     e->kctx = LLVMGetParam(fn, 0);
+    e->nkslots = 0;
     *begin = LLVMGetParam(fn, 1);
     *end = LLVMGetParam(fn, 2);
     return fn;
@@ -220,7 +222,18 @@ void cg_kernel_end(cg_emit *e)
 
 LLVMValueRef cg_buf(cg_emit *e, int slot)
 {
-    LLVMValueRef idx = cg_i64(e, slot);
+    int arg = 0;
+    while (arg < e->nkslots && e->kslots[arg] != slot)
+        arg++;
+    if (arg == e->nkslots) {
+        if (e->nkslots == CG_MAX_KERNEL_ARGS) {
+            e->errors++;
+            arg = 0;
+        } else {
+            e->kslots[e->nkslots++] = slot;
+        }
+    }
+    LLVMValueRef idx = cg_i64(e, arg);
     LLVMValueRef p = LLVMBuildInBoundsGEP2(e->b, e->ptr, e->kctx, &idx, 1, "");
     LLVMValueRef v = LLVMBuildLoad2(e->b, e->ptr, p, "buf");
     LLVMSetMetadata(v, LLVMGetMDKindIDInContext(e->ctx, "invariant.load", 14),
@@ -232,16 +245,41 @@ LLVMValueRef cg_buf(cg_emit *e, int slot)
  * thread: waking the pool costs more than the work. */
 #define CG_PARALLEL_MIN_WORK 16384
 
+/* Fills an args array for the kernel built last: args[i] = bufs[kslots[i]]. */
+static LLVMValueRef build_kernel_args(cg_emit *e)
+{
+    LLVMBuilderRef b = e->entry_b;
+    LLVMTypeRef arr = LLVMArrayType(e->ptr, (unsigned)(e->nkslots ? e->nkslots : 1));
+    /* The alloca goes in the entry block so it is allocated once. */
+    LLVMBuilderRef at_top = LLVMCreateBuilderInContext(e->ctx);
+    LLVMBasicBlockRef top = LLVMGetEntryBasicBlock(e->entry_fn);
+    LLVMValueRef first = LLVMGetFirstInstruction(top);
+    if (first)
+        LLVMPositionBuilderBefore(at_top, first);
+    else
+        LLVMPositionBuilderAtEnd(at_top, top);
+    LLVMValueRef args = LLVMBuildAlloca(at_top, arr, "args");
+    LLVMDisposeBuilder(at_top);
+    for (int i = 0; i < e->nkslots; i++) {
+        LLVMValueRef sidx = cg_i64(e, e->kslots[i]);
+        LLVMValueRef p = LLVMBuildLoad2(b, e->ptr, LLVMBuildInBoundsGEP2(b, e->ptr, e->entry_bufs, &sidx, 1, ""), "");
+        LLVMValueRef aidx = cg_i64(e, i);
+        LLVMBuildStore(b, p, LLVMBuildInBoundsGEP2(b, e->ptr, args, &aidx, 1, ""));
+    }
+    return args;
+}
+
 void cg_launch(cg_emit *e, LLVMValueRef fn, int64_t ntasks, int64_t grain, int64_t work)
 {
     if (ntasks <= 0)
         return;
+    LLVMValueRef kargs = build_kernel_args(e);
     if (ntasks == 1 || work < CG_PARALLEL_MIN_WORK) {
-        LLVMValueRef args[3] = {e->entry_bufs, cg_i64(e, 0), cg_i64(e, ntasks)};
+        LLVMValueRef args[3] = {kargs, cg_i64(e, 0), cg_i64(e, ntasks)};
         LLVMBuildCall2(e->entry_b, e->task_ty, fn, args, 3, "");
         return;
     }
-    LLVMValueRef args[5] = {e->entry_pool, fn, e->entry_bufs, cg_i64(e, ntasks), cg_i64(e, grain)};
+    LLVMValueRef args[5] = {e->entry_pool, fn, kargs, cg_i64(e, ntasks), cg_i64(e, grain)};
     LLVMBuildCall2(e->entry_b, e->pfor_ty, e->pfor, args, 5, "");
 }
 

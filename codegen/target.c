@@ -117,7 +117,11 @@ int cg_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt_level, ir_di
     LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
     LLVMPassBuilderOptionsSetLoopVectorization(opts, 1);
     LLVMPassBuilderOptionsSetSLPVectorization(opts, 1);
-    LLVMErrorRef err = LLVMRunPasses(mod, pipeline, tm, opts);
+    /* mergefunc first folds the identical kernels of repeated layers, so
+     * O3 and instruction selection see each kernel once. */
+    LLVMErrorRef err = LLVMRunPasses(mod, "mergefunc", tm, opts);
+    if (!err)
+        err = LLVMRunPasses(mod, pipeline, tm, opts);
     LLVMDisposePassBuilderOptions(opts);
     if (err) {
         char *text = LLVMGetErrorMessage(err);
