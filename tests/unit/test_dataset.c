@@ -658,6 +658,32 @@ static void test_lambada_errors(const rt_dataset_tokenizer *tok)
     free(path);
 }
 
+/* The shipped evaluation files: the WikiText-2 raw test split encodes to
+ * 286,221 ids, the same count as the npm package gpt-3-encoder 1.1.4
+ * gives, and LAMBADA has 5,153 passages. */
+static void test_shipped_eval_files(const rt_dataset_tokenizer *tok)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(rt_dataset_load_text("data/eval/wiki.test.raw", tok, NULL, &ids, &n, d), 0);
+    static const int32_t first_ids[] = {220, 198, 796}; /* " ", "\n", " =" */
+    check_ids(ids, n < 3 ? n : 3, first_ids, 3);
+    CHECK_EQ_INT(n, 286221);
+    free(ids);
+
+    rt_lambada set;
+    CHECK_EQ_INT(rt_lambada_load("data/eval/lambada_test.jsonl", tok->tok, &set, d), 0);
+    CHECK_EQ_INT(set.count, 5153);
+    size_t targets = 0;
+    for (size_t i = 0; i < set.count; i++)
+        targets += set.examples[i].n_target;
+    CHECK(targets >= set.count);
+    rt_lambada_free(&set);
+    CHECK_EQ_INT(ir_diag_error_count(d), 0);
+    ir_diag_free(d);
+}
+
 static void remove_tree(const char *dir)
 {
     char command[512];
@@ -687,6 +713,7 @@ int main(void)
         test_text_errors(tok);
         test_lambada_split(tok);
         test_lambada_errors(tok);
+        test_shipped_eval_files(tok);
         rt_dataset_tokenizer_free(tok);
     }
     ir_diag_free(d);
