@@ -182,9 +182,14 @@ static void report_no_attribute(fe_ctx *c, ir_op op, const fe_arg *a)
     }
     char list[160];
     int n = 0;
-    for (int k = 0; k < info->nattrs; k++)
-        n += snprintf(list + n, sizeof list - (size_t)n, "%s%s", k == 0 ? "" : k + 1 == info->nattrs ? " and " : ", ",
-                      info->attrs[k].name);
+    for (int k = 0; k < info->nattrs; k++) {
+        const char *separator = ", ";
+        if (k == 0)
+            separator = "";
+        else if (k + 1 == info->nattrs)
+            separator = " and ";
+        n += snprintf(list + n, sizeof list - (size_t)n, "%s%s", separator, info->attrs[k].name);
+    }
     ir_diag_error(c->diag, a->key_loc, "op '%s' has no attribute '%s'; its attributes are %s", info->name, a->key,
                   list);
 }
@@ -382,6 +387,19 @@ static int lower_call(fe_ctx *c, const fe_expr *e, const char *hint)
     return id < 0 ? -1 : check_numel(c, id, e->loc);
 }
 
+/* Returns the op that does for tensors what `op` does for numbers, or
+ * NULL when there is none (`%`). */
+static const char *tensor_op_for(char op)
+{
+    switch (op) {
+    case '+': return "add";
+    case '-': return "sub";
+    case '*': return "mul";
+    case '/': return "div";
+    default: return NULL;
+    }
+}
+
 int fe_lower_expr(fe_ctx *c, const fe_expr *e, const char *hint)
 {
     switch (e->kind) {
@@ -403,11 +421,15 @@ int fe_lower_expr(fe_ctx *c, const fe_expr *e, const char *hint)
     case FE_EXPR_BINARY:
         if (fe_is_number(c, e))
             return lower_number(c, e, hint);
-        if (e->kind == FE_EXPR_NEG)
+        if (e->kind == FE_EXPR_NEG) {
             ir_diag_error(c->diag, e->loc, "'-' negates numbers only; use neg(x) for a tensor");
+            return -1;
+        }
+        if (!tensor_op_for(e->op))
+            ir_diag_error(c->diag, e->loc, "operator '%c' applies to numbers only", e->op);
         else
             ir_diag_error(c->diag, e->loc, "operator '%c' applies to numbers only; use %s(a, b) for tensors", e->op,
-                          e->op == '+' ? "add" : e->op == '-' ? "sub" : e->op == '*' ? "mul" : "div");
+                          tensor_op_for(e->op));
         return -1;
     }
     return -1;

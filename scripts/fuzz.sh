@@ -4,11 +4,12 @@
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #   SECONDS_PER_TARGET defaults to 60. Without TARGETs every fuzz_* target
-#   runs. Each target starts from build-fuzz/corpus/TARGET (kept between
-#   runs), tests/fuzz/corpus/TARGET if it exists, and the seeds that
-#   tests/fuzz/make_seeds.py writes for it; tests/fuzz/NAME.dict is used as
-#   the dictionary of fuzz_NAME. Crash inputs go to build-fuzz/crashes/.
-#   QUADC_FUZZ_BUILD_DIR overrides the build directory.
+#   runs. Each target starts from build-fuzz/corpus/TARGET, which is kept
+#   between runs, from tests/fuzz/corpus/TARGET if it exists, and from the
+#   seeds that tests/fuzz/make_seeds.py writes for it.
+#   tests/fuzz/NAME.dict, if it exists, is the dictionary of fuzz_NAME.
+#   Crash inputs go to build-fuzz/crashes/. QUADC_FUZZ_BUILD_DIR overrides
+#   the build directory.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${QUADC_FUZZ_BUILD_DIR:-$root/build-fuzz}
