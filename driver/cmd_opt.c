@@ -20,24 +20,23 @@ static void print_opt_help(FILE *out)
  * their loc(...) points at, when that file can be read. */
 static void load_loc_sources(const ir_graph *g, ir_diag *d)
 {
-    const char *last = NULL;
-    for (int i = 0; i < g->nvalues; i++) {
-        const char *file = g->values[i]->loc.file;
-        if (!file || file == last)
+    const char **tried = calloc((size_t)g->nvalues + 1, sizeof *tried);
+    int ntried = 0;
+    for (int i = 0; tried && i < g->nvalues; i++) {
+        const char *file = g->values[i]->loc.file; /* interned, so pointers compare */
+        bool seen = !file;
+        for (int k = 0; k < ntried && !seen; k++)
+            seen = tried[k] == file;
+        if (seen)
             continue;
-        last = file;
-        FILE *f = fopen(file, "rb");
-        if (!f)
-            continue;
-        fclose(f);
-        ir_diag *quiet = ir_diag_new(stderr);
+        tried[ntried++] = file;
         size_t len;
-        char *text = quiet ? driver_read_file(file, &len, quiet) : NULL;
+        char *text = driver_try_read_file(file, &len);
         if (text)
             ir_diag_add_source(d, file, text, len);
         free(text);
-        ir_diag_free(quiet);
     }
+    free(tried);
 }
 
 int driver_opt(int argc, char **argv)

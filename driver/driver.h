@@ -68,6 +68,10 @@ int driver_run_pipeline_and_write(driver_pipeline_args *a, ir_graph *g, ir_diag 
  * has a NUL after the `len` bytes. */
 char *driver_read_file(const char *path, size_t *len, ir_diag *d);
 
+/* Reads a whole file like driver_read_file, but reports nothing: returns
+ * NULL when the file cannot be read. */
+char *driver_try_read_file(const char *path, size_t *len);
+
 /* Writes through `write` to path atomically: to a temporary file in the
  * same directory that is renamed over path only when every write
  * succeeded, so an error never leaves a partial file. A NULL path or "-"

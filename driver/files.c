@@ -7,14 +7,10 @@
 
 #include "driver/driver.h"
 
-char *driver_read_file(const char *path, size_t *len, ir_diag *d)
+/* Reads all of f into a malloc'd buffer with a NUL after the `len` bytes.
+ * Returns NULL on a read error or when out of memory, with errno set. */
+static char *read_stream(FILE *f, size_t *len)
 {
-    bool is_stdin = strcmp(path, "-") == 0;
-    FILE *f = is_stdin ? stdin : fopen(path, "rb");
-    if (!f) {
-        ir_diag_file_error(d, path, "cannot open the file: %s", strerror(errno));
-        return NULL;
-    }
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     while (buf) {
@@ -30,19 +26,46 @@ char *driver_read_file(const char *path, size_t *len, ir_diag *d)
             buf = grown;
         }
     }
-    bool failed = !buf || ferror(f);
-    int read_errno = errno;
-    if (!is_stdin)
-        fclose(f);
-    if (failed) {
-        ir_diag_file_error(d, is_stdin ? "<stdin>" : path, "reading the file failed: %s",
-                           buf ? strerror(read_errno) : "out of memory");
+    if (!buf) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (ferror(f)) {
+        int read_errno = errno;
         free(buf);
+        errno = read_errno;
         return NULL;
     }
     buf[n] = '\0';
     *len = n;
     return buf;
+}
+
+char *driver_read_file(const char *path, size_t *len, ir_diag *d)
+{
+    bool is_stdin = strcmp(path, "-") == 0;
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f) {
+        ir_diag_file_error(d, path, "cannot open the file: %s", strerror(errno));
+        return NULL;
+    }
+    char *text = read_stream(f, len);
+    int read_errno = errno;
+    if (!is_stdin)
+        fclose(f);
+    if (!text)
+        ir_diag_file_error(d, is_stdin ? "<stdin>" : path, "reading the file failed: %s", strerror(read_errno));
+    return text;
+}
+
+char *driver_try_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *text = read_stream(f, len);
+    fclose(f);
+    return text;
 }
 
 static int write_stdout(int (*write)(FILE *out, void *ctx), void *ctx, ir_diag *d)

@@ -126,6 +126,10 @@ static bool fold_value(const ir_graph *g, const ir_value *v, double *out)
         return ok;
     }
     if (is_int_dtype(result)) {
+        /* An integer constant written with a fraction has no agreed value. */
+        for (int k = 0; k < v->nops; k++)
+            if (!fits_int_dtype(g->values[v->ops[k]]->attrs[0].f, result))
+                return false;
         if (v->op == IR_OP_DIV || v->op == IR_OP_SCALE || (v->nops == 1 && v->op != IR_OP_NEG &&
                                                           v->op != IR_OP_ABS && v->op != IR_OP_RELU))
             return false;
