@@ -322,6 +322,117 @@ static int infer_unary(ir_op op, const ir_type *x, const ir_attr *attrs, ir_type
     return 0;
 }
 
+/* ---- backward ops of the autodiff pass ---- */
+
+/* The first operand is the upstream gradient; it must be floating and have
+ * the type of `like` when `like` is given. */
+static int check_dy(const ir_type *dy, const ir_type *like, char *err, int cap)
+{
+    char sd[128], sl[128];
+    if (!is_float(dy->dtype))
+        return fail(err, cap, "the gradient operand must be floating point, got %s", ir_type_str(dy, sd, 128));
+    if (like && !ir_type_equal(dy, like))
+        return fail(err, cap, "the gradient %s and the forward operand %s must have the same type",
+                    ir_type_str(dy, sd, 128), ir_type_str(like, sl, 128));
+    return 0;
+}
+
+static int infer_grad_minmax(const ir_type *const *ops, const ir_attr *attrs, ir_type *out, char *err, int cap)
+{
+    char sd[128];
+    if (check_dy(ops[0], NULL, err, cap) != 0)
+        return -1;
+    if (attrs[0].i != 0 && attrs[0].i != 1)
+        return fail(err, cap, "operand must be 0 or 1, got %lld", (long long)attrs[0].i);
+    ir_type joined, all;
+    if (infer_broadcast(ops[1], ops[2], &joined, err, cap) != 0 ||
+        infer_broadcast(ops[0], &joined, &all, err, cap) != 0 || !ir_type_equal(&all, ops[0]))
+        return fail(err, cap, "the forward operands must broadcast to the gradient's type %s",
+                    ir_type_str(ops[0], sd, 128));
+    *out = *ops[0];
+    return 0;
+}
+
+static int infer_grad_embedding(const ir_type *dy, const ir_type *ids, const ir_attr *attrs, ir_type *out,
+                                char *err, int cap)
+{
+    char sd[128], si[128];
+    bool ok = is_float(dy->dtype) && is_int(ids->dtype) && dy->rank == ids->rank + 1;
+    for (int i = 0; ok && i < ids->rank; i++)
+        ok = dy->dims[i] == ids->dims[i];
+    if (!ok)
+        return fail(err, cap, "gradient %s and ids %s do not match: ids must be integer with the gradient's "
+                    "shape minus the last axis", ir_type_str(dy, sd, 128), ir_type_str(ids, si, 128));
+    if (attrs[0].i < 1)
+        return fail(err, cap, "rows must be >= 1, got %lld", (long long)attrs[0].i);
+    out->dtype = dy->dtype;
+    out->rank = 2;
+    out->dims[0] = attrs[0].i;
+    out->dims[1] = dy->dims[dy->rank - 1];
+    return 0;
+}
+
+static int infer_grad(ir_op op, const ir_type *const *ops, const ir_attr *attrs, ir_type *out, char *err, int cap)
+{
+    char sx[128];
+    switch (op) {
+    case IR_OP_GRAD_GELU:
+    case IR_OP_GRAD_RELU:
+    case IR_OP_GRAD_ABS:
+        if (check_dy(ops[0], ops[1], err, cap) != 0)
+            return -1;
+        *out = *ops[0];
+        return 0;
+    case IR_OP_GRAD_MAXIMUM:
+    case IR_OP_GRAD_MINIMUM:
+        return infer_grad_minmax(ops, attrs, out, err, cap);
+    case IR_OP_GRAD_LAYERNORM: {
+        const ir_type *lops[3] = {ops[1], ops[2], ops[2]};
+        if (check_dy(ops[0], ops[1], err, cap) != 0 || infer_layernorm(lops, out, err, cap) != 0)
+            return -1;
+        return 0;
+    }
+    case IR_OP_GRAD_LAYERNORM_WEIGHT:
+        if (check_dy(ops[0], ops[1], err, cap) != 0)
+            return -1;
+        if (ops[1]->rank < 1)
+            return fail(err, cap, "input must have rank >= 1, got %s", ir_type_str(ops[1], sx, 128));
+        out->dtype = ops[1]->dtype;
+        out->rank = 1;
+        out->dims[0] = ops[1]->dims[ops[1]->rank - 1];
+        return 0;
+    case IR_OP_GRAD_SOFTMAX:
+        if (check_dy(ops[0], ops[1], err, cap) != 0)
+            return -1;
+        if (norm_axis(attrs[0].i, ops[0]->rank) < 0)
+            return fail(err, cap, "axis %lld is out of range for %s", (long long)attrs[0].i, ir_type_str(ops[0], sx, 128));
+        *out = *ops[0];
+        return 0;
+    case IR_OP_GRAD_CAUSAL_MASK:
+        if (check_dy(ops[0], NULL, err, cap) != 0)
+            return -1;
+        if (ops[0]->rank < 2)
+            return fail(err, cap, "input must have rank >= 2 ([..., T, T]), got %s", ir_type_str(ops[0], sx, 128));
+        *out = *ops[0];
+        return 0;
+    case IR_OP_GRAD_EMBEDDING:
+        return infer_grad_embedding(ops[0], ops[1], attrs, out, err, cap);
+    case IR_OP_GRAD_CROSS_ENTROPY:
+        if (check_dy(ops[0], NULL, err, cap) != 0)
+            return -1;
+        if (ir_type_numel(ops[0]) != 1 || ops[0]->dtype != ops[1]->dtype)
+            return fail(err, cap, "the loss gradient must be a one-element tensor of the logits' dtype, got %s",
+                        ir_type_str(ops[0], sx, 128));
+        if (infer_cross_entropy(ops[1], ops[2], out, err, cap) != 0)
+            return -1;
+        *out = *ops[1];
+        return 0;
+    default:
+        break;
+    }
+    return fail(err, cap, "op %d is not a backward op", (int)op);
+}
+
 static int infer_by_rule(ir_op op, const ir_type *const *ops, int nops, const ir_attr *attrs, ir_type *out,
                          char *err, int cap)
 {
@@ -385,6 +496,18 @@ static int infer_by_rule(ir_op op, const ir_type *const *ops, int nops, const ir
         return infer_embedding(ops[0], ops[1], out, err, cap);
     case IR_OP_CROSS_ENTROPY:
         return infer_cross_entropy(ops[0], ops[1], out, err, cap);
+    case IR_OP_GRAD_GELU:
+    case IR_OP_GRAD_RELU:
+    case IR_OP_GRAD_ABS:
+    case IR_OP_GRAD_MAXIMUM:
+    case IR_OP_GRAD_MINIMUM:
+    case IR_OP_GRAD_LAYERNORM:
+    case IR_OP_GRAD_LAYERNORM_WEIGHT:
+    case IR_OP_GRAD_SOFTMAX:
+    case IR_OP_GRAD_CAUSAL_MASK:
+    case IR_OP_GRAD_EMBEDDING:
+    case IR_OP_GRAD_CROSS_ENTROPY:
+        return infer_grad(op, ops, attrs, out, err, cap);
     case IR_OP_COUNT:
         break;
     }

@@ -250,6 +250,17 @@ static int dispatch(const rt_interp_call *call)
     case IR_OP_REDUCE_MAX: return rt_interp_reduce(call);
     case IR_OP_EMBEDDING: return rt_interp_embedding(call);
     case IR_OP_CROSS_ENTROPY: return rt_interp_cross_entropy(call);
+    case IR_OP_GRAD_GELU:
+    case IR_OP_GRAD_RELU:
+    case IR_OP_GRAD_ABS: return rt_interp_grad_pointwise(call);
+    case IR_OP_GRAD_MAXIMUM:
+    case IR_OP_GRAD_MINIMUM: return rt_interp_grad_minmax(call);
+    case IR_OP_GRAD_LAYERNORM: return rt_interp_grad_layernorm(call);
+    case IR_OP_GRAD_LAYERNORM_WEIGHT: return rt_interp_grad_layernorm_weight(call);
+    case IR_OP_GRAD_SOFTMAX: return rt_interp_grad_softmax(call);
+    case IR_OP_GRAD_CAUSAL_MASK: return rt_interp_grad_causal_mask(call);
+    case IR_OP_GRAD_EMBEDDING: return rt_interp_grad_embedding(call);
+    case IR_OP_GRAD_CROSS_ENTROPY: return rt_interp_grad_cross_entropy(call);
     case IR_OP_COUNT:
         break;
     }

@@ -72,4 +72,14 @@ int rt_interp_concat(const rt_interp_call *call);
 int rt_interp_broadcast(const rt_interp_call *call);
 int rt_interp_reduce(const rt_interp_call *call);
 
+/* Backward ops, in runtime/interp_grad.c. */
+int rt_interp_grad_pointwise(const rt_interp_call *call);
+int rt_interp_grad_minmax(const rt_interp_call *call);
+int rt_interp_grad_causal_mask(const rt_interp_call *call);
+int rt_interp_grad_layernorm(const rt_interp_call *call);
+int rt_interp_grad_layernorm_weight(const rt_interp_call *call);
+int rt_interp_grad_softmax(const rt_interp_call *call);
+int rt_interp_grad_embedding(const rt_interp_call *call);
+int rt_interp_grad_cross_entropy(const rt_interp_call *call);
+
 #endif
