@@ -310,6 +310,13 @@ static int run_one(pass_manager *pm, const pass_pipeline_entry *e, ir_graph *g)
         ir_diag_error(pm->diag, none, "the pass left a cycle in the graph");
         rc = -1;
     }
+    /* Compaction maps an output whose value was marked dead to -1. */
+    for (int i = 0; rc == 0 && i < g->noutputs; i++) {
+        if (g->outputs[i] < 0) {
+            ir_diag_error(pm->diag, none, "the pass removed the value of graph output %d", i);
+            rc = -1;
+        }
+    }
     ir_diag_set_context(pm->diag, NULL);
     return rc;
 }
