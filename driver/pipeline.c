@@ -151,9 +151,11 @@ void driver_print_pipeline_help(FILE *out)
 {
     fprintf(out,
             "Pass options:\n"
-            "  --passes=LIST           passes to run, in order, separated by commas; a pass may\n"
-            "                          take options in braces: canonicalize{max-iterations=4}.\n"
-            "                          An empty LIST runs no pass. Default: %s\n"
+            "  --passes=LIST           passes to run, in order, separated by commas. A pass may\n"
+            "                          take key=value options in braces, separated by spaces or\n"
+            "                          commas: 'canonicalize{max-iterations=4},cse' (quote LIST\n"
+            "                          in the shell). An empty LIST runs no pass.\n"
+            "                          Default: %s\n"
             "  --verify-each           run the IR verifier on the input and after every pass\n"
             "  --time-passes           print the wall-clock time of each pass, in milliseconds,\n"
             "                          and the value counts before and after it, on stderr\n"
