@@ -44,6 +44,10 @@ static void define_value(fe_ctx *c, fe_scope *scope, const fe_name *name, const 
                       "like 'h.{%s}.w'", text, c->index_name, c->index_name);
         return;
     }
+    if (c->index_name && strcmp(text, c->index_name) == 0) {
+        ir_diag_error(c->diag, name->loc, "'%s' is the block index and cannot be redefined", text);
+        return;
+    }
     if (previous || h) {
         ir_diag_error(c->diag, name->loc, "redefinition of '%s'", text);
         ir_diag_note(c->diag, previous ? previous->loc : h->loc, "previous definition of '%s' is here", text);

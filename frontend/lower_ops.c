@@ -86,6 +86,10 @@ const char *fe_substitute_name(fe_ctx *c, const char *text, ir_loc loc)
             continue;
         }
         const char *close = strchr(p, '}');
+        if (!close) {
+            ir_diag_error(c->diag, loc, "'%s' has a '{' without a matching '}'", text);
+            return NULL;
+        }
         size_t len = (size_t)(close - p - 1);
         if (len != strlen(c->index_name) || strncmp(p + 1, c->index_name, len) != 0) {
             ir_diag_error(c->diag, loc, "'{%.*s}' in '%s' does not name the block index '%s'", (int)len, p + 1, text,

@@ -505,6 +505,20 @@ static void test_block_errors(void)
                   "      ^~~~~\n");
 }
 
+static void test_block_index_assignment(void)
+{
+    expect_errors("block index assignment",
+                  "input x0 : f32[2];\nblock g(i, x) {\n    i = exp(x);\n    return x;\n}\n"
+                  "y = repeat g(x0) for i in 0..2;\noutput y;\n",
+                  NULL, 0,
+                  "m.qd:3:5: error: 'i' is the block index and cannot be redefined\n"
+                  "    i = exp(x);\n"
+                  "    ^\n"
+                  "m.qd:6:1: note: in layer 0 of block 'g', instantiated here\n"
+                  "y = repeat g(x0) for i in 0..2;\n"
+                  "^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~\n");
+}
+
 /* Found by fuzz_frontend: redefining a block whose first definition had
  * errors crashed while pointing the note at the first definition. */
 static void test_block_redefinition(void)
@@ -648,6 +662,7 @@ int main(void)
     test_hparam_errors();
     test_block_errors();
     test_block_redefinition();
+    test_block_index_assignment();
     test_lexical_errors();
     test_empty_and_missing_files();
     test_limits();
