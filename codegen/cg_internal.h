@@ -50,6 +50,7 @@ typedef struct cg_plan {
     int nslots;
     int64_t *slot_bytes;  /* per slot: bytes the module allocates, 0 for bound slots */
     int status_slot;
+    int profile_slot; /* cg_profile state, or -1 without profile */
     int ngemms;
     cg_gemm_plan *gemms;
     int *scratch_slot; /* per value: extra scratch buffer or -1 */
@@ -78,6 +79,8 @@ typedef struct cg_emit {
     LLVMTypeRef task_ty; /* void(ptr, i64, i64) */
     LLVMTypeRef pfor_ty;
     LLVMValueRef pfor;      /* rt_pool_parallel_for */
+    LLVMTypeRef tick_ty;
+    LLVMValueRef tick;      /* cg_profile_tick, when profiling */
     LLVMValueRef entry_fn;  /* qc_bind or qc_run */
     LLVMValueRef entry_bufs, entry_pool;
     LLVMValueRef kctx;      /* args parameter of the kernel being built */
@@ -88,7 +91,7 @@ typedef struct cg_emit {
 } cg_emit;
 
 /* ---- plan.c ---- */
-int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, cg_plan *plan, ir_diag *d);
+int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, cg_plan *plan, ir_diag *d);
 void cg_plan_free(cg_plan *plan);
 /* Bytes per element in a buffer: float dtypes are stored as f32. */
 int64_t cg_storage_elem_size(ir_dtype t);
@@ -96,6 +99,10 @@ bool cg_is_float(ir_dtype t);
 cg_gemm_shape cg_gemm_shape_for(int vector_bits);
 /* Packed-B buffer bytes for a matmul or linear value. */
 int64_t cg_packed_bytes(const ir_graph *g, const ir_value *v, const cg_gemm_shape *gs);
+
+/* Called by generated code after the kernels of value `value` finish when
+ * profiling: charges the time since the previous call to that value. */
+void cg_profile_tick(void *state, int64_t value);
 
 /* ---- target.c ---- */
 /* Creates a target machine for o->cpu (or the host). */

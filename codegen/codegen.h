@@ -17,11 +17,12 @@ typedef struct cg_options {
     int threads;     /* worker threads; 0 = one per online core */
     const char *cpu; /* LLVM CPU name such as "znver4"; NULL = the host CPU */
     int opt_level;   /* 0-3; cg_default_options sets 3 */
+    int profile;     /* nonzero: time each value's kernels, see cg_profile_seconds */
 } cg_options;
 
 typedef struct cg_module cg_module;
 
-/* Returns threads = 0, cpu = NULL, opt_level = 3. A NULL options pointer
+/* Returns threads = 0, cpu = NULL, opt_level = 3, profile = 0. A NULL options pointer
  * passed to the functions below means these defaults. */
 cg_options cg_default_options(void);
 
@@ -45,6 +46,12 @@ int cg_bind_weights(cg_module *m, const rt_weights *weights, ir_diag *d);
  * the value and position through d and returns -1. */
 int cg_run(cg_module *m, const rt_weights *weights, const rt_weights *inputs, rt_tensor **outputs,
            ir_diag *d);
+
+/* Returns the wall-clock seconds spent in each value's kernels, indexed by
+ * value id and summed over all runs since compilation, or NULL when the
+ * module was compiled without profile. Time is charged to the value whose
+ * kernels just finished, so bind-time values and leaves stay at 0. */
+const double *cg_profile_seconds(const cg_module *m);
 
 /* Returns the optimized LLVM IR as text (caller frees with free), or NULL
  * after reporting an error. */

@@ -138,6 +138,15 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
     return -1;
 }
 
+static void emit_profile_tick(cg_emit *e, int value)
+{
+    LLVMBuilderRef b = e->entry_b;
+    LLVMValueRef idx = cg_i64(e, e->plan->profile_slot);
+    LLVMValueRef state = LLVMBuildLoad2(b, e->ptr, LLVMBuildInBoundsGEP2(b, e->ptr, e->entry_bufs, &idx, 1, ""), "");
+    LLVMValueRef args[2] = {state, cg_i64(e, value)};
+    LLVMBuildCall2(b, e->tick_ty, e->tick, args, 2, "");
+}
+
 LLVMModuleRef cg_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm, const ir_graph *g, const cg_plan *plan,
                               const cg_gemm_shape *gs, ir_diag *d)
 {
@@ -149,6 +158,10 @@ LLVMModuleRef cg_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm, const
     e.d = d;
     e.plan = (cg_plan *)plan;
     e.pfor = LLVMAddFunction(e.mod, "rt_pool_parallel_for", e.pfor_ty);
+    LLVMTypeRef tick_params[2] = {e.ptr, e.i64};
+    e.tick_ty = LLVMFunctionType(e.void_ty, tick_params, 2, 0);
+    if (plan->profile_slot >= 0)
+        e.tick = LLVMAddFunction(e.mod, "cg_profile_tick", e.tick_ty);
 
     LLVMValueRef fns[2];
     LLVMBuilderRef builders[2];
@@ -162,6 +175,8 @@ LLVMModuleRef cg_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm, const
             continue;
         select_entry(&e, plan->storage[i] == CG_STORE_BIND, fns, builders);
         failed = emit_value(&e, v, fns, builders) != 0;
+        if (e.tick && plan->storage[i] == CG_STORE_RUN)
+            emit_profile_tick(&e, i);
     }
     for (int i = 0; i < 2; i++) {
         LLVMBuildRet(builders[i], LLVMConstInt(e.i32, 0, 0));

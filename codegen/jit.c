@@ -5,12 +5,19 @@
 #include <llvm-c/Orc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "codegen/cg_internal.h"
 #include "codegen/cg_jit.h"
 #include "runtime/threadpool.h"
 
 typedef int32_t (*cg_entry_fn)(void **bufs, void *pool);
+
+/* Per-value kernel time, filled by cg_profile_tick. */
+typedef struct cg_profile {
+    double last; /* time of the previous tick */
+    double *seconds;
+} cg_profile;
 
 struct cg_module {
     ir_graph *g; /* a clone, so the caller may free theirs */
@@ -22,7 +29,28 @@ struct cg_module {
     void **bufs;  /* per slot */
     void **owned; /* per slot: memory this module allocated, or NULL */
     const rt_weights *bound;
+    cg_profile profile;
 };
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void cg_profile_tick(void *state, int64_t value)
+{
+    cg_profile *p = state;
+    double now = now_seconds();
+    p->seconds[value] += now - p->last;
+    p->last = now;
+}
+
+const double *cg_profile_seconds(const cg_module *m)
+{
+    return m->profile.seconds;
+}
 
 static const cg_options *options_or_default(const cg_options *o, cg_options *storage)
 {
@@ -78,14 +106,15 @@ LLVMOrcLLJITRef cg_jit_create(const cg_options *o, LLVMOrcThreadSafeContextRef t
         return NULL;
     }
     LLVMOrcJITDylibAddGenerator(jd, gen);
-    LLVMOrcCSymbolMapPair pool_symbol = {
-        LLVMOrcLLJITMangleAndIntern(jit, "rt_pool_parallel_for"),
-        {(LLVMOrcExecutorAddress)(uintptr_t)&rt_pool_parallel_for,
-         {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable, 0}},
+    LLVMJITSymbolFlags flags = {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable, 0};
+    LLVMOrcCSymbolMapPair runtime_symbols[2] = {
+        {LLVMOrcLLJITMangleAndIntern(jit, "rt_pool_parallel_for"),
+         {(LLVMOrcExecutorAddress)(uintptr_t)&rt_pool_parallel_for, flags}},
+        {LLVMOrcLLJITMangleAndIntern(jit, "cg_profile_tick"), {(LLVMOrcExecutorAddress)(uintptr_t)&cg_profile_tick, flags}},
     };
-    err = LLVMOrcJITDylibDefine(jd, LLVMOrcAbsoluteSymbols(&pool_symbol, 1));
+    err = LLVMOrcJITDylibDefine(jd, LLVMOrcAbsoluteSymbols(runtime_symbols, 2));
     if (err) {
-        report_llvm_error(d, "defining rt_pool_parallel_for for the JIT", err);
+        report_llvm_error(d, "defining the runtime symbols for the JIT", err);
         LLVMOrcDisposeLLJIT(jit);
         LLVMDisposeModule(mod);
         return NULL;
@@ -122,7 +151,7 @@ static LLVMModuleRef build_optimized(LLVMContextRef ctx, const ir_graph *g, cons
         return NULL;
     *gs = cg_gemm_shape_for(cg_vector_bits(tm));
     LLVMModuleRef mod = NULL;
-    if (cg_plan_build(g, gs, plan, d) == 0)
+    if (cg_plan_build(g, gs, o->profile != 0, plan, d) == 0)
         mod = cg_build_module(ctx, tm, g, plan, gs, d);
     if (mod && cg_optimize(mod, tm, o->opt_level, d) != 0) {
         LLVMDisposeModule(mod);
@@ -155,7 +184,12 @@ cg_module *cg_compile(const ir_graph *g, const cg_options *o, ir_diag *d)
     m->pool = rt_pool_new(o->threads);
     m->bufs = calloc((size_t)m->plan.nslots, sizeof *m->bufs);
     m->owned = calloc((size_t)m->plan.nslots, sizeof *m->owned);
-    if (!m->run_fn || !m->pool || !m->bufs || !m->owned) {
+    if (o->profile) {
+        m->profile.seconds = calloc((size_t)m->g->nvalues, sizeof *m->profile.seconds);
+        if (m->bufs && m->profile.seconds)
+            m->bufs[m->plan.profile_slot] = &m->profile;
+    }
+    if (!m->run_fn || !m->pool || !m->bufs || !m->owned || (o->profile && !m->profile.seconds)) {
         if (m->run_fn)
             ir_diag_file_error(d, NULL, "codegen: out of memory or threads while setting up graph '%s'", g->name);
         cg_free(m);
@@ -184,6 +218,7 @@ void cg_free(cg_module *m)
             free(m->owned[s]);
     free(m->owned);
     free(m->bufs);
+    free(m->profile.seconds);
     rt_pool_free(m->pool);
     if (m->jit)
         LLVMOrcDisposeLLJIT(m->jit);
@@ -310,6 +345,7 @@ int cg_run(cg_module *m, const rt_weights *weights, const rt_weights *inputs, rt
             return -1;
     }
     reset_status(m);
+    m->profile.last = now_seconds();
     int32_t code = m->run_fn(m->bufs, m->pool);
     if (code != 0)
         return report_status(m, code, d);

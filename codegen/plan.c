@@ -34,7 +34,9 @@ cg_gemm_shape cg_gemm_shape_for(int vector_bits)
         s.nvec = 2;
     }
     s.nr = s.nvec * s.vw;
-    s.mc = s.mr * 8;
+    /* 128 rows cover a whole 128-token prefill, so each B panel streams
+     * from memory once; the MC x KC block of A (128 KB) stays in L2. */
+    s.mc = s.mr * (s.vw == 16 ? 16 : 21);
     s.nc = s.nr * 4;
     s.kc = 256;
     return s;
@@ -74,7 +76,7 @@ static int add_slot(cg_plan *p, int64_t bytes)
     return p->nslots++;
 }
 
-int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, cg_plan *p, ir_diag *d)
+int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, cg_plan *p, ir_diag *d)
 {
     memset(p, 0, sizeof *p);
     int n = g->nvalues;
@@ -135,6 +137,7 @@ int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, cg_plan *p, ir_dia
         }
     }
     p->status_slot = add_slot(p, 4 * sizeof(int64_t));
+    p->profile_slot = profile ? add_slot(p, 0) : -1;
     return 0;
 }
 

@@ -171,8 +171,12 @@ static bool tensors_match(const char *label, int index, const rt_tensor *got, co
     return bad == 0;
 }
 
-/* Compiles and runs the fixture's graph with `threads` threads, runs the
- * interpreter, and checks every output. */
+/* Options for compare(): the tests of other targets and opt levels
+ * change these and restore them. */
+static cg_options test_options = {2, NULL, 3, 0};
+
+/* Compiles and runs the fixture's graph with test_options and `threads`
+ * threads, runs the interpreter, and checks every output. */
 static void compare_threads(fixture *f, const char *label, double atol, double rtol, int threads)
 {
     int n = f->g->noutputs;
@@ -180,7 +184,7 @@ static void compare_threads(fixture *f, const char *label, double atol, double r
     CHECK(ir_verify(f->g, NULL) == 0);
     int ref = rt_interp_run(f->g, f->weights, f->inputs, want, f->diag);
     CHECK_EQ_INT(ref, 0);
-    cg_options o = cg_default_options();
+    cg_options o = test_options;
     o.threads = threads;
     cg_module *m = cg_compile(f->g, &o, f->diag);
     CHECK(m != NULL);
@@ -210,7 +214,7 @@ static void compare_threads(fixture *f, const char *label, double atol, double r
 
 static void compare(fixture *f, const char *label, double atol, double rtol)
 {
-    compare_threads(f, label, atol, rtol, 2);
+    compare_threads(f, label, atol, rtol, test_options.threads);
 }
 
 #define ATOL 1e-5
@@ -784,6 +788,48 @@ static void test_gpt2(int64_t layers, int64_t c, int64_t nh, int64_t vocab, int6
     fixture_free(&f);
 }
 
+/* Text output: optimized LLVM IR with both entry points and vector FMAs,
+ * and host assembly with FMA instructions. */
+static void test_emit_text(void)
+{
+    fixture f = fixture_new("text");
+    int64_t xd[2] = {9, 40}, wd[2] = {40, 50};
+    int x = input(&f, "x", 2, xd, -1, 1);
+    int w = leaf(&f, true, "w", IR_F32, 2, wd, -1, 1);
+    ir_add_output(f.g, op1(&f, IR_OP_GELU, ir_add(f.g, IR_OP_LINEAR, "y", (int[]){x, w}, 2, NULL, no_loc), NULL));
+    char *ll = cg_emit_llvm(f.g, NULL, f.diag);
+    CHECK(ll != NULL);
+    CHECK(ll && strstr(ll, "define i32 @qc_run(") != NULL);
+    CHECK(ll && strstr(ll, "define i32 @qc_bind(") != NULL);
+    CHECK(ll && strstr(ll, "@llvm.fma.v") != NULL);
+    free(ll);
+    char *s = cg_emit_asm(f.g, NULL, f.diag);
+    CHECK(s != NULL);
+    CHECK(s && strstr(s, "qc_run:") != NULL);
+    CHECK(s && strstr(s, "vfmadd") != NULL);
+    free(s);
+    fixture_free(&f);
+}
+
+/* Reruns a selection of the op tests for other targets (vector widths 8
+ * and 4 give other GEMM tiles) and without optimization. */
+static void test_other_targets(void)
+{
+    static const cg_options variants[] = {{2, "haswell", 3, 0}, {2, "x86-64", 3, 0}, {2, NULL, 0, 0}, {1, NULL, 2, 1}};
+    for (size_t k = 0; k < sizeof variants / sizeof *variants; k++) {
+        test_options = variants[k];
+        test_unary_ops();
+        test_matmul_2d();
+        test_matmul_batched();
+        test_linear();
+        test_layernorm();
+        test_softmax();
+        test_cross_entropy();
+        test_gpt2(2, 48, 3, 101, 17, 2, variants[k].threads);
+    }
+    test_options = (cg_options){2, NULL, 3, 0};
+}
+
 int main(void)
 {
     test_binary_ops();
@@ -808,5 +854,7 @@ int main(void)
     test_gpt2(2, 48, 3, 101, 17, 2, 2);
     test_gpt2(1, 64, 4, 257, 33, 1, 1);
     test_gpt2(3, 96, 2, 65, 9, 3, 2);
+    test_emit_text();
+    test_other_targets();
     return check_finish();
 }
