@@ -44,11 +44,12 @@ int rt_interp_grad_pointwise(const rt_interp_call *call)
     int64_t n = rt_tensor_numel(dy);
     for (int64_t i = 0; i < n; i++) {
         double v = px[i], slope = 0.0;
-        switch (call->value->op) {
-        case IR_OP_GRAD_GELU: slope = gelu_derivative(v); break;
-        case IR_OP_GRAD_RELU: slope = v > 0.0 ? 1.0 : 0.0; break;
-        default: slope = v > 0.0 ? 1.0 : v < 0.0 ? -1.0 : 0.0; break;
-        }
+        if (call->value->op == IR_OP_GRAD_GELU)
+            slope = gelu_derivative(v);
+        else if (v > 0.0)
+            slope = 1.0;
+        else if (v < 0.0 && call->value->op == IR_OP_GRAD_ABS)
+            slope = -1.0;
         pdx[i] = (float)((double)pdy[i] * slope);
     }
     return 0;
@@ -189,8 +190,9 @@ int rt_interp_grad_layernorm_weight(const rt_interp_call *call)
 
 /* ---- softmax ---- */
 
-/* grad.softmax{axis}(dy, y) with y = softmax(x): dy_i/dx_j = y_i (delta_ij - y_j),
- * so dx = y * (dy - sum(dy * y)) along the axis, the sum in double. */
+/* grad.softmax{axis}(dy, y) with y = softmax(x). The Jacobian entries are
+ * d y_i / d x_j = y_i (delta_ij - y_j), so along the axis
+ * dx = y * (dy - sum(dy * y)), with the sum in double. */
 int rt_interp_grad_softmax(const rt_interp_call *call)
 {
     const rt_tensor *dy = call->operands[0], *y = call->operands[1];
