@@ -127,7 +127,7 @@ static rt_tensor *random_tensor(const ir_type *t, bool positive)
     return r;
 }
 
-/* Integer inputs get ids in [0, int_limit); the last position of a
+/* Fills an integer input with ids in [0, int_limit). The last position of a
  * "targets" input gets -1 (the default ignore_index). */
 static rt_tensor *random_ids(const ir_value *v, int64_t int_limit)
 {
@@ -504,8 +504,8 @@ static int build_multi_use(ir_graph *g)
     return op2(g, IR_OP_ADD, "y", sq, op1(g, IR_OP_EXP, "e", x, NULL), NULL);
 }
 
-/* a reaches the loss twice through different ops, b only through one; c is
- * not used at all, so its gradient output is zeros. */
+/* a reaches the loss twice through different ops and b only through one.
+ * c is not used at all, so its gradient output is zeros. */
 static int build_shared_chain(ir_graph *g)
 {
     int a = P(g, "a", 3, 5), b = P(g, "b", 5);
@@ -755,6 +755,36 @@ static char *print_graph(const ir_graph *g)
     return buf;
 }
 
+/* Runs the default pipeline on a copy of the differentiated graph g and
+ * checks that it verifies and computes the same outputs: the rewrites may
+ * reorder float arithmetic, so outputs agree within 1e-5 relative. */
+static void check_default_pipeline(const ir_graph *g, const rt_weights *weights, const rt_weights *inputs)
+{
+    ir_graph *optimized = ir_graph_clone(g);
+    CHECK_EQ_INT(run_pipeline(optimized, pass_default_pipeline, g->diag), 0);
+    CHECK_EQ_INT(ir_verify(optimized, "default pipeline"), 0);
+    CHECK_EQ_INT(optimized->noutputs, g->noutputs);
+
+    int n = g->noutputs;
+    rt_tensor **before = calloc((size_t)n, sizeof *before), **after = calloc((size_t)n, sizeof *after);
+    CHECK_EQ_INT(rt_interp_run(g, weights, inputs, before, g->diag), 0);
+    CHECK_EQ_INT(rt_interp_run(optimized, weights, inputs, after, g->diag), 0);
+    int mismatches = 0;
+    for (int k = 0; k < n && before[k] && after[k]; k++) {
+        const float *x = before[k]->data, *y = after[k]->data;
+        for (int64_t i = 0; i < rt_tensor_numel(before[k]); i++)
+            mismatches += !(fabs((double)x[i] - (double)y[i]) <= 1e-6 + 1e-5 * fabs((double)x[i]));
+    }
+    CHECK_EQ_INT(mismatches, 0);
+    for (int k = 0; k < n; k++) {
+        rt_tensor_free(before[k]);
+        rt_tensor_free(after[k]);
+    }
+    free(before);
+    free(after);
+    ir_graph_free(optimized);
+}
+
 static void test_gpt2(void)
 {
     ir_diag *d = ir_diag_new(stderr);
@@ -797,6 +827,7 @@ static void test_gpt2(void)
 
     rt_weights *weights = rt_weights_new(), *inputs = rt_weights_new();
     fill_random(forward, false, 11, weights, inputs);
+    check_default_pipeline(g, weights, inputs);
     int failures = check_gradients("gpt2", forward, g, 2, weights, inputs, 4);
     if (failures)
         fprintf(stderr, "gpt2: %d sampled elements differ from finite differences\n", failures);
