@@ -452,9 +452,35 @@ static int rule_slice_concat(ad_context *c, const ir_value *v, int dy)
     return 0;
 }
 
+/* reduce_max: dx = dy where x equals the max of its group, else 0. This is
+ * grad.maximum(dy, x, max){operand=0} (dy broadcast to x's shape, max kept
+ * as size-1 axes), which gives dy / 2 on the tie x == max and 0 elsewhere,
+ * scaled by 2.
+ * NOTE: every element that ties for the max gets all of dy, so a group with
+ * k tied maxima passes k * dy back, where PyTorch's amax passes dy / k to
+ * each. The gradient is only defined without ties. */
+static int rule_reduce_max(ad_context *c, const ir_value *v, int dy_kept, int x, const char *name)
+{
+    const ir_type *tx = type_of(c, x);
+    char tmp[512];
+    ad_name(c, x, "max", tmp, sizeof tmp);
+    int max_kept = ad_reshape(c, v->id, type_of(c, dy_kept), tmp, v->loc);
+    ir_attrs battrs = ir_attrs_for(IR_OP_BROADCAST);
+    ir_attrs_ints(&battrs, "shape", tx->dims, tx->rank);
+    ad_name(c, x, "full", tmp, sizeof tmp);
+    int dy_full = emit1(c, IR_OP_BROADCAST, tmp, dy_kept, &battrs, v->loc);
+    ir_attrs attrs = ir_attrs_for(IR_OP_GRAD_MAXIMUM);
+    ir_attrs_int(&attrs, "operand", 0);
+    int operands[3] = {dy_full, x, max_kept};
+    ad_name(c, x, "half", tmp, sizeof tmp);
+    int half = emit(c, IR_OP_GRAD_MAXIMUM, tmp, operands, 3, &attrs, v->loc);
+    return ad_contribute(c, x, emit_scale(c, name, half, 2.0, v->loc));
+}
+
 /* broadcast: dy summed over the broadcast axes. reduce_sum and reduce_mean:
  * dy reshaped to keep the reduced axes as size 1, then broadcast back to
- * x's shape. reduce_mean also divides by the number of reduced elements. */
+ * x's shape. reduce_mean also divides by the number of reduced elements,
+ * and reduce_max continues in rule_reduce_max. */
 static int rule_broadcast_reduce(ad_context *c, const ir_value *v, int dy)
 {
     int x = v->ops[0];
@@ -482,6 +508,8 @@ static int rule_broadcast_reduce(ad_context *c, const ir_value *v, int dy)
     }
     ad_name(c, x, "kept", tmp, sizeof tmp);
     g = ad_reshape(c, g, &kept, tmp, v->loc);
+    if (v->op == IR_OP_REDUCE_MAX)
+        return rule_reduce_max(c, v, g, x, name);
     if (ir_type_equal(&kept, tx))
         return ad_contribute(c, x, g); /* reduced only size-1 axes */
     ir_attrs attrs = ir_attrs_for(IR_OP_BROADCAST);
@@ -544,14 +572,15 @@ bool ad_has_rule(ir_op op)
     case IR_OP_BROADCAST:
     case IR_OP_REDUCE_SUM:
     case IR_OP_REDUCE_MEAN:
+    case IR_OP_REDUCE_MAX:
     case IR_OP_EMBEDDING:
     case IR_OP_CROSS_ENTROPY:
         return true;
     default:
-        /* NOTE: reduce_max, the backward ops themselves (second derivatives)
-         * and ops that are not pure have no rule, and the driver reports
-         * them when a gradient must cross one. The default case keeps ops
-         * added later rejected until they get a rule. */
+        /* NOTE: the backward ops themselves (second derivatives) and ops
+         * that are not pure have no rule, and the driver reports them when
+         * a gradient must cross one. The default case keeps ops added later
+         * rejected until they get a rule. */
         break;
     }
     return false;
@@ -584,6 +613,7 @@ int ad_apply_rule(ad_context *c, const ir_value *v, int dy)
     case IR_OP_BROADCAST:
     case IR_OP_REDUCE_SUM:
     case IR_OP_REDUCE_MEAN:
+    case IR_OP_REDUCE_MAX:
         return rule_broadcast_reduce(c, v, dy);
     case IR_OP_EMBEDDING:
     case IR_OP_CROSS_ENTROPY:
