@@ -72,12 +72,12 @@ static void test_cse_keeps_distinct_attrs(void)
     ir_diag *d = ir_diag_new(stderr);
     ir_graph *g = ir_graph_new("cse", d);
     int x = ir_add_leaf(g, IR_OP_INPUT, "x", f32(2, 2, 4), NULL, (ir_loc){0});
-    ir_attrs last = ir_attrs_for(IR_OP_SOFTMAX);
-    ir_attrs first = ir_attrs_for(IR_OP_SOFTMAX);
-    ir_attrs_int(&first, "axis", 0);
-    int s1 = ir_add(g, IR_OP_SOFTMAX, "s1", &x, 1, &last, (ir_loc){0});
-    int s2 = ir_add(g, IR_OP_SOFTMAX, "s2", &x, 1, &first, (ir_loc){0});
-    int s3 = ir_add(g, IR_OP_SOFTMAX, "s3", &x, 1, &last, (ir_loc){0});
+    ir_attrs last_axis = ir_attrs_for(IR_OP_SOFTMAX);
+    ir_attrs first_axis = ir_attrs_for(IR_OP_SOFTMAX);
+    ir_attrs_int(&first_axis, "axis", 0);
+    int s1 = ir_add(g, IR_OP_SOFTMAX, "s1", &x, 1, &last_axis, (ir_loc){0});
+    int s2 = ir_add(g, IR_OP_SOFTMAX, "s2", &x, 1, &first_axis, (ir_loc){0});
+    int s3 = ir_add(g, IR_OP_SOFTMAX, "s3", &x, 1, &last_axis, (ir_loc){0});
     int p1 = ir_add_leaf(g, IR_OP_PARAM, "p1", f32(1, 4, 0), NULL, (ir_loc){0});
     int p2 = ir_add_leaf(g, IR_OP_PARAM, "p2", f32(1, 4, 0), NULL, (ir_loc){0});
     int zero = add_const(g, "zero", 0.0, f32(0, 0, 0));
