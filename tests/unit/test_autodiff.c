@@ -637,6 +637,23 @@ static void test_outputs_named_after_params(void)
     ir_diag_free(d);
 }
 
+/* Called without the pipeline parser, the wrt option may list patterns
+ * separated by commas. */
+static void test_wrt_comma_list(void)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    ir_graph *g = ir_graph_new("case", d);
+    add_probe_loss(g, build_shared_chain(g));
+    pass_option option = {"wrt", "b, a*"};
+    pass_options opts = {1, &option};
+    CHECK_EQ_INT(pass_autodiff(g, &opts, d), 0);
+    CHECK_EQ_INT(g->noutputs, 3);
+    CHECK(strcmp(g->values[g->outputs[1]]->name, "a.grad") == 0);
+    CHECK(strcmp(g->values[g->outputs[2]]->name, "b.grad") == 0);
+    ir_graph_free(g);
+    ir_diag_free(d);
+}
+
 static void test_wrt_none_adds_nothing(void)
 {
     ir_diag *d = ir_diag_new(stderr);
@@ -861,6 +878,7 @@ int main(void)
     for (size_t i = 0; i < sizeof grad_cases / sizeof grad_cases[0]; i++)
         test_rule(&grad_cases[i]);
     test_outputs_named_after_params();
+    test_wrt_comma_list();
     test_wrt_none_adds_nothing();
     test_error_integer_cast();
     test_error_no_rule();
