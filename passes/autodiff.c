@@ -7,8 +7,9 @@
  * Options: loss=NAME picks the graph output to differentiate (default: the
  * first output). wrt=all (the default), wrt=none, or a list of glob patterns
  * (fnmatch(3), where '*' also matches '.') such as wrt=h.*.ln_1.*;wte.weight
- * selects the parameters. Patterns are separated by ';' or ','. The pipeline
- * parser splits options at commas, so pipeline text must use ';'. */
+ * selects the parameters. Patterns are separated by ';' or ',', and spaces
+ * around them are ignored. The pipeline parser splits options at commas, so
+ * pipeline text must use ';'. */
 #include <assert.h>
 #include <fnmatch.h>
 #include <stdio.h>
@@ -254,8 +255,10 @@ static int select_params(ir_graph *g, const char *wrt, bool *selected, ir_diag *
         return 0;
     if (strcmp(wrt, "all") == 0) {
         for (int i = 0; i < g->nvalues; i++)
-            if (g->values[i]->op == IR_OP_PARAM && is_float(g->values[i]->type.dtype))
-                count += selected[i] = true;
+            if (g->values[i]->op == IR_OP_PARAM && is_float(g->values[i]->type.dtype)) {
+                selected[i] = true;
+                count++;
+            }
         return count;
     }
 
@@ -295,7 +298,8 @@ static int select_params(ir_graph *g, const char *wrt, bool *selected, ir_diag *
 /* ---- the pass ---- */
 
 /* Marks needed[] (on a path from a selected param to the loss) and counts
- * needed_uses[]. source[v] is the first selected param that v depends on. */
+ * needed_uses[]. source[v] is one selected param that v depends on, found
+ * through v's first operand that depends on any; error messages name it. */
 static int mark_needed(ad_context *c, int loss, const bool *selected, int *source)
 {
     ir_graph *g = c->g;
