@@ -1,8 +1,8 @@
-/* GPT-2 prefill benchmark for the LLVM backend: measures the fp32 FMA peak
- * with a generated microkernel, compiles examples/gpt2.qd (124M by default)
- * with random weights, and reports the JIT compile time, the median
- * forward time per token and the matrix-product GFLOP/s as a fraction of
- * the peak.
+/* GPT-2 prefill benchmark for the LLVM backend. It measures the fp32 FMA
+ * peak with a generated microkernel and compiles examples/gpt2.qd (124M by
+ * default) with random weights. Then it reports the JIT compile time, the
+ * median forward time per token and the matrix-product GFLOP/s as a
+ * fraction of the peak.
  *
  * usage: bench_forward [--threads N] [--runs N] [--T N] [--B N] [--layers N] [--profile 1]
  * With --profile 1 it also prints the time per op kind (the ticks between

@@ -1,7 +1,7 @@
 /* Matrix multiplication: matmul (batched, with broadcast batch dims and
  * optional transposed B) and linear (x W + b).
  *
- * B is packed into panels of NR columns: panel p holds B[k, p*NR + j] at
+ * B is packed into panels of NR columns: panel p stores B[k, p*NR + j] at
  * ((p * K) + k) * NR + j, zero-padded past N, so the microkernel reads NR
  * contiguous floats per k. Weight operands (params and values computed
  * from params) are packed once by qc_bind; activations are packed on every
