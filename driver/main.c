@@ -24,6 +24,7 @@ static int run_version(int argc, char **argv)
 static const driver_command commands[] = {
     {"compile", "compile a model file (.qd) to IR text, running a pass pipeline", driver_compile},
     {"opt", "run a pass pipeline on IR text (.qir) and print the result", driver_opt},
+    {"train", "train a model file on text files with AdamW", driver_train},
     {"version", "print the quadc version", run_version},
 };
 
