@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "runtime/llmc.h"
 #include "runtime/safetensors.h"
+#include "runtime/train_llmc.h"
 #include "runtime/train.h"
 
 static const fe_define tiny_defines[] = {
@@ -420,6 +422,65 @@ static void test_memory_estimate(void)
     ir_diag_free(d);
 }
 
+static bool same_tensor(const rt_tensor *a, const rt_tensor *b)
+{
+    return a && b && rt_tensor_nbytes(a) == rt_tensor_nbytes(b) &&
+           memcmp(a->data, b->data, rt_tensor_nbytes(a)) == 0;
+}
+
+/* Weights written as an llm.c checkpoint load back unchanged, and the
+ * debug state holds the batch, loss and gradients of the training graph. */
+static void test_llmc_checkpoint_and_state(void)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    rt_train_data data;
+    make_data(&data);
+    char *dir = make_temp_dir();
+    char checkpoint[512], state_path[512];
+    snprintf(checkpoint, sizeof checkpoint, "%s/model.bin", dir);
+    snprintf(state_path, sizeof state_path, "%s/state.bin", dir);
+
+    rt_train_config c = tiny_config(rt_executor_interp(), 1);
+    rt_trainer *t = new_trainer(&c, NULL, d);
+    CHECK(t != NULL);
+    rt_llmc_config config;
+    CHECK_EQ_INT(rt_llmc_infer_config(t->params, 2, &config, d, NULL), 0);
+    CHECK_EQ_INT(rt_llmc_write_checkpoint(checkpoint, t->params, &config, d), 0);
+    rt_weights *loaded = rt_train_load_weights(checkpoint, d);
+    CHECK(loaded != NULL);
+    for (int i = 0; loaded && i < t->params->count; i++)
+        CHECK(same_tensor(rt_weights_get(loaded, t->params->names[i]), t->params->tensors[i]));
+    rt_weights_free(loaded);
+
+    CHECK_EQ_INT(rt_trainer_export_llmc_state(t, &data, state_path, d), 0);
+    rt_llmc_debug_state state;
+    CHECK_EQ_INT(rt_llmc_read_debug_state(state_path, &config, &state, d), 0);
+    CHECK_EQ_INT(state.batch_size, c.batch);
+    CHECK_EQ_INT(state.seq_len, c.seq);
+    CHECK_EQ_INT(state.inputs[5], data.train[0].ids[5]);
+    CHECK_EQ_INT(state.targets[5], data.train[0].ids[6]);
+
+    int noutputs = t->train_graph->noutputs;
+    rt_tensor **outputs = calloc((size_t)noutputs, sizeof *outputs);
+    CHECK_EQ_INT(rt_trainer_forward_backward(t, data.train[0].ids, data.train[0].ids + 1, outputs, d), 0);
+    float loss = *(const float *)outputs[t->loss_output]->data;
+    CHECK(memcmp(&state.loss, &loss, sizeof loss) == 0);
+    for (int i = 0; i < t->params->count; i++)
+        CHECK(same_tensor(rt_weights_get(state.grads, t->params->names[i]), outputs[t->grad_output[i]]));
+    for (int i = 0; i < noutputs; i++)
+        rt_tensor_free(outputs[i]);
+    free(outputs);
+    rt_llmc_debug_state_free(&state);
+
+    rt_trainer_free(t);
+    remove(checkpoint);
+    remove(state_path);
+    rmdir(dir);
+    free(dir);
+    rt_train_data_free(&data);
+    ir_diag_free(d);
+}
+
 int main(void)
 {
     test_data_split_and_windows();
@@ -429,6 +490,7 @@ int main(void)
     test_truncated_checkpoint();
     test_nan_weight_stops();
     test_huge_lr_stops();
+    test_llmc_checkpoint_and_state();
     if (jit_can_train()) {
         test_executors_agree();
         test_loss_decreases(rt_executor_jit(), 30);
