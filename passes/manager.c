@@ -162,6 +162,16 @@ static int parse_options(pass_pipeline_entry *e, const char *text, size_t len, c
         size_t begin = i;
         while (i < len && text[i] != ' ' && text[i] != ',')
             i++;
+        /* A comma followed by a segment without '=' continues the value,
+         * so lists such as wrt=h.0.*,wte.weight stay one option. */
+        while (i < len && text[i] == ',') {
+            size_t next = i + 1;
+            while (next < len && text[next] != ' ' && text[next] != ',' && text[next] != '=')
+                next++;
+            if (next < len && text[next] == '=')
+                break;
+            i = next;
+        }
         if (i > begin && add_option(e, text + begin, i - begin, err, cap) != 0)
             return -1;
     }
