@@ -29,6 +29,8 @@ typedef struct train_args {
     const char *texts[MAX_TEXTS];
     int ntexts;
     char *data_list;          /* owned copy of --data, split in place */
+    const char *data_text;    /* --data as given */
+    char data_description[4096];
     const char *weights;      /* --weights */
     const char *resume;       /* checkpoint path, or "" for the latest in ckpt_dir */
     const char *out;
@@ -128,6 +130,7 @@ static int parse_float(const char *option, const char *text, double min, double 
 
 static int split_data_list(train_args *a, const char *list)
 {
+    a->data_text = list;
     a->data_list = strdup(list);
     for (char *save = NULL, *item = strtok_r(a->data_list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         if (a->ntexts == MAX_TEXTS)
@@ -287,6 +290,10 @@ static int parse_args(int argc, char **argv, train_args *a)
     }
     if (a->help)
         return DRIVER_OK;
+    if (a->data_text) {
+        snprintf(a->data_description, sizeof a->data_description, "%s;val_frac=%.9g", a->data_text, a->val_frac);
+        a->config.data_description = a->data_description;
+    }
     if (!a->config.model_path)
         return driver_usage_error(CMD, "missing the model file (MODEL.qd)");
     if (a->ntexts == 0 && !a->stats)

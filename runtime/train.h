@@ -43,6 +43,9 @@ typedef struct rt_train_config {
     int eval_batches;          /* held-out batches per evaluation */
     const char *ckpt_dir;      /* NULL: the current directory */
     int ckpt_every;            /* steps between checkpoints, 0 = only on interrupt */
+    /* The data files and split, or NULL. Checkpoints record it, and a
+     * resume with other data gets a note that the losses will differ. */
+    const char *data_description;
 } rt_train_config;
 
 /* Returns batch 4, seq 64, 100 steps, lr 6e-4, no warmup, floor 0.1,

@@ -59,6 +59,8 @@ static int fill_metadata(const rt_trainer *t, rt_weights *meta)
     rc |= set_float(meta, "grad_clip", c->adamw.grad_clip);
     rc |= set_int(meta, "threads", c->threads);
     rc |= rt_weights_set_meta(meta, "executor", c->executor->name);
+    if (c->data_description)
+        rc |= rt_weights_set_meta(meta, "data", c->data_description);
     return rc ? -1 : 0;
 }
 
@@ -223,6 +225,10 @@ int rt_train_checkpoint_apply_config(const rt_weights *ckpt, const char *path, r
                      "%s was written by executor '%s' with %lld threads and this run uses '%s' with %d; "
                      "the losses can differ from an uninterrupted run in the last bits",
                      path, executor ? executor : "?", threads, c->executor->name, c->threads);
+    const char *checkpoint_data = rt_weights_get_meta(ckpt, "data");
+    if (checkpoint_data && c->data_description && strcmp(checkpoint_data, c->data_description) != 0)
+        ir_diag_note(d, (ir_loc){0}, "%s was trained on '%s' and this run uses '%s'; the losses will differ",
+                     path, checkpoint_data, c->data_description);
     return changed;
 }
 

@@ -1,7 +1,9 @@
 /* Training data: token streams split into a training part and a held-out
  * part, and batches drawn from them. Every text keeps its first
  * (1 - val_frac) of tokens for training and its last val_frac for
- * evaluation, so held-out tokens never appear in a training window. */
+ * evaluation, so held-out tokens never appear in a training window.
+ * Training windows start at random, so the position in the data is the
+ * state of the generator that draws them. */
 #ifndef QUADC_RUNTIME_TRAIN_DATA_H
 #define QUADC_RUNTIME_TRAIN_DATA_H
 
