@@ -46,7 +46,7 @@ typedef struct cg_plan {
     int nvalues;
     cg_storage *storage; /* per value */
     int *slot;           /* per value: its buffer slot (a reshape shares its operand's) */
-    bool *is_alias;      /* per value: reshape sharing its operand's buffer */
+    bool *is_alias;      /* per value: reshape or cache_write sharing its operand's buffer */
     int nslots;
     int64_t *slot_bytes;  /* per slot: bytes the module allocates, 0 for bound slots */
     int status_slot;
@@ -198,6 +198,10 @@ int cg_emit_softmax(cg_emit *e, const ir_value *v);
 int cg_emit_reduce(cg_emit *e, const ir_value *v);
 int cg_emit_embedding(cg_emit *e, const ir_value *v);
 int cg_emit_cross_entropy(cg_emit *e, const ir_value *v);
+
+/* ---- emit_kv.c ---- */
+int cg_emit_cache_write(cg_emit *e, const ir_value *v);
+int cg_emit_causal_mask_at(cg_emit *e, const ir_value *v); /* causal_mask with a pos operand */
 
 /* ---- emit_gemm.c ---- */
 int cg_emit_pack(cg_emit *e, const cg_gemm_plan *gp);

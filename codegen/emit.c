@@ -102,7 +102,9 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
     case IR_OP_SOFTMAX:
         return cg_emit_softmax(e, v);
     case IR_OP_CAUSAL_MASK:
-        return cg_emit_causal_mask(e, v);
+        return v->nops == 2 ? cg_emit_causal_mask_at(e, v) : cg_emit_causal_mask(e, v);
+    case IR_OP_CACHE_WRITE:
+        return cg_emit_cache_write(e, v);
     case IR_OP_TRANSPOSE:
     case IR_OP_SLICE:
     case IR_OP_CONCAT:

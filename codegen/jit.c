@@ -285,7 +285,13 @@ static int report_status(cg_module *m, int32_t code, ir_diag *d)
 {
     const int64_t *st = m->bufs[m->plan.status_slot];
     const ir_value *v = m->g->values[st[1]];
-    if (code == CG_STATUS_INDEX_RANGE) {
+    if (code == CG_STATUS_INDEX_RANGE && v->op == IR_OP_CACHE_WRITE) {
+        int64_t rows = v->type.dims[v->type.rank - 2];
+        int64_t fresh = m->g->values[v->ops[1]]->type.dims[v->type.rank - 2];
+        ir_diag_error(d, v->loc, "cache_write '%s': rows [%lld, %lld) are outside the cache's %lld rows; the "
+                      "position must be between 0 and %lld", v->name, (long long)st[3], (long long)(st[3] + fresh),
+                      (long long)rows, (long long)(rows - fresh));
+    } else if (code == CG_STATUS_INDEX_RANGE) {
         const ir_value *table = m->g->values[v->ops[0]];
         int64_t limit = v->op == IR_OP_EMBEDDING ? table->type.dims[0] : table->type.dims[table->type.rank - 1];
         ir_diag_error(d, v->loc, "%s '%s': %s %lld at flat position %lld is out of range [0, %lld)",

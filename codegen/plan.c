@@ -2,7 +2,9 @@
  * from the weights or inputs, computed once at bind time (the value
  * depends only on params and constants) or computed on every run, and
  * assigns buffer slots, packed-weight slots and scratch slots. A reshape
- * shares its operand's buffer because row-major data does not move.
+ * shares its operand's buffer because row-major data does not move, and a
+ * cache_write shares its cache operand's buffer because it updates it in
+ * place.
  * NOTE: every computed value keeps its own buffer for the module's
  * lifetime; no buffer is reused after its last use. */
 #include <stdlib.h>
@@ -113,7 +115,7 @@ int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, cg_p
                 bind_time = false;
         }
         p->storage[i] = bind_time ? CG_STORE_BIND : CG_STORE_RUN;
-        if (v->op == IR_OP_RESHAPE) {
+        if (v->op == IR_OP_RESHAPE || v->op == IR_OP_CACHE_WRITE) {
             p->is_alias[i] = true;
             p->slot[i] = p->slot[v->ops[0]];
             continue;

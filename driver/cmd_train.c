@@ -449,6 +449,9 @@ static void on_sigint(int signo)
 {
     (void)signo;
     interrupted = 1;
+    static const char message[] = "\nstopping after this step; press Ctrl-C again to stop at once\n";
+    ssize_t ignored = write(STDERR_FILENO, message, sizeof message - 1);
+    (void)ignored;
 }
 
 /* Trains and writes --out. Returns a DRIVER_ status. */
@@ -457,6 +460,8 @@ static int train(rt_trainer *t, const train_args *a, const rt_train_data *data, 
     struct sigaction action, previous;
     memset(&action, 0, sizeof action);
     action.sa_handler = on_sigint;
+    /* A second Ctrl-C gets the default action and stops at once. */
+    action.sa_flags = SA_RESETHAND;
     sigemptyset(&action.sa_mask);
     sigaction(SIGINT, &action, &previous);
 

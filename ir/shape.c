@@ -433,6 +433,37 @@ static int infer_grad(ir_op op, const ir_type *const *ops, const ir_attr *attrs,
     return fail(err, cap, "op %d is not a backward op", (int)op);
 }
 
+/* ---- key-value cache ---- */
+
+/* A run-time position operand: an integer scalar. */
+static int check_position(const ir_type *pos, char *err, int cap)
+{
+    char sp[128];
+    if (!is_int(pos->dtype) || pos->rank != 0)
+        return fail(err, cap, "the position must be an integer scalar such as i32[], got %s",
+                    ir_type_str(pos, sp, 128));
+    return 0;
+}
+
+/* cache[..., S, HS] and new[..., T, HS] agree in dtype and in every
+ * dimension except axis -2, where T <= S. */
+static int infer_cache_write(const ir_type *const *ops, ir_type *out, char *err, int cap)
+{
+    char sc[128], sn[128];
+    const ir_type *cache = ops[0], *fresh = ops[1];
+    bool ok = cache->rank >= 2 && cache->dtype == fresh->dtype && cache->rank == fresh->rank;
+    for (int i = 0; ok && i < cache->rank; i++)
+        ok = i == cache->rank - 2 ? fresh->dims[i] <= cache->dims[i] : fresh->dims[i] == cache->dims[i];
+    if (!ok)
+        return fail(err, cap, "cache %s and new rows %s do not match: both need the same dtype and rank >= 2, "
+                    "and the same dimensions except axis -2, where new has at most as many rows as the cache",
+                    ir_type_str(cache, sc, 128), ir_type_str(fresh, sn, 128));
+    if (check_position(ops[2], err, cap) != 0)
+        return -1;
+    *out = *cache;
+    return 0;
+}
+
 static int infer_by_rule(ir_op op, const ir_type *const *ops, int nops, const ir_attr *attrs, ir_type *out,
                          char *err, int cap)
 {
@@ -476,8 +507,12 @@ static int infer_by_rule(ir_op op, const ir_type *const *ops, int nops, const ir
     case IR_OP_CAUSAL_MASK:
         if (ops[0]->rank < 2)
             return fail(err, cap, "input must have rank >= 2 ([..., T, T]), got %s", ir_type_str(ops[0], sx, 128));
+        if (nops == 2 && check_position(ops[1], err, cap) != 0)
+            return -1;
         *out = *ops[0];
         return 0;
+    case IR_OP_CACHE_WRITE:
+        return infer_cache_write(ops, out, err, cap);
     case IR_OP_RESHAPE:
         return infer_reshape(ops[0], attrs, out, err, cap);
     case IR_OP_TRANSPOSE:

@@ -204,6 +204,7 @@ static bool computes_in_f32(ir_op op)
     case IR_OP_CONCAT:
     case IR_OP_BROADCAST:
     case IR_OP_EMBEDDING:
+    case IR_OP_CACHE_WRITE:
         return false;
     default:
         return true;
@@ -240,6 +241,7 @@ static int dispatch(const rt_interp_call *call)
     case IR_OP_LAYERNORM: return rt_interp_layernorm(call);
     case IR_OP_SOFTMAX: return rt_interp_softmax(call);
     case IR_OP_CAUSAL_MASK: return rt_interp_causal_mask(call);
+    case IR_OP_CACHE_WRITE: return rt_interp_cache_write(call);
     case IR_OP_RESHAPE: return rt_interp_reshape(call);
     case IR_OP_TRANSPOSE: return rt_interp_transpose(call);
     case IR_OP_SLICE: return rt_interp_slice(call);
@@ -346,6 +348,8 @@ static int run_values(const ir_graph *g, const rt_weights *weights, const rt_wei
             rc = load_input(v, inputs, &values[id], d);
         else
             rc = compute_value(v, values, &values[id], d);
+        if (rc == 0 && v->op == IR_OP_CACHE_WRITE)
+            rc = rt_interp_store_cache(g, v, values[id], inputs, d);
         if (rc != 0 || keep_all)
             continue;
 

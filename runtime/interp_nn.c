@@ -185,14 +185,17 @@ int rt_interp_softmax(const rt_interp_call *call)
     return 0;
 }
 
-/* causal_mask{offset}: over the last two dims [..., T1, T2], y[..., i, j] =
- * -inf where j > i + offset, else x[..., i, j]. f32 only. */
+/* causal_mask{offset}(x, pos?): over the last two dims [..., T1, T2],
+ * y[..., i, j] = -inf where j > i + offset + pos, else x[..., i, j]. pos is
+ * the optional scalar operand, 0 when absent. f32 only. */
 int rt_interp_causal_mask(const rt_interp_call *call)
 {
     const rt_tensor *x = call->operands[0];
     if (require_f32(call, x) != 0)
         return -1;
     int64_t offset = ir_attr_int(call->value, "offset");
+    if (call->value->nops == 2)
+        offset += rt_interp_load_int(call->operands[1], 0);
     int64_t T1 = x->dims[x->rank - 2], T2 = x->dims[x->rank - 1];
     int64_t matrix_size = T1 * T2;
     int64_t matrices = matrix_size ? rt_tensor_numel(x) / matrix_size : 0;

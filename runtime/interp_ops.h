@@ -62,6 +62,14 @@ int rt_interp_linear(const rt_interp_call *call);
 int rt_interp_layernorm(const rt_interp_call *call);
 int rt_interp_softmax(const rt_interp_call *call);
 int rt_interp_causal_mask(const rt_interp_call *call);
+/* Key-value cache writes, in runtime/interp_kv.c. */
+int rt_interp_cache_write(const rt_interp_call *call);
+/* Copies the result of cache_write value v back into the caller's input
+ * tensor that its cache operand was loaded from, because the interpreter
+ * runs on copies of its inputs. Does nothing when that operand is not an
+ * input. Returns 0, or -1 after reporting. */
+int rt_interp_store_cache(const ir_graph *g, const ir_value *v, const rt_tensor *result,
+                          const rt_weights *inputs, ir_diag *d);
 int rt_interp_embedding(const rt_interp_call *call);
 int rt_interp_cross_entropy(const rt_interp_call *call);
 
