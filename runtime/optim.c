@@ -142,6 +142,9 @@ ir_graph *rt_adamw_build_sqnorm_graph(int64_t n, ir_diag *d)
     return g;
 }
 
+/* NOTE: with the JIT every compiled module starts its own thread pool, so
+ * a model with k distinct parameter sizes keeps 2k pools of idle workers
+ * (16 for GPT-2, whose params have 8 distinct sizes). */
 static int compile_kernels(rt_adamw *o, rt_adamw_kernels *k, int threads, ir_diag *d)
 {
     ir_graph *update = rt_adamw_build_update_graph(k->n, &o->config, d);
