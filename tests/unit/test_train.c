@@ -334,6 +334,47 @@ static void test_nan_weight_stops(void)
     rt_train_data_free(&data);
 }
 
+/* sqrt has an infinite derivative at 0, so with w = 0 the loss is finite
+ * and the gradient is not. */
+static void test_infinite_gradient_stops(void)
+{
+    static const char model[] = "hparam B = 2;\nhparam T = 4;\n"
+                                "input idx : i32[B, T];\ninput targets : i32[B, T];\n"
+                                "param w : f32[4] = zeros;\n"
+                                "loss = reduce_sum(sqrt(w), axes=[0]);\noutput loss;\n";
+    char *dir = make_temp_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/sqrt.qd", dir);
+    FILE *f = fopen(path, "w");
+    fputs(model, f);
+    fclose(f);
+
+    rt_train_data data;
+    make_data(&data);
+    captured out;
+    capture_begin(&out);
+    rt_train_config c = tiny_config(rt_executor_interp(), 3);
+    c.model_path = path;
+    c.defines = NULL;
+    c.ndefines = 0;
+    c.batch = 2;
+    c.seq = 4;
+    rt_trainer *t = new_trainer(&c, NULL, out.diag);
+    CHECK(t != NULL);
+    rt_train_step_result r;
+    if (t)
+        CHECK_EQ_INT(rt_trainer_step(t, &data, &r, out.diag), 1);
+    capture_end(&out);
+    CHECK(strstr(out.text, "step 1: the gradient of 'w' contains a non-finite value") != NULL);
+    printf("infinite gradient: %s", out.text);
+    free(out.text);
+    rt_trainer_free(t);
+    rt_train_data_free(&data);
+    remove(path);
+    rmdir(dir);
+    free(dir);
+}
+
 static void test_huge_lr_stops(void)
 {
     rt_train_data data;
@@ -490,6 +531,7 @@ int main(void)
     test_truncated_checkpoint();
     test_nan_weight_stops();
     test_huge_lr_stops();
+    test_infinite_gradient_stops();
     test_llmc_checkpoint_and_state();
     if (jit_can_train()) {
         test_executors_agree();
