@@ -88,6 +88,8 @@ static int lower_type(fe_ctx *c, const fe_type *t, const char *name, ir_type *ou
     return 0;
 }
 
+/* Inputs, like params, live in the top-level scope, so a block can declare
+ * one per layer (`input h.{i}.attn.k_cache : ...`, the state of layer i). */
 static void lower_input(fe_ctx *c, const fe_stmt *s)
 {
     const char *name = fe_substitute_name(c, s->names->text, s->names->loc);
@@ -96,7 +98,7 @@ static void lower_input(fe_ctx *c, const fe_stmt *s)
     if (name && lower_type(c, &s->type, name, &type) == 0 && fe_room_for_value(c, s->names->loc))
         id = ir_add_leaf(c->g, IR_OP_INPUT, name, type, NULL, s->names->loc);
     if (name)
-        define_value(c, c->scope, s->names, name, id, s);
+        define_value(c, &c->global, s->names, name, id, s);
 }
 
 /* Returns the normalized init text: "zeros", "ones" or "normal(STD)". */
@@ -239,9 +241,10 @@ static bool check_block(fe_ctx *c, const fe_stmt *b)
     const fe_stmt *last = NULL;
     for (const fe_stmt *s = b->body; s; s = s->next) {
         last = s;
-        if (s->kind != FE_STMT_PARAM && s->kind != FE_STMT_ASSIGN && s->kind != FE_STMT_RETURN) {
-            ir_diag_error(c->diag, s->loc, "%s is not allowed inside a block; a block holds params, assignments "
-                          "and one return", stmt_keyword(s->kind));
+        if (s->kind != FE_STMT_PARAM && s->kind != FE_STMT_INPUT && s->kind != FE_STMT_ASSIGN &&
+            s->kind != FE_STMT_RETURN) {
+            ir_diag_error(c->diag, s->loc, "%s is not allowed inside a block; a block holds params, inputs, "
+                          "assignments and one return", stmt_keyword(s->kind));
             ok = false;
         } else if (s->kind == FE_STMT_RETURN && s->next) {
             ir_diag_error(c->diag, s->loc, "return must be the last statement of block '%s'", b->names->text);
@@ -305,6 +308,8 @@ static bool lower_layer(fe_ctx *c, const fe_stmt *b, int64_t index, int *carried
     for (const fe_stmt *s = b->body; s && count_statement(c, s); s = s->next) {
         if (s->kind == FE_STMT_PARAM) {
             lower_param(c, s);
+        } else if (s->kind == FE_STMT_INPUT) {
+            lower_input(c, s);
         } else if (s->kind == FE_STMT_ASSIGN) {
             lower_assign(c, s);
         } else {

@@ -480,7 +480,7 @@ static void test_block_errors(void)
                   "param p.{i} : f32[2] = zeros;\n"
                   "output x;\n",
                   NULL, 0,
-                  "m.qd:9:5: error: hparam is not allowed inside a block; a block holds params, assignments and one "
+                  "m.qd:9:5: error: hparam is not allowed inside a block; a block holds params, inputs, assignments and one "
                   "return\n"
                   "    hparam bad = 1;\n"
                   "    ^~~~~~~~~~~~~~~\n"
