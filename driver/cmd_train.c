@@ -1,7 +1,7 @@
 /* `quadc train`: trains a model file on text files with AdamW, with
  * held-out evaluation, checkpoints and exact resume, and reports memory
  * (--stats) or writes llm.c's debug state (--export-llmc-state). The work
- * is in runtime/train*.c; this file parses options, loads the data and
+ * is in runtime/train*.c, and this file parses options, loads the data and
  * prints progress. */
 #include <dirent.h>
 #include <stddef.h>
@@ -140,13 +140,13 @@ static int split_data_list(train_args *a, const char *list)
     return a->ntexts ? DRIVER_OK : driver_usage_error(CMD, "--data lists no file");
 }
 
-/* Matches an option with a numeric value; returns 1 when consumed, 0 when
- * argv[*i] is another option, and a negative value on a usage error. */
+/* Matches an option with a numeric value. Returns 1 when it consumed
+ * argv[*i], 0 when argv[*i] is another option, and -1 on a usage error. */
 static int numeric_option(int argc, char **argv, int *i, train_args *a)
 {
     static const struct {
         const char *name;
-        size_t int_offset;   /* offsetof into rt_train_config, or 0 */
+        size_t int_offset;   /* of the int field in rt_train_config */
         long long min;
     } int_options[] = {
         {"--steps", offsetof(rt_train_config, steps), 1},

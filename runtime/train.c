@@ -195,7 +195,8 @@ static bool same_shape(const rt_tensor *t, const ir_type *type)
 }
 
 /* Moves the tensor called `name` out of w, leaving an empty one in its
- * place, and returns it as f32; returns NULL when it is missing. */
+ * place, and returns it as f32. Returns NULL with *reason set when it is
+ * missing or cannot be widened. */
 static rt_tensor *take_tensor(rt_weights *w, const char *name, const char **reason)
 {
     for (int i = 0; i < w->count; i++) {

@@ -10,7 +10,7 @@
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
 
-/* Value of the "format" metadata key; a reader rejects any other. */
+/* Value of the "format" metadata key. The reader rejects any other. */
 #define CHECKPOINT_FORMAT "quadc-train-1"
 
 void rt_train_checkpoint_path(const rt_train_config *c, int step, char *buf, size_t cap)
@@ -121,7 +121,7 @@ rt_weights *rt_train_checkpoint_read(const char *path, ir_diag *d)
     return w;
 }
 
-/* Looks up a metadata value; reports it missing. */
+/* Returns a metadata value, or NULL after reporting that it is missing. */
 static const char *meta_value(const rt_weights *ckpt, const char *path, const char *key, ir_diag *d)
 {
     const char *value = rt_weights_get_meta(ckpt, key);
