@@ -1,0 +1,523 @@
+/* The int8 GEMM kernels against plain C references, on the VNNI path
+ * (when the host has AVX-512 VNNI) and on the portable path. int32
+ * outputs must equal the reference for every shape. Requantized outputs
+ * must equal cg_requantize and be within one unit of rounding the real
+ * product. Dequantized f32 outputs must match double math within
+ * rtol 1e-6. The fixed-point helpers are checked on known values, and the
+ * assembly for named CPUs is checked for vpdpbusd. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "codegen/gemm_i8.h"
+#include "codegen/quant_arith.h"
+#include "runtime/threadpool.h"
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static uint64_t next_random(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* Uniform integer in [lo, hi]. */
+static int32_t random_int(int32_t lo, int32_t hi)
+{
+    return lo + (int32_t)(next_random() % (uint64_t)(hi - lo + 1));
+}
+
+static double random_real(double lo, double hi)
+{
+    return lo + (hi - lo) * (double)(next_random() >> 11) / 9007199254740992.0;
+}
+
+/* One GEMM's data: A [m, lda], B [k, n], the packed B and the exact
+ * accumulators acc = Σ_k (a - za) · b (+ integer bias). */
+typedef struct gemm_case {
+    cg_gemm_i8_desc desc;
+    uint8_t *a; /* raw bytes, read as s8 when desc.a_signed */
+    int8_t *b;
+    int32_t *bias_i32;
+    float *bias_f32;
+    float *scale;
+    int32_t *acc;
+} gemm_case;
+
+static void case_init(gemm_case *c, const char *name, int64_t m, int64_t k, int64_t n)
+{
+    memset(c, 0, sizeof *c);
+    c->desc.name = name;
+    c->desc.m = m;
+    c->desc.k = k;
+    c->desc.n = n;
+}
+
+/* Fills A with values within `a_spread` of the zero point, B within
+ * +-b_spread and the integer bias within a quarter of the typical
+ * accumulator size, then computes the reference accumulators. */
+static void case_fill(gemm_case *c, int32_t a_spread, int32_t b_spread)
+{
+    const cg_gemm_i8_desc *d = &c->desc;
+    int64_t lda = d->lda ? d->lda : d->k;
+    int32_t a_lo = d->a_signed ? -128 : 0, a_hi = d->a_signed ? 127 : 255;
+    int32_t lo = d->a_zero_point - a_spread < a_lo ? a_lo : d->a_zero_point - a_spread;
+    int32_t hi = d->a_zero_point + a_spread > a_hi ? a_hi : d->a_zero_point + a_spread;
+    c->a = malloc((size_t)(d->m * lda));
+    c->b = malloc((size_t)(d->k * d->n));
+    c->bias_i32 = malloc(sizeof *c->bias_i32 * (size_t)d->n);
+    c->bias_f32 = malloc(sizeof *c->bias_f32 * (size_t)d->n);
+    c->scale = malloc(sizeof *c->scale * (size_t)d->n);
+    c->acc = malloc(sizeof *c->acc * (size_t)(d->m * d->n));
+    for (int64_t i = 0; i < d->m * lda; i++)
+        c->a[i] = (uint8_t)random_int(lo, hi);
+    for (int64_t i = 0; i < d->k * d->n; i++)
+        c->b[i] = (int8_t)random_int(-b_spread, b_spread > 127 ? 127 : b_spread);
+    for (int64_t j = 0; j < d->n; j++) {
+        int32_t bias_range = (int32_t)(a_spread * b_spread * sqrt((double)d->k) / 4) + 1;
+        c->bias_i32[j] = random_int(-bias_range, bias_range);
+        c->bias_f32[j] = (float)random_real(-1, 1);
+        c->scale[j] = (float)random_real(1e-6, 1e-4);
+    }
+    for (int64_t i = 0; i < d->m; i++) {
+        for (int64_t j = 0; j < d->n; j++) {
+            int64_t sum = 0;
+            for (int64_t kk = 0; kk < d->k; kk++) {
+                uint8_t raw = c->a[i * lda + kk];
+                int32_t a = d->a_signed ? (int32_t)(int8_t)raw : (int32_t)raw;
+                sum += (int64_t)(a - d->a_zero_point) * c->b[kk * d->n + j];
+            }
+            if (d->has_bias && d->output != CG_GEMM_I8_OUT_F32)
+                sum += c->bias_i32[j];
+            c->acc[i * d->n + j] = (int32_t)sum;
+        }
+    }
+}
+
+static void case_free(gemm_case *c)
+{
+    free(c->a);
+    free(c->b);
+    free(c->bias_i32);
+    free(c->bias_f32);
+    free(c->scale);
+    free(c->acc);
+}
+
+static size_t out_elem_size(cg_gemm_i8_output out)
+{
+    return out == CG_GEMM_I8_OUT_I32 || out == CG_GEMM_I8_OUT_F32 ? 4 : 1;
+}
+
+/* Packs B for d->shape and runs kernel fn of d on the pool into a new
+ * output buffer [m, ldc]. */
+static void *case_run(const gemm_case *c, const cg_gemm_i8_desc *d, rt_task_fn fn, rt_pool *pool)
+{
+    int64_t ldc = d->ldc ? d->ldc : d->n;
+    int8_t *packed = aligned_alloc(64, (size_t)((cg_gemm_i8_packed_bytes(&d->shape, d->k, d->n) + 63) / 64 * 64));
+    int32_t *colsum = malloc(sizeof *colsum * (size_t)cg_gemm_i8_colsum_count(&d->shape, d->n));
+    void *out = calloc((size_t)(d->m * ldc), out_elem_size(d->output));
+    cg_gemm_i8_pack_b(&d->shape, d->k, d->n, c->b, d->n, false, packed, colsum);
+    void *args[CG_GEMM_I8_NARGS];
+    args[CG_GEMM_I8_ARG_A] = c->a;
+    args[CG_GEMM_I8_ARG_PACKED] = packed;
+    args[CG_GEMM_I8_ARG_COLSUM] = colsum;
+    args[CG_GEMM_I8_ARG_C] = out;
+    args[CG_GEMM_I8_ARG_SCALE] = c->scale;
+    args[CG_GEMM_I8_ARG_BIAS] = d->output == CG_GEMM_I8_OUT_F32 ? (void *)c->bias_f32 : (void *)c->bias_i32;
+    rt_pool_parallel_for(pool, fn, args, cg_gemm_i8_tasks(d), 1);
+    free(packed);
+    free(colsum);
+    return out;
+}
+
+static const char *path_name(bool vnni)
+{
+    return vnni ? "vnni" : "portable";
+}
+
+/* ---- fixed-point helpers ---- */
+
+static void test_qmul_known_values(void)
+{
+    CHECK_EQ_INT(cg_qmul_high(INT32_MIN, INT32_MIN), INT32_MAX);
+    CHECK_EQ_INT(cg_qmul_high(1 << 30, 1 << 30), 1 << 29);
+    CHECK_EQ_INT(cg_qmul_high(3, 1 << 30), 2);   /* 1.5 rounds to 2 */
+    CHECK_EQ_INT(cg_qmul_high(-3, 1 << 30), -1); /* -1.5 rounds up to -1, as in gemmlowp */
+    CHECK_EQ_INT(cg_qmul_high(-7, 1 << 30), -3); /* -3.5 rounds up to -3 */
+    CHECK_EQ_INT(cg_qmul_high(-5, 3 << 28), -2); /* -1.875 */
+    CHECK_EQ_INT(cg_qmul_high(-5, 1 << 29), -1); /* -1.25 */
+    CHECK_EQ_INT(cg_qmul_rshift(5, 1), 3);
+    CHECK_EQ_INT(cg_qmul_rshift(-5, 1), -3);
+    CHECK_EQ_INT(cg_qmul_rshift(7, 2), 2);
+    CHECK_EQ_INT(cg_qmul_rshift(-6, 2), -2);
+    CHECK_EQ_INT(cg_qmul_rshift(-5, 2), -1);
+    CHECK_EQ_INT(cg_qmul_rshift(INT32_MIN, 31), -1);
+    CHECK_EQ_INT(cg_qmul_rshift(INT32_MAX, 31), 1);
+    CHECK_EQ_INT(cg_qmul_rshift(42, 0), 42);
+
+    cg_qmul q;
+    CHECK_EQ_INT(cg_qmul_from_real(0.5, &q), 0);
+    CHECK_EQ_INT(q.m0, 1 << 30);
+    CHECK_EQ_INT(q.right_shift, 0);
+    CHECK_EQ_INT(cg_qmul_from_real(1.0, &q), 0);
+    CHECK_EQ_INT(q.m0, 1 << 30);
+    CHECK_EQ_INT(q.left_shift, 1);
+    CHECK_EQ_INT(cg_qmul_from_real(0.1, &q), 0);
+    CHECK_EQ_INT(q.right_shift, 3);
+    CHECK_EQ_INT(cg_qmul_from_real(0.0, &q), 0);
+    CHECK_EQ_INT(q.m0, 0);
+    CHECK_EQ_INT(cg_qmul_from_real(1e-12, &q), 0);
+    CHECK_EQ_INT(q.m0, 0);
+    CHECK_EQ_INT(cg_qmul_from_real(-0.25, &q), -1);
+    CHECK_EQ_INT(cg_qmul_from_real(NAN, &q), -1);
+    CHECK_EQ_INT(cg_qmul_from_real(INFINITY, &q), -1);
+    CHECK_EQ_INT(cg_qmul_from_real(ldexp(1.0, 30), &q), -1);
+    /* q rounds up to 1.0 just below a power of two. */
+    CHECK_EQ_INT(cg_qmul_from_real(0.5 - 1e-12, &q), 0);
+    CHECK_EQ_INT(q.m0, 1 << 30);
+    CHECK_EQ_INT(q.right_shift, 0);
+
+    CHECK_EQ_INT(cg_requantize(1000, (cg_qmul){1 << 30, 0, 3}, 10, 0, 255), 10 + 63); /* 62.5 -> 63 */
+    CHECK_EQ_INT(cg_requantize(-1000, (cg_qmul){1 << 30, 0, 3}, 10, 0, 255), 0);
+    CHECK_EQ_INT(cg_requantize(INT32_MAX, (cg_qmul){1 << 30, 4, 0}, 0, -128, 127), 127);
+}
+
+/* Every multiplier form against rounding the real product: within one
+ * unit (the multiplier itself is rounded to 31 bits). Inputs that the
+ * left shift saturates are skipped; cg_qmul_apply does not promise
+ * one-unit accuracy for them. */
+static void test_qmul_vs_float(void)
+{
+    static const double reals[] = {1e-9, 3.7e-6, 0.000123, 0.0179, 0.25, 0.49999, 0.5, 0.77, 1.0, 1.5, 3.3, 1000.0};
+    int worst_real = 0, far = 0;
+    for (size_t r = 0; r < sizeof reals / sizeof *reals; r++) {
+        cg_qmul q;
+        CHECK_EQ_INT(cg_qmul_from_real(reals[r], &q), 0);
+        CHECK(q.m0 == 0 || (q.m0 >= (1 << 30) && q.m0 < INT32_MAX));
+        for (int i = 0; i < 20000; i++) {
+            int32_t x = i < 10000 ? random_int(-100000, 100000) : (int32_t)next_random();
+            double want = nearbyint(x * reals[r]);
+            if (fabs(ldexp((double)x, q.left_shift)) >= 2147483647.0)
+                continue;
+            double got = cg_qmul_apply(x, q);
+            if (fabs(got - want) > 1) {
+                far++;
+                worst_real = (int)r;
+            }
+        }
+    }
+    CHECK_EQ_INT(far, 0);
+    if (far)
+        fprintf(stderr, "qmul: %d results more than one unit off, e.g. for multiplier %g\n", far, reals[worst_real]);
+}
+
+/* ---- int32 outputs over all shapes ---- */
+
+static const int64_t sweep_m[] = {1, 3, 17, 128};
+static const int64_t sweep_k[] = {1, 3, 5, 64, 768, 3072};
+static const int64_t sweep_n[] = {1, 7, 33, 768, 2304};
+#define SWEEP_CASES (4 * 6 * 5)
+
+/* Case i of the sweep: its shape, activation type, zero point, strides
+ * and bias vary with i. */
+static void sweep_case(gemm_case *c, int i, char *name, size_t name_size)
+{
+    int64_t m = sweep_m[i / 30], k = sweep_k[(i / 5) % 6], n = sweep_n[i % 5];
+    snprintf(name, name_size, "sweep_%lldx%lldx%lld", (long long)m, (long long)k, (long long)n);
+    case_init(c, name, m, k, n);
+    c->desc.output = CG_GEMM_I8_OUT_I32;
+    c->desc.a_signed = i % 3 == 2;
+    static const int32_t zero_points[3] = {0, 131, -17}; /* u8, u8, s8 */
+    c->desc.a_zero_point = zero_points[i % 3];
+    c->desc.has_bias = i % 2 == 1;
+    if (i % 4 == 3) {
+        c->desc.lda = k + 3;
+        c->desc.ldc = n + 5;
+    }
+}
+
+static int64_t count_i32_mismatches(const gemm_case *c, const cg_gemm_i8_desc *d, const int32_t *out, const char *path)
+{
+    int64_t ldc = d->ldc ? d->ldc : d->n, bad = 0;
+    for (int64_t i = 0; i < d->m; i++) {
+        for (int64_t j = 0; j < d->n; j++) {
+            int32_t want = c->acc[i * d->n + j], got = out[i * ldc + j];
+            if (got != want && bad++ == 0)
+                fprintf(stderr, "%s %s: C[%lld, %lld] = %d, expected %d\n", path, d->name, (long long)i, (long long)j,
+                        got, want);
+        }
+    }
+    return bad;
+}
+
+static void test_sweep_i32(rt_pool *pool, bool have_vnni)
+{
+    static char names[SWEEP_CASES][64];
+    gemm_case *cases = calloc(SWEEP_CASES, sizeof *cases);
+    cg_gemm_i8_desc vnni_descs[SWEEP_CASES], portable_descs[SWEEP_CASES];
+    for (int i = 0; i < SWEEP_CASES; i++) {
+        sweep_case(&cases[i], i, names[i], sizeof names[i]);
+        vnni_descs[i] = portable_descs[i] = cases[i].desc;
+    }
+    ir_diag *d = ir_diag_new(stderr);
+    cg_gemm_i8_module *portable = cg_gemm_i8_compile(NULL, false, portable_descs, SWEEP_CASES, d);
+    cg_gemm_i8_module *vnni = have_vnni ? cg_gemm_i8_compile(NULL, true, vnni_descs, SWEEP_CASES, d) : NULL;
+    CHECK(portable != NULL);
+    CHECK(!have_vnni || vnni != NULL);
+    if (portable)
+        CHECK_EQ_INT(portable_descs[0].shape.isa, CG_GEMM_I8_PORTABLE);
+    if (vnni)
+        CHECK_EQ_INT(vnni_descs[0].shape.isa, CG_GEMM_I8_VNNI);
+    int64_t bad_portable = 0, bad_vnni = 0;
+    for (int i = 0; i < SWEEP_CASES && portable; i++) {
+        case_fill(&cases[i], 255, 128);
+        int32_t *out = case_run(&cases[i], &portable_descs[i], cg_gemm_i8_kernel(portable, i), pool);
+        bad_portable += count_i32_mismatches(&cases[i], &portable_descs[i], out, path_name(false));
+        free(out);
+        if (vnni) {
+            out = case_run(&cases[i], &vnni_descs[i], cg_gemm_i8_kernel(vnni, i), pool);
+            bad_vnni += count_i32_mismatches(&cases[i], &vnni_descs[i], out, path_name(true));
+            free(out);
+        }
+        case_free(&cases[i]);
+    }
+    CHECK_EQ_INT(bad_portable, 0);
+    CHECK_EQ_INT(bad_vnni, 0);
+    cg_gemm_i8_module_free(portable);
+    cg_gemm_i8_module_free(vnni);
+    ir_diag_free(d);
+    free(cases);
+}
+
+/* ---- requantized and dequantized outputs ---- */
+
+typedef struct stage_case {
+    int64_t m, k, n;
+    cg_gemm_i8_output output;
+    bool a_signed;
+    int32_t a_zero_point, out_zero_point;
+    bool per_channel, has_bias;
+    int32_t a_spread, b_spread;
+    double requant_lo, requant_hi; /* multipliers drawn from [lo, hi] */
+} stage_case;
+
+static const stage_case stage_cases[] = {
+    {17, 768, 33, CG_GEMM_I8_OUT_U8, false, 128, 120, true, true, 255, 128, 1e-4, 3e-4},
+    {3, 64, 2304, CG_GEMM_I8_OUT_S8, true, 3, -7, false, false, 127, 128, 1e-3, 1e-3},
+    {128, 5, 7, CG_GEMM_I8_OUT_U8, false, 0, 128, true, true, 255, 128, 2e-3, 6e-3},
+    {1, 3072, 768, CG_GEMM_I8_OUT_S8, false, 77, 5, true, false, 255, 128, 5e-5, 3e-4},
+    /* multipliers >= 1 take the saturating left shift */
+    {9, 3, 40, CG_GEMM_I8_OUT_U8, false, 100, 30, true, false, 3, 3, 0.9, 6.0},
+    {17, 3, 17, CG_GEMM_I8_OUT_S8, true, 0, 0, false, true, 2, 3, 2.5, 2.5},
+    {5, 64, 19, CG_GEMM_I8_OUT_F32, false, 128, 0, true, true, 255, 128, 0, 0},
+    {128, 768, 2304, CG_GEMM_I8_OUT_F32, true, -3, 0, true, false, 127, 128, 0, 0},
+    {1, 3072, 7, CG_GEMM_I8_OUT_F32, false, 0, 0, true, true, 255, 128, 0, 0},
+};
+#define NSTAGE_CASES ((int)(sizeof stage_cases / sizeof *stage_cases))
+
+/* Checks one requantized output against cg_requantize (exact) and
+ * against rounding the real product (within one unit). */
+static void check_requantized(const gemm_case *c, const cg_gemm_i8_desc *d, const void *out, const char *path)
+{
+    int32_t qmin = d->output == CG_GEMM_I8_OUT_U8 ? 0 : -128, qmax = qmin + 255;
+    int64_t exact_bad = 0, float_bad = 0, saturated = 0;
+    for (int64_t i = 0; i < d->m; i++) {
+        for (int64_t j = 0; j < d->n; j++) {
+            double real = d->requant[d->nrequant == 1 ? 0 : j];
+            cg_qmul q;
+            cg_qmul_from_real(real, &q);
+            int32_t acc = c->acc[i * d->n + j];
+            int32_t want = cg_requantize(acc, q, d->out_zero_point, qmin, qmax);
+            int64_t at = i * d->n + j;
+            int32_t got = d->output == CG_GEMM_I8_OUT_U8 ? ((const uint8_t *)out)[at] : ((const int8_t *)out)[at];
+            if (got != want && exact_bad++ == 0)
+                fprintf(stderr, "%s %s: q[%lld, %lld] = %d, cg_requantize gives %d (acc %d)\n", path, d->name,
+                        (long long)i, (long long)j, got, want, acc);
+            double ideal = nearbyint(acc * real) + d->out_zero_point;
+            ideal = fmax(ideal, qmin);
+            ideal = fmin(ideal, qmax);
+            if (fabs(got - ideal) > 1)
+                float_bad++;
+            saturated += want == qmin || want == qmax;
+        }
+    }
+    CHECK_EQ_INT(exact_bad, 0);
+    CHECK_EQ_INT(float_bad, 0);
+    /* The data is scaled so that most outputs are inside the range. */
+    CHECK(saturated < d->m * d->n / 2);
+}
+
+/* Dequantized outputs against s_a · s_w[n] · Σ (a - za) · b + bias in
+ * double, with the per-channel scale that the kernel receives. */
+static void check_dequantized(const gemm_case *c, const cg_gemm_i8_desc *d, const float *out, const char *path)
+{
+    int64_t bad = 0;
+    for (int64_t i = 0; i < d->m; i++) {
+        for (int64_t j = 0; j < d->n; j++) {
+            double want = (double)c->scale[j] * c->acc[i * d->n + j] + (d->has_bias ? c->bias_f32[j] : 0.0);
+            double got = out[i * d->n + j];
+            if (fabs(got - want) > 1e-6 + 1e-6 * fabs(want) && bad++ == 0)
+                fprintf(stderr, "%s %s: y[%lld, %lld] = %.9g, expected %.9g\n", path, d->name, (long long)i,
+                        (long long)j, got, want);
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
+static void test_output_stages(rt_pool *pool, bool vnni)
+{
+    static char names[NSTAGE_CASES][64];
+    gemm_case cases[NSTAGE_CASES];
+    cg_gemm_i8_desc descs[NSTAGE_CASES];
+    double *requant[NSTAGE_CASES];
+    for (int i = 0; i < NSTAGE_CASES; i++) {
+        const stage_case *s = &stage_cases[i];
+        snprintf(names[i], sizeof names[i], "stage%d_%lldx%lldx%lld", i, (long long)s->m, (long long)s->k,
+                 (long long)s->n);
+        case_init(&cases[i], names[i], s->m, s->k, s->n);
+        cg_gemm_i8_desc *d = &cases[i].desc;
+        d->output = s->output;
+        d->a_signed = s->a_signed;
+        d->a_zero_point = s->a_zero_point;
+        d->out_zero_point = s->out_zero_point;
+        d->has_bias = s->has_bias;
+        int64_t count = s->per_channel ? s->n : 1;
+        requant[i] = malloc(sizeof *requant[i] * (size_t)count);
+        for (int64_t j = 0; j < count; j++)
+            requant[i][j] = random_real(s->requant_lo, s->requant_hi);
+        if (s->output != CG_GEMM_I8_OUT_F32) {
+            d->requant = requant[i];
+            d->nrequant = count;
+        }
+        descs[i] = *d;
+    }
+    ir_diag *diag = ir_diag_new(stderr);
+    cg_gemm_i8_module *m = cg_gemm_i8_compile(NULL, vnni, descs, NSTAGE_CASES, diag);
+    CHECK(m != NULL);
+    for (int i = 0; i < NSTAGE_CASES && m; i++) {
+        const stage_case *s = &stage_cases[i];
+        case_fill(&cases[i], s->a_spread, s->b_spread);
+        void *out = case_run(&cases[i], &descs[i], cg_gemm_i8_kernel(m, i), pool);
+        if (s->output == CG_GEMM_I8_OUT_F32)
+            check_dequantized(&cases[i], &descs[i], out, path_name(vnni));
+        else
+            check_requantized(&cases[i], &descs[i], out, path_name(vnni));
+        free(out);
+        case_free(&cases[i]);
+    }
+    for (int i = 0; i < NSTAGE_CASES; i++)
+        free(requant[i]);
+    cg_gemm_i8_module_free(m);
+    ir_diag_free(diag);
+}
+
+/* ---- assembly and descriptor checks ---- */
+
+static bool contains(const char *text, const char *needle)
+{
+    return text && strstr(text, needle) != NULL;
+}
+
+static char *kernel_asm(const char *cpu, bool allow_vnni, cg_gemm_i8_isa *isa)
+{
+    cg_options o = cg_default_options();
+    o.cpu = cpu;
+    cg_gemm_i8_desc desc;
+    memset(&desc, 0, sizeof desc);
+    desc.name = "asm";
+    desc.m = 17;
+    desc.k = 64;
+    desc.n = 33;
+    desc.a_zero_point = 128;
+    ir_diag *d = ir_diag_new(stderr);
+    char *text = cg_gemm_i8_emit_asm(&o, allow_vnni, &desc, d);
+    ir_diag_free(d);
+    *isa = desc.shape.isa;
+    return text;
+}
+
+static void test_assembly(void)
+{
+    cg_gemm_i8_isa isa;
+    char *text = kernel_asm("znver4", true, &isa);
+    CHECK(text != NULL);
+    CHECK_EQ_INT(isa, CG_GEMM_I8_VNNI);
+    CHECK(contains(text, "vpdpbusd"));
+    free(text);
+
+    text = kernel_asm("x86-64-v3", true, &isa);
+    CHECK(text != NULL);
+    CHECK_EQ_INT(isa, CG_GEMM_I8_PORTABLE);
+    CHECK(!contains(text, "vpdpbusd"));
+    CHECK(!contains(text, "vpmaddubsw"));
+    CHECK(contains(text, "vpmaddwd"));
+    free(text);
+
+    text = kernel_asm("znver4", false, &isa);
+    CHECK(text != NULL);
+    CHECK_EQ_INT(isa, CG_GEMM_I8_PORTABLE);
+    CHECK(!contains(text, "vpdpbusd"));
+    free(text);
+}
+
+static void test_invalid_descs(void)
+{
+    cg_gemm_i8_desc base;
+    memset(&base, 0, sizeof base);
+    base.name = "bad";
+    base.m = 4;
+    base.k = 8;
+    base.n = 4;
+    cg_gemm_i8_desc bad[5];
+    for (int i = 0; i < 5; i++)
+        bad[i] = base;
+    bad[0].k = 0;
+    bad[1].a_zero_point = 256;
+    bad[2].output = CG_GEMM_I8_OUT_U8; /* no multipliers */
+    bad[3].k = 70000;
+    double negative = -1.0;
+    bad[4].output = CG_GEMM_I8_OUT_S8;
+    bad[4].requant = &negative;
+    bad[4].nrequant = 1;
+    for (int i = 0; i < 5; i++) {
+        FILE *sink = fopen("/dev/null", "w");
+        ir_diag *d = ir_diag_new(sink);
+        cg_gemm_i8_module *m = cg_gemm_i8_compile(NULL, true, &bad[i], 1, d);
+        CHECK(m == NULL);
+        CHECK_EQ_INT(ir_diag_error_count(d), 1);
+        cg_gemm_i8_module_free(m);
+        ir_diag_free(d);
+        fclose(sink);
+    }
+}
+
+int main(void)
+{
+    test_qmul_known_values();
+    test_qmul_vs_float();
+    test_assembly();
+    test_invalid_descs();
+
+    cg_options o = cg_default_options();
+    ir_diag *d = ir_diag_new(stderr);
+    LLVMTargetMachineRef tm = cg_target_machine(&o, d);
+    bool have_vnni = tm && cg_target_has_avx512_vnni(tm) && cg_vector_bits(tm) >= 512;
+    if (tm)
+        LLVMDisposeTargetMachine(tm);
+    ir_diag_free(d);
+    if (!have_vnni)
+        printf("host has no AVX-512 VNNI: testing the portable path only\n");
+
+    rt_pool *pool = rt_pool_new(2);
+    test_sweep_i32(pool, have_vnni);
+    test_output_stages(pool, false);
+    if (have_vnni)
+        test_output_stages(pool, true);
+    rt_pool_free(pool);
+    return check_finish();
+}
