@@ -5,8 +5,10 @@
  * shares its operand's buffer because row-major data does not move, and a
  * cache_write shares its cache operand's buffer because it updates it in
  * place.
- * NOTE: every computed value keeps its own buffer for the module's
- * lifetime; no buffer is reused after its last use. */
+ * Run-time values that are not graph outputs share buffers: a buffer
+ * returns to a free list after the last use of its value (through any
+ * reshape of it) and the next value takes the smallest free buffer that
+ * fits, or grows the largest one. Bind-time values keep their own. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,6 +80,86 @@ static int add_slot(cg_plan *p, int64_t bytes)
     return p->nslots++;
 }
 
+/* Best-fit free list of shared run-time buffers. */
+typedef struct free_list {
+    int n;
+    int *slot;
+} free_list;
+
+static int take_buffer(cg_plan *p, free_list *fl, int64_t bytes)
+{
+    int best = -1, largest = -1;
+    for (int i = 0; i < fl->n; i++) {
+        int64_t have = p->slot_bytes[fl->slot[i]];
+        if (have >= bytes && (best < 0 || have < p->slot_bytes[fl->slot[best]]))
+            best = i;
+        if (largest < 0 || have > p->slot_bytes[fl->slot[largest]])
+            largest = i;
+    }
+    int pick = best >= 0 ? best : largest;
+    if (pick < 0)
+        return add_slot(p, bytes);
+    int slot = fl->slot[pick];
+    fl->slot[pick] = fl->slot[--fl->n];
+    if (p->slot_bytes[slot] < bytes)
+        p->slot_bytes[slot] = bytes;
+    return slot;
+}
+
+static int share_run_buffers(const ir_graph *g, cg_plan *p)
+{
+    int n = g->nvalues;
+    int *last_use = malloc(sizeof(int) * (size_t)n);
+    int *shared = malloc(sizeof(int) * (size_t)n);
+    free_list fl = {0, malloc(sizeof(int) * (size_t)n)};
+    if (!last_use || !shared || !fl.slot) {
+        free(last_use);
+        free(shared);
+        free(fl.slot);
+        return -1;
+    }
+    /* p->slot still maps every value to the value id of its buffer's owner. */
+    for (int i = 0; i < n; i++) {
+        last_use[i] = -1;
+        shared[i] = -1;
+    }
+    for (int i = 0; i < n; i++) {
+        const ir_value *v = g->values[i];
+        if (v->dead)
+            continue;
+        for (int k = 0; k < v->nops; k++)
+            last_use[p->slot[v->ops[k]]] = i;
+    }
+    for (int i = 0; i < g->noutputs; i++)
+        last_use[p->slot[g->outputs[i]]] = n;
+
+    for (int i = 0; i < n; i++) {
+        const ir_value *v = g->values[i];
+        if (v->dead)
+            continue;
+        if (p->storage[i] == CG_STORE_RUN && !p->is_alias[i] && last_use[i] < n && p->slot_bytes[i] > 0) {
+            shared[i] = take_buffer(p, &fl, p->slot_bytes[i]);
+            p->slot_bytes[i] = 0;
+        }
+        /* Release after allocating, so an op never writes into its own
+         * operands. An unused value is released at once. */
+        for (int k = 0; k <= v->nops; k++) {
+            int owner = k < v->nops ? p->slot[v->ops[k]] : i;
+            if (shared[owner] >= 0 && last_use[owner] <= i) {
+                fl.slot[fl.n++] = shared[owner];
+                last_use[owner] = n + 1; /* released */
+            }
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (shared[p->slot[i]] >= 0)
+            p->slot[i] = shared[p->slot[i]];
+    free(last_use);
+    free(shared);
+    free(fl.slot);
+    return 0;
+}
+
 int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, cg_plan *p, ir_diag *d)
 {
     memset(p, 0, sizeof *p);
@@ -137,6 +219,10 @@ int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, cg_p
             int64_t rows = ir_type_numel(&g->values[v->ops[1]]->type);
             p->scratch_slot[i] = add_slot(p, rows * 16);
         }
+    }
+    if (share_run_buffers(g, p) != 0) {
+        ir_diag_file_error(d, NULL, "out of memory while planning buffers for graph '%s'", g->name);
+        return -1;
     }
     p->status_slot = add_slot(p, 4 * sizeof(int64_t));
     p->profile_slot = profile ? add_slot(p, 0) : -1;
