@@ -28,6 +28,8 @@ typedef struct driver_command {
 
 int driver_compile(int argc, char **argv);
 int driver_opt(int argc, char **argv);
+int driver_eval(int argc, char **argv);
+int driver_generate(int argc, char **argv);
 int driver_train(int argc, char **argv);
 
 /* Prints "quadc CMD: error: MESSAGE" and a hint to run --help on stderr and

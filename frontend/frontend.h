@@ -21,4 +21,11 @@ ir_graph *fe_compile_file(const char *path, const fe_define *defines, int ndefin
 ir_graph *fe_compile_string(const char *path, const char *text, size_t len, const fe_define *defines,
                             int ndefines, ir_diag *d);
 
+/* Parses a model file without binding or lowering it and stores the names
+ * of its hparams, in declaration order, in a new array (free it with
+ * fe_free_hparam_names). Returns 0, or -1 after reporting a syntax error
+ * or an unreadable file. */
+int fe_hparam_names(const char *path, char ***names, int *count, ir_diag *d);
+void fe_free_hparam_names(char **names, int count);
+
 #endif

@@ -1,0 +1,228 @@
+/* `quadc eval`: sliding-window perplexity of text files and LAMBADA
+ * accuracy of a model session (runtime/model.h, runtime/evaluate.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "driver/model_args.h"
+#include "runtime/dataset.h"
+#include "runtime/evaluate.h"
+
+typedef struct eval_args {
+    driver_model_args model;
+    const char **texts; /* --data, in order */
+    int ntexts;
+    const char *lambada;
+    long long ctx;        /* 0: the model's context length */
+    long long stride;     /* 0: half the window */
+    long long max_tokens; /* 0: every token */
+    const char *cache_dir; /* token cache; NULL: the default directory */
+} eval_args;
+
+static void print_eval_help(FILE *out)
+{
+    fprintf(out,
+            "usage: quadc eval MODEL.qd --weights FILE [--data TEXT]... [--lambada FILE.jsonl] [options]\n"
+            "\n"
+            "Evaluates a full-sequence model (such as examples/gpt2.qd) with batch size 1:\n"
+            "the sliding-window perplexity of each UTF-8 text file, and LAMBADA last-word\n"
+            "accuracy and perplexity. Texts are tokenized with the GPT-2 tokenizer and the\n"
+            "token ids are cached (see --cache-dir).\n"
+            "\n"
+            "  --data FILE             a text file to score; repeatable\n"
+            "  --lambada FILE          a LAMBADA file, one JSON object {\"text\": ...} per line\n"
+            "  --ctx N                 window length in tokens (default: the model's n_ctx);\n"
+            "                          at most n_ctx\n"
+            "  --stride N              tokens the window moves each step (default: half the\n"
+            "                          window); each token is scored once, with at least\n"
+            "                          N - stride tokens of context after the first window\n"
+            "  --max-tokens N          score only the first N tokens of each text\n"
+            "                          (default 0: all of them)\n"
+            "  --cache-dir DIR         directory of the token cache (default:\n"
+            "                          $XDG_CACHE_HOME/quadc, else ~/.cache/quadc)\n");
+    driver_print_model_help(out);
+}
+
+static int parse_eval_int(const char *cmd, int argc, char **argv, int *i, const char *name, long long min,
+                          long long *out)
+{
+    const char *value = NULL;
+    int rc = driver_option_value(cmd, argc, argv, i, name, &value);
+    if (rc <= 0)
+        return rc;
+    return driver_parse_int_value(cmd, name, value, min, 1LL << 40, out) == 0 ? 1 : -1;
+}
+
+/* Returns DRIVER_OK, DRIVER_USAGE, or -1 after printing help. */
+static int parse_eval_args(int argc, char **argv, eval_args *a)
+{
+    const char *cmd = "eval";
+    int i = 1;
+    while (i < argc) {
+        const char *arg = argv[i], *value = NULL;
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            print_eval_help(stdout);
+            return -1;
+        }
+        int rc = driver_option_value(cmd, argc, argv, &i, "--data", &value);
+        if (rc > 0)
+            a->texts[a->ntexts++] = value;
+        if (rc == 0 && (rc = driver_option_value(cmd, argc, argv, &i, "--lambada", &value)) > 0)
+            a->lambada = value;
+        if (rc == 0 && (rc = driver_option_value(cmd, argc, argv, &i, "--cache-dir", &value)) > 0)
+            a->cache_dir = value;
+        if (rc == 0)
+            rc = parse_eval_int(cmd, argc, argv, &i, "--ctx", 2, &a->ctx);
+        if (rc == 0)
+            rc = parse_eval_int(cmd, argc, argv, &i, "--stride", 1, &a->stride);
+        if (rc == 0)
+            rc = parse_eval_int(cmd, argc, argv, &i, "--max-tokens", 0, &a->max_tokens);
+        if (rc == 0)
+            rc = driver_parse_model_option(cmd, argc, argv, &i, &a->model);
+        if (rc < 0)
+            return DRIVER_USAGE;
+        if (rc == 0)
+            return driver_usage_error(cmd, "unknown option '%s'", arg);
+    }
+    if (driver_finish_model_args(cmd, &a->model) != 0)
+        return DRIVER_USAGE;
+    if (a->ntexts == 0 && !a->lambada)
+        return driver_usage_error(cmd, "nothing to evaluate; give --data FILE or --lambada FILE");
+    if (a->stride && a->ctx && a->stride > a->ctx)
+        return driver_usage_error(cmd, "--stride %lld is longer than --ctx %lld; it must be at most the window",
+                                  a->stride, a->ctx);
+    return DRIVER_OK;
+}
+
+/* The evaluator's model callback: one forward of a session. */
+typedef struct eval_model {
+    rt_model *model;
+    int window;
+} eval_model;
+
+static int model_logits(void *ctx, const int32_t *tokens, int T, float *logits, ir_diag *d)
+{
+    eval_model *em = ctx;
+    return rt_model_forward(em->model, em->window, tokens, T, logits, d);
+}
+
+static int eval_text(const eval_args *a, const char *path, rt_model *m, const rt_dataset_tokenizer *tok, int ctx,
+                     ir_diag *d)
+{
+    char *cache_dir = a->cache_dir ? strdup(a->cache_dir) : rt_dataset_default_cache_dir();
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = rt_dataset_load_text(path, tok, cache_dir, &ids, &n, d);
+    free(cache_dir);
+    if (rc != 0)
+        return -1;
+    if (a->max_tokens > 0 && n > (size_t)a->max_tokens)
+        n = (size_t)a->max_tokens;
+    int stride = a->stride ? (int)a->stride : (ctx + 1) / 2;
+    if (stride > ctx)
+        stride = ctx;
+    eval_model em = {m, ctx};
+    rt_eval_result r;
+    rc = rt_eval_perplexity(ids, n, ctx, stride, rt_model_vocab_size(m), model_logits, &em, &r, d);
+    free(ids);
+    if (rc != 0)
+        return -1;
+    printf("%s: %zu tokens scored (window %d, stride %d), mean loss %.4f nats, perplexity %.3f, %.1f tokens/s\n",
+           path, r.tokens_scored, ctx, stride, r.mean_nll, r.perplexity, r.tokens_per_second);
+    fflush(stdout);
+    return 0;
+}
+
+static int eval_lambada(const char *path, rt_model *m, rt_dataset_tokenizer *tok, int ctx, ir_diag *d)
+{
+    rt_lambada set;
+    if (rt_lambada_load(path, tok->tok, &set, d) != 0)
+        return -1;
+    /* A window as long as the longest example, so short examples are not
+     * padded to the whole context. */
+    size_t longest = 1;
+    for (size_t i = 0; i < set.count; i++) {
+        size_t len = set.examples[i].n_context + set.examples[i].n_target - 1;
+        longest = len > longest ? len : longest;
+    }
+    eval_model em = {m, longest < (size_t)ctx ? (int)longest : ctx};
+    rt_lambada_result r;
+    int rc = rt_eval_lambada(&set, ctx, rt_model_vocab_size(m), model_logits, &em, &r, d);
+    rt_lambada_free(&set);
+    if (rc != 0)
+        return -1;
+    printf("%s: %zu examples, accuracy %.4f (%zu correct), perplexity %.3f, %zu truncated, %.1f tokens/s\n", path,
+           r.examples, r.accuracy, r.correct, r.perplexity, r.truncated, r.tokens_per_second);
+    fflush(stdout);
+    return 0;
+}
+
+static rt_dataset_tokenizer *load_tokenizer(const char *dir, ir_diag *d)
+{
+    size_t n = strlen(dir) + 32;
+    char *encoder = malloc(n), *vocab = malloc(n);
+    rt_dataset_tokenizer *tok = NULL;
+    if (encoder && vocab) {
+        snprintf(encoder, n, "%s/encoder.json", dir);
+        snprintf(vocab, n, "%s/vocab.bpe", dir);
+        tok = rt_dataset_tokenizer_load(encoder, vocab, d);
+    }
+    free(encoder);
+    free(vocab);
+    return tok;
+}
+
+static int run_eval(const eval_args *a, ir_diag *d)
+{
+    rt_model *m = driver_open_model(&a->model, 0, d);
+    if (!m)
+        return DRIVER_ERROR;
+    int status = DRIVER_ERROR;
+    rt_dataset_tokenizer *tok = NULL;
+    int ctx = a->ctx ? (int)a->ctx : rt_model_context_length(m);
+    if (rt_model_has_cache(m)) {
+        ir_diag_file_error(d, a->model.model, "eval needs a full-sequence model such as examples/gpt2.qd, but this "
+                           "model writes a key-value cache");
+    } else if (a->ctx > rt_model_context_length(m)) {
+        ir_diag_file_error(d, a->model.model, "--ctx %lld is longer than the model's context length n_ctx=%d; give "
+                           "--ctx %d or less", a->ctx, rt_model_context_length(m), rt_model_context_length(m));
+    } else if (ctx < 2) {
+        ir_diag_file_error(d, a->model.model, "the context length %d is too short; evaluation needs at least 2", ctx);
+    } else if ((tok = load_tokenizer(a->model.tokenizer, d)) != NULL) {
+        if (rt_tok_vocab_size(tok->tok) > rt_model_vocab_size(m)) {
+            ir_diag_file_error(d, a->model.model, "the tokenizer has %d tokens but the model's vocabulary has %d",
+                               rt_tok_vocab_size(tok->tok), rt_model_vocab_size(m));
+        } else {
+            status = DRIVER_OK;
+            for (int i = 0; i < a->ntexts; i++)
+                if (eval_text(a, a->texts[i], m, tok, ctx, d) != 0)
+                    status = DRIVER_ERROR;
+            if (a->lambada && eval_lambada(a->lambada, m, tok, ctx, d) != 0)
+                status = DRIVER_ERROR;
+        }
+    }
+    rt_dataset_tokenizer_free(tok);
+    rt_model_free(m);
+    return status;
+}
+
+int driver_eval(int argc, char **argv)
+{
+    eval_args a;
+    memset(&a, 0, sizeof a);
+    a.texts = calloc((size_t)argc + 1, sizeof *a.texts);
+    if (!a.texts || driver_model_args_init(&a.model, argc) != 0) {
+        free(a.texts);
+        return DRIVER_ERROR;
+    }
+    int status = parse_eval_args(argc, argv, &a);
+    if (status < 0) {
+        status = DRIVER_OK; /* --help */
+    } else if (status == DRIVER_OK) {
+        ir_diag *d = ir_diag_new(stderr);
+        status = d ? run_eval(&a, d) : DRIVER_ERROR;
+        ir_diag_free(d);
+    }
+    driver_model_args_free(&a.model);
+    free(a.texts);
+    return status;
+}
