@@ -242,8 +242,9 @@ LLVMValueRef cg_buf(cg_emit *e, int slot)
 }
 
 /* Parallel launches below this many touched elements run on the calling
- * thread: waking the pool costs more than the work. */
-#define CG_PARALLEL_MIN_WORK 16384
+ * thread, because handing tasks to the pool costs more than the work
+ * (a 128 x 768 copy takes tens of microseconds on one core). */
+#define CG_PARALLEL_MIN_WORK (1 << 17)
 
 /* Fills an args array for the kernel built last: args[i] = bufs[kslots[i]]. */
 static LLVMValueRef build_kernel_args(cg_emit *e)

@@ -745,6 +745,32 @@ static void test_missing_input(void)
     fixture_free(&f);
 }
 
+/* Ops large enough (over 2^17 elements) to run on the thread pool. */
+static void test_large_ops_parallel(void)
+{
+    fixture f = fixture_new("large");
+    int64_t xd[2] = {300, 1000}, bd[1] = {1000}, sd[2] = {256, 1024}, td[3] = {64, 64, 64};
+    int x = input(&f, "x", 2, xd, -3, 3);
+    int b = input(&f, "b", 1, bd, -3, 3);
+    ir_add_output(f.g, op2(&f, IR_OP_ADD, x, b, NULL));
+    ir_add_output(f.g, op1(&f, IR_OP_GELU, x, NULL));
+    ir_add_output(f.g, op1(&f, IR_OP_EXP, x, NULL));
+    int s = input(&f, "s", 2, sd, -5, 5);
+    ir_add_output(f.g, op1(&f, IR_OP_SOFTMAX, s, NULL));
+    int64_t c = 1024;
+    int ln[3] = {s, leaf(&f, true, "w", IR_F32, 1, &c, 0.5, 1.5), leaf(&f, true, "lb", IR_F32, 1, &c, -1, 1)};
+    ir_add_output(f.g, ir_add(f.g, IR_OP_LAYERNORM, "ln", ln, 3, NULL, no_loc));
+    ir_attrs red = ir_attrs_for(IR_OP_REDUCE_SUM);
+    ir_attrs_ints(&red, "axes", (int64_t[]){-1}, 1);
+    ir_add_output(f.g, op1(&f, IR_OP_REDUCE_SUM, s, &red));
+    int t = input(&f, "t", 3, td, -1, 1);
+    ir_attrs perm = ir_attrs_for(IR_OP_TRANSPOSE);
+    ir_attrs_ints(&perm, "perm", (int64_t[]){2, 0, 1}, 3);
+    ir_add_output(f.g, op1(&f, IR_OP_TRANSPOSE, t, &perm));
+    compare(&f, "large ops", ATOL * 10, RTOL);
+    fixture_free(&f);
+}
+
 /* ---- whole models ---- */
 
 /* Fills every param of g with N(0, 0.02)-like uniform values (ones and
@@ -851,6 +877,7 @@ int main(void)
     test_cross_entropy();
     test_cross_entropy_bad_target();
     test_missing_input();
+    test_large_ops_parallel();
     test_gpt2(2, 48, 3, 101, 17, 2, 2);
     test_gpt2(1, 64, 4, 257, 33, 1, 1);
     test_gpt2(3, 96, 2, 65, 9, 3, 2);
