@@ -203,6 +203,31 @@ int cg_emit_cross_entropy(cg_emit *e, const ir_value *v);
 int cg_emit_cache_write(cg_emit *e, const ir_value *v);
 int cg_emit_causal_mask_at(cg_emit *e, const ir_value *v); /* causal_mask with a pos operand */
 
+/* ---- emit_grad.c, emit_grad_scatter.c: the backward ops ---- */
+/* One pass over a span [j0, j1) of a row: vectors of the target width while
+ * a whole vector remains (when `vectorize`), then scalars. body computes
+ * the element at j (`lanes` wide) and returns in terms[0 .. nacc) the values
+ * to sum, or to take the maximum of when `max`. */
+typedef void (*cg_span_fn)(cg_emit *e, void *user, LLVMValueRef j, int lanes, LLVMValueRef *terms);
+typedef struct cg_span_pass {
+    bool vectorize;
+    bool max;
+    int nacc; /* 0 to 2 */
+    cg_span_fn body;
+    void *user;
+} cg_span_pass;
+/* Emits the pass and stores the nacc scalar results in results. */
+void cg_span(cg_emit *e, LLVMValueRef j0, LLVMValueRef j1, const cg_span_pass *pass, LLVMValueRef *results);
+/* Copies src[j0, j1) to dst[j0, j1) (f32), or zeroes it when src is NULL. */
+void cg_span_copy(cg_emit *e, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef j0, LLVMValueRef j1);
+int cg_emit_grad_pointwise(cg_emit *e, const ir_value *v); /* gelu, relu, abs, maximum, minimum */
+int cg_emit_grad_causal_mask(cg_emit *e, const ir_value *v);
+int cg_emit_grad_softmax(cg_emit *e, const ir_value *v);
+int cg_emit_grad_layernorm(cg_emit *e, const ir_value *v);
+int cg_emit_grad_layernorm_weight(cg_emit *e, const ir_value *v);
+int cg_emit_grad_embedding(cg_emit *e, const ir_value *v);
+int cg_emit_grad_cross_entropy(cg_emit *e, const ir_value *v);
+
 /* ---- emit_gemm.c ---- */
 int cg_emit_pack(cg_emit *e, const cg_gemm_plan *gp);
 int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp);

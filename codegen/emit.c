@@ -123,16 +123,19 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
     case IR_OP_GRAD_ABS:
     case IR_OP_GRAD_MAXIMUM:
     case IR_OP_GRAD_MINIMUM:
+        return cg_emit_grad_pointwise(e, v);
     case IR_OP_GRAD_LAYERNORM:
+        return cg_emit_grad_layernorm(e, v);
     case IR_OP_GRAD_LAYERNORM_WEIGHT:
+        return cg_emit_grad_layernorm_weight(e, v);
     case IR_OP_GRAD_SOFTMAX:
+        return cg_emit_grad_softmax(e, v);
     case IR_OP_GRAD_CAUSAL_MASK:
+        return cg_emit_grad_causal_mask(e, v);
     case IR_OP_GRAD_EMBEDDING:
+        return cg_emit_grad_embedding(e, v);
     case IR_OP_GRAD_CROSS_ENTROPY:
-        /* TODO: the gradient ops have no emitter yet. */
-        ir_diag_error(e->d, v->loc, "codegen: op '%s' of value '%s' is not supported by the LLVM backend yet; "
-                      "run this graph with the interpreter", ir_op_get(v->op)->name, v->name);
-        return -1;
+        return cg_emit_grad_cross_entropy(e, v);
     case IR_OP_COUNT:
         break;
     }

@@ -292,10 +292,17 @@ static int report_status(cg_module *m, int32_t code, ir_diag *d)
                       "position must be between 0 and %lld", v->name, (long long)st[3], (long long)(st[3] + fresh),
                       (long long)rows, (long long)(rows - fresh));
     } else if (code == CG_STATUS_INDEX_RANGE) {
-        const ir_value *table = m->g->values[v->ops[0]];
-        int64_t limit = v->op == IR_OP_EMBEDDING ? table->type.dims[0] : table->type.dims[table->type.rank - 1];
+        /* Ids index the table rows (the result rows for grad.embedding), and
+         * targets index the last axis of the logits. */
+        bool is_id = v->op == IR_OP_EMBEDDING || v->op == IR_OP_GRAD_EMBEDDING;
+        const ir_value *indexed = m->g->values[v->ops[v->op == IR_OP_GRAD_CROSS_ENTROPY ? 1 : 0]];
+        int64_t limit = indexed->type.dims[indexed->type.rank - 1];
+        if (v->op == IR_OP_EMBEDDING)
+            limit = indexed->type.dims[0];
+        else if (v->op == IR_OP_GRAD_EMBEDDING)
+            limit = v->type.dims[0];
         ir_diag_error(d, v->loc, "%s '%s': %s %lld at flat position %lld is out of range [0, %lld)",
-                      ir_op_get(v->op)->name, v->name, v->op == IR_OP_EMBEDDING ? "id" : "target",
+                      ir_op_get(v->op)->name, v->name, is_id ? "id" : "target",
                       (long long)st[3], (long long)st[2], (long long)limit);
     } else {
         ir_diag_file_error(d, NULL, "codegen: generated code returned unknown status %d", (int)code);
