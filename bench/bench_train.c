@@ -119,7 +119,8 @@ static int bench_model(const char *label, const fe_define *defines, int ndefines
         double median = seconds[o->steps / 2];
         printf("%-6s %5.1fM params  B=%d T=%d  %s, %d threads  setup %.1f s  %.1f ms/step  "
                "%.1f GFLOP/step  %.2f GFLOP/s  peak RSS %.2f GiB\n",
-               label, (double)memory.param_count * 1e-6, o->B, o->T, o->executor->name, o->threads, setup_seconds,
+               label, (double)memory.param_count * 1e-6, o->B, o->T, o->executor->name,
+               o->executor == rt_executor_interp() ? 1 : o->threads, setup_seconds,
                median * 1e3, gflop, gflop / median, (double)rss / (1 << 30));
     }
     if (rc == 0 && check_memory && rss > MEMORY_LIMIT_BYTES) {
