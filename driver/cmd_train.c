@@ -376,6 +376,12 @@ static double mib(int64_t bytes)
     return (double)bytes / (1024.0 * 1024.0);
 }
 
+static void print_memory_line(const char *label, int64_t bytes, const char *remark)
+{
+    printf("  %-32s %13lld bytes %10.1f MiB%s%s\n", label, (long long)bytes, mib(bytes), remark ? "  " : "",
+           remark ? remark : "");
+}
+
 static void print_stats(const rt_trainer *t)
 {
     rt_train_memory m;
@@ -383,15 +389,15 @@ static void print_stats(const rt_trainer *t)
     int64_t outputs = m.graph.output_bytes - m.grad_bytes;
     int64_t total = m.param_bytes + m.grad_bytes + m.optimizer_bytes + m.graph.input_bytes + outputs +
                     m.graph.peak_live_bytes;
-    printf("model %s, batch %d x %d tokens\n", t->config.model_path, t->config.batch, t->config.seq);
-    printf("  parameters         %12lld  %10.1f MiB\n", (long long)m.param_count, mib(m.param_bytes));
-    printf("  gradients                        %10.1f MiB\n", mib(m.grad_bytes));
-    printf("  AdamW m and v                    %10.1f MiB\n", mib(m.optimizer_bytes));
-    printf("  inputs, loss, logits             %10.1f MiB\n", mib(m.graph.input_bytes + outputs));
-    printf("  activations, peak live           %10.1f MiB  (each freed after its last use)\n",
-           mib(m.graph.peak_live_bytes));
-    printf("  activations, all intermediates   %10.1f MiB\n", mib(m.graph.intermediate_bytes));
-    printf("  estimated total                  %10.1f MiB\n", mib(total));
+    printf("model %s, batch %d x %d tokens, %lld parameters\n", t->config.model_path, t->config.batch,
+           t->config.seq, (long long)m.param_count);
+    print_memory_line("parameters", m.param_bytes, NULL);
+    print_memory_line("gradients", m.grad_bytes, NULL);
+    print_memory_line("AdamW m and v", m.optimizer_bytes, NULL);
+    print_memory_line("inputs, loss, logits", m.graph.input_bytes + outputs, NULL);
+    print_memory_line("activations, peak live", m.graph.peak_live_bytes, "(each freed after its last use)");
+    print_memory_line("activations, all intermediates", m.graph.intermediate_bytes, NULL);
+    print_memory_line("estimated total", total, "(parameters to peak live activations)");
     /* NOTE: the JIT plans its own buffers and packs matmul weights, so its
      * footprint differs from this interpreter-rule estimate; the benchmark
      * measures peak RSS. */
