@@ -16,6 +16,10 @@ static void print_opt_help(FILE *out)
     driver_print_pipeline_help(out);
 }
 
+/* The frontend's limit on model files (FE_MAX_FILE_BYTES), so a larger
+ * file named by a loc(...) cannot be the model source. */
+#define MAX_LOC_SOURCE_BYTES ((size_t)16 << 20)
+
 /* Lets errors about values parsed from IR text quote the model source
  * their loc(...) points at, when that file can be read. */
 static void load_loc_sources(const ir_graph *g, ir_diag *d)
@@ -31,7 +35,7 @@ static void load_loc_sources(const ir_graph *g, ir_diag *d)
             continue;
         tried[ntried++] = file;
         size_t len;
-        char *text = driver_try_read_file(file, &len);
+        char *text = driver_try_read_file(file, MAX_LOC_SOURCE_BYTES, &len);
         if (text)
             ir_diag_add_source(d, file, text, len);
         free(text);
@@ -75,7 +79,7 @@ int driver_opt(int argc, char **argv)
     ir_diag *d = ir_diag_new(stderr);
     int status = DRIVER_ERROR;
     size_t len;
-    char *text = d ? driver_read_file(input, &len, d) : NULL;
+    char *text = d ? driver_read_file_max(input, IR_MAX_TEXT_BYTES, &len, d) : NULL;
     ir_graph *g = text ? ir_parse_string(strcmp(input, "-") == 0 ? "<stdin>" : input, text, len, d) : NULL;
     if (g) {
         load_loc_sources(g, d);

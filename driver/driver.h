@@ -71,14 +71,22 @@ int driver_run_pipeline_and_write(driver_pipeline_args *a, ir_graph *g, ir_diag 
  * has a NUL after the `len` bytes. */
 char *driver_read_file(const char *path, size_t *len, ir_diag *d);
 
-/* Reads a whole file like driver_read_file, but reports nothing: returns
- * NULL when the file cannot be read. */
-char *driver_try_read_file(const char *path, size_t *len);
+/* Reads a whole file like driver_read_file, but reports an error and
+ * returns NULL when it contains more than max_len bytes. Reading stops there,
+ * so an endless input such as /dev/zero ends with that error. */
+char *driver_read_file_max(const char *path, size_t max_len, size_t *len, ir_diag *d);
+
+/* Reads a whole regular file of at most max_len bytes, and reports
+ * nothing: returns NULL when the file cannot be read, is larger, or is not
+ * a regular file (a FIFO would block, /dev/zero would never end). */
+char *driver_try_read_file(const char *path, size_t max_len, size_t *len);
 
 /* Writes through `write` to path atomically: to a temporary file in the
  * same directory that is renamed over path only when every write
  * succeeded, so an error never leaves a partial file. A NULL path or "-"
- * writes to standard output. Returns 0, or -1 after reporting through d. */
+ * writes to standard output. A symbolic link is followed, and a path that
+ * is not a regular file (a FIFO, /dev/null) is written in place, without
+ * that guarantee. Returns 0, or -1 after reporting through d. */
 int driver_write_atomic(const char *path, int (*write)(FILE *out, void *ctx), void *ctx, ir_diag *d);
 
 #endif

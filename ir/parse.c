@@ -618,6 +618,11 @@ static void parse_graph(parser *p)
 
 ir_graph *ir_parse_string(const char *path, const char *text, size_t len, ir_diag *d)
 {
+    if (len > IR_MAX_TEXT_BYTES) {
+        ir_diag_file_error(d, path ? path : "<input>", "the IR text is %zu bytes; the limit is %zu bytes", len,
+                           IR_MAX_TEXT_BYTES);
+        return NULL;
+    }
     parser p;
     memset(&p, 0, sizeof p);
     ir_lex_init(&p.lex, ir_diag_add_source(d, path ? path : "<input>", text, len), text, len, d);

@@ -32,6 +32,11 @@ ir_print_options ir_print_defaults(void);
 /* Writes g as IR text. Returns 0, or -1 when writing to `out` failed. */
 int ir_print(FILE *out, const ir_graph *g, const ir_print_options *opts);
 
+/* The longest IR text ir_parse_string accepts, 256 MiB. By estimate, a
+ * model at the frontend's limit of 262,144 values prints to about 50 MiB
+ * (200 bytes a line), and autodiff and quantization add a few times that. */
+#define IR_MAX_TEXT_BYTES ((size_t)256 << 20)
+
 /* Parses IR text; `path` names the text in diagnostics (and is interned
  * with the text so errors quote the line). Reports every error it finds
  * through d and returns NULL if there was any. Values keep the loc(...)
