@@ -25,7 +25,7 @@ static uint64_t next_random(void)
     return rng_state;
 }
 
-/* Uniform integer in [lo, hi]. */
+/* Returns a uniform integer in [lo, hi]. */
 static int32_t random_int(int32_t lo, int32_t hi)
 {
     return lo + (int32_t)(next_random() % (uint64_t)(hi - lo + 1));
@@ -361,8 +361,8 @@ static void check_requantized(const gemm_case *c, const cg_gemm_i8_desc *d, cons
     CHECK(saturated < d->m * d->n / 2);
 }
 
-/* Dequantized outputs against s_a · s_w[n] · Σ (a - za) · b + bias in
- * double, with the per-channel scale that the kernel receives. */
+/* Checks dequantized outputs against s_a · s_w[n] · Σ (a - za) · b + bias
+ * in double, with the per-channel scale that the kernel receives. */
 static void check_dequantized(const gemm_case *c, const cg_gemm_i8_desc *d, const float *out, const char *path)
 {
     int64_t bad = 0;
