@@ -5,9 +5,9 @@
  * GOP/s (2 · M · K · N ops) and that as a fraction of the peak on the same
  * number of threads. It also prints the median process CPU time per
  * product and the GOP per CPU-second as a fraction of the one-core peak.
- * On a machine shared with other work the CPU figures stay meaningful
- * while wall times include time slices given to other processes; with
- * 2 threads, CPU time also counts the pool's brief spinning.
+ * On a machine shared with other work, wall times include time slices
+ * given to other processes and the CPU figures do not. With 2 threads,
+ * CPU time also counts the pool's brief spinning.
  *
  * usage: bench_int8 [--threads N] [--runs N] [--output i32|f32|u8] [--portable 1]
  * --threads N measures only N threads (default: 1 and 2); --portable 1
