@@ -46,6 +46,7 @@ typedef struct gemm_case {
     float *bias_f32;
     float *scale;
     int32_t *acc;
+    bool misalign_packed; /* place packed B 4 bytes past a 64-byte boundary */
 } gemm_case;
 
 static void case_init(gemm_case *c, const char *name, int64_t m, int64_t k, int64_t n)
@@ -119,7 +120,10 @@ static size_t out_elem_size(cg_gemm_i8_output out)
 static void *case_run(const gemm_case *c, const cg_gemm_i8_desc *d, rt_task_fn fn, rt_pool *pool)
 {
     int64_t ldc = d->ldc ? d->ldc : d->n;
-    int8_t *packed = aligned_alloc(64, (size_t)((cg_gemm_i8_packed_bytes(&d->shape, d->k, d->n) + 63) / 64 * 64));
+    int64_t offset = c->misalign_packed ? 4 : 0;
+    int64_t packed_bytes = cg_gemm_i8_packed_bytes(&d->shape, d->k, d->n) + offset;
+    int8_t *packed_block = aligned_alloc(64, (size_t)((packed_bytes + 63) / 64 * 64));
+    int8_t *packed = packed_block + offset;
     int32_t *colsum = malloc(sizeof *colsum * (size_t)cg_gemm_i8_colsum_count(&d->shape, d->n));
     void *out = calloc((size_t)(d->m * ldc), out_elem_size(d->output));
     cg_gemm_i8_pack_b(&d->shape, d->k, d->n, c->b, d->n, false, packed, colsum);
@@ -131,7 +135,7 @@ static void *case_run(const gemm_case *c, const cg_gemm_i8_desc *d, rt_task_fn f
     args[CG_GEMM_I8_ARG_SCALE] = c->scale;
     args[CG_GEMM_I8_ARG_BIAS] = d->output == CG_GEMM_I8_OUT_F32 ? (void *)c->bias_f32 : (void *)c->bias_i32;
     rt_pool_parallel_for(pool, fn, args, cg_gemm_i8_tasks(d), 1);
-    free(packed);
+    free(packed_block);
     free(colsum);
     return out;
 }
@@ -239,6 +243,45 @@ static void test_qmul_vs_float(void)
         fprintf(stderr, "qmul: %d results more than one unit off, e.g. for multiplier %g\n", far, reals[worst_real]);
 }
 
+/* Packing a [N, K] weight (transposed) gives the same panels and column
+ * sums as packing its [K, N] transpose. */
+static void test_pack_transposed(void)
+{
+    cg_gemm_i8_shape shape = {CG_GEMM_I8_VNNI, 16, 8, 3, 48, 128, 192};
+    int64_t k = 13, n = 53;
+    int8_t *b = malloc((size_t)(k * n)), *bt = malloc((size_t)(k * n));
+    for (int64_t kk = 0; kk < k; kk++) {
+        for (int64_t j = 0; j < n; j++) {
+            b[kk * n + j] = (int8_t)random_int(-128, 127);
+            bt[j * k + kk] = b[kk * n + j];
+        }
+    }
+    int64_t bytes = cg_gemm_i8_packed_bytes(&shape, k, n), sums = cg_gemm_i8_colsum_count(&shape, n);
+    CHECK_EQ_INT(bytes, 2 * 4 * 48 * 4); /* 2 panels x 4 groups x 48 columns x 4 bytes */
+    CHECK_EQ_INT(sums, 96);
+    int8_t *packed = malloc((size_t)bytes), *packed_t = malloc((size_t)bytes);
+    int32_t *colsum = malloc(sizeof *colsum * (size_t)sums), *colsum_t = malloc(sizeof *colsum_t * (size_t)sums);
+    cg_gemm_i8_pack_b(&shape, k, n, b, n, false, packed, colsum);
+    cg_gemm_i8_pack_b(&shape, k, n, bt, k, true, packed_t, colsum_t);
+    CHECK(memcmp(packed, packed_t, (size_t)bytes) == 0);
+    CHECK(memcmp(colsum, colsum_t, sizeof *colsum * (size_t)sums) == 0);
+    /* b[5, 50] sits in panel 1, group 1, column 2, byte 1. */
+    CHECK_EQ_INT(packed[((1 * 4 + 1) * 48 + 2) * 4 + 1], b[5 * n + 50]);
+    /* The last group holds k = 12 and zeros for k = 13 .. 15. */
+    CHECK_EQ_INT(packed[((0 * 4 + 3) * 48 + 7) * 4 + 1], 0);
+    int32_t sum7 = 0;
+    for (int64_t kk = 0; kk < k; kk++)
+        sum7 += b[kk * n + 7];
+    CHECK_EQ_INT(colsum[7], sum7);
+    CHECK_EQ_INT(colsum[95], 0);
+    free(b);
+    free(bt);
+    free(packed);
+    free(packed_t);
+    free(colsum);
+    free(colsum_t);
+}
+
 /* ---- int32 outputs over all shapes ---- */
 
 static const int64_t sweep_m[] = {1, 3, 17, 128};
@@ -258,6 +301,7 @@ static void sweep_case(gemm_case *c, int i, char *name, size_t name_size)
     static const int32_t zero_points[3] = {0, 131, -17}; /* u8, u8, s8 */
     c->desc.a_zero_point = zero_points[i % 3];
     c->desc.has_bias = i % 2 == 1;
+    c->misalign_packed = i % 5 == 1;
     if (i % 4 == 3) {
         c->desc.lda = k + 3;
         c->desc.ldc = n + 5;
@@ -508,6 +552,7 @@ int main(void)
 {
     test_qmul_known_values();
     test_qmul_vs_float();
+    test_pack_transposed();
     test_assembly();
     test_invalid_descs();
 
