@@ -267,7 +267,7 @@ static void test_pack_transposed(void)
     CHECK(memcmp(colsum, colsum_t, sizeof *colsum * (size_t)sums) == 0);
     /* b[5, 50] sits in panel 1, group 1, column 2, byte 1. */
     CHECK_EQ_INT(packed[((1 * 4 + 1) * 48 + 2) * 4 + 1], b[5 * n + 50]);
-    /* The last group holds k = 12 and zeros for k = 13 .. 15. */
+    /* The last group contains k = 12 and zeros for k = 13 .. 15. */
     CHECK_EQ_INT(packed[((0 * 4 + 3) * 48 + 7) * 4 + 1], 0);
     int32_t sum7 = 0;
     for (int64_t kk = 0; kk < k; kk++)
