@@ -2,6 +2,8 @@
  * line and a caret under the span, and keeps the error count. */
 #include "ir/diag.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,8 +87,32 @@ const char *ir_diag_intern(ir_diag *d, const char *path)
     return ir_diag_add_source(d, path, NULL, 0);
 }
 
+/* The maximum number of bytes of a source line that a diagnostic quotes,
+ * and how many of them come before the caret when a longer line is cut to
+ * a window around it. "..." marks each cut. */
+enum { QUOTE_WIDTH = 200, QUOTE_LEAD = 80 };
+
+static bool is_utf8_continuation(char c)
+{
+    return ((unsigned char)c & 0xc0) == 0x80;
+}
+
+/* Writes the padding or tildes for bytes [from, to) of a quoted line, one
+ * column per character: a tab stays a tab so the caret lines up, and the
+ * continuation bytes of a UTF-8 sequence take no column.
+ * NOTE: a wide character (CJK, most emoji) takes two terminal columns but
+ * gets one here, so the caret sits left of the span after one. */
+static void pad_columns(FILE *out, const char *text, int from, int to, char fill)
+{
+    for (int i = from; i < to; i++) {
+        if (is_utf8_continuation(text[i]))
+            continue;
+        fputc(fill == ' ' && text[i] == '\t' ? '\t' : fill, out);
+    }
+}
+
 /* Prints the source line `line` of the file and a caret line under
- * columns [col, end_col). Tabs are kept so the caret lines up. */
+ * columns [col, end_col). Columns count bytes. */
 static void quote_line(ir_diag *d, ir_loc loc)
 {
     diag_source *s = loc.file ? find_source(d, loc.file) : NULL;
@@ -102,16 +128,31 @@ static void quote_line(ir_diag *d, ir_loc loc)
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     if (!eol)
         eol = end;
-    int n = (int)(eol - p);
-    if (n > 200)
-        n = 200;
-    fprintf(d->out, "%.*s\n", n, p);
-    int col = loc.col > 0 ? loc.col : 1;
-    for (int i = 1; i < col && i <= n; i++)
-        fputc(p[i - 1] == '\t' ? '\t' : ' ', d->out);
+    int n = eol - p > INT32_MAX ? INT32_MAX : (int)(eol - p);
+    int caret = (loc.col > 0 ? loc.col : 1) - 1; /* byte offset in the line */
+    if (caret > n)
+        caret = n;
+    int span_end = loc.end_col - 1 > caret + 1 ? loc.end_col - 1 : caret + 1;
+
+    /* The window [first, last) of the line to quote, cut at character
+     * boundaries. */
+    int first = 0, last = n;
+    if (n > QUOTE_WIDTH) {
+        first = caret > QUOTE_LEAD ? caret - QUOTE_LEAD : 0;
+        while (first > 0 && is_utf8_continuation(p[first]))
+            first--;
+        last = first + QUOTE_WIDTH < n ? first + QUOTE_WIDTH : n;
+        while (last < n && last > first && is_utf8_continuation(p[last]))
+            last--;
+    }
+    const char *cut = "...";
+    fprintf(d->out, "%s%.*s%s\n", first > 0 ? cut : "", last - first, p + first, last < n ? cut : "");
+
+    if (first > 0)
+        fputs("   ", d->out);
+    pad_columns(d->out, p, first, caret, ' ');
     fputc('^', d->out);
-    for (int i = col + 1; i < loc.end_col && i <= n; i++)
-        fputc('~', d->out);
+    pad_columns(d->out, p, caret + 1, span_end < last ? span_end : last, '~');
     fputc('\n', d->out);
 }
 

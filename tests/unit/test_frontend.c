@@ -553,7 +553,7 @@ static void test_lexical_errors(void)
                   "    ^\n"
                   "m.qd:2:7: error: unexpected ';'; expected 'repeat' or an expression\n"
                   "y = \xc3\xa9;\n"
-                  "      ^\n");
+                  "     ^\n");
     expect_errors("number literals", "hparam a = 99999999999999999999;\ny = mul(x, 1e999);\n", NULL, 0,
                   "m.qd:1:12: error: integer literal 99999999999999999999 is out of range; the maximum is "
                   "9223372036854775807\n"
