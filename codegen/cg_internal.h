@@ -191,6 +191,9 @@ int cg_emit_elementwise(cg_emit *e, const ir_value *v);
 int cg_emit_causal_mask(cg_emit *e, const ir_value *v);
 int cg_emit_layout(cg_emit *e, const ir_value *v); /* transpose, slice, concat, broadcast, reshape copy */
 int cg_emit_const(cg_emit *e, const ir_value *v);
+/* Rounds the f32-stored result of an f16 or bf16 value in place, as the
+ * interpreter rounds every op's result once. */
+int cg_emit_round_result(cg_emit *e, const ir_value *v);
 
 /* ---- emit_rows.c ---- */
 int cg_emit_layernorm(cg_emit *e, const ir_value *v);

@@ -143,6 +143,29 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
     return -1;
 }
 
+/* Ops whose kernels compute an f16 or bf16 result in f32 without rounding
+ * it; elementwise ops round in their kernel, and layout ops copy values
+ * that are already rounded. */
+static bool rounds_result(const ir_value *v)
+{
+    if (v->type.dtype != IR_F16 && v->type.dtype != IR_BF16)
+        return false;
+    switch (v->op) {
+    case IR_OP_CONST:
+    case IR_OP_MATMUL:
+    case IR_OP_LINEAR:
+    case IR_OP_LAYERNORM:
+    case IR_OP_SOFTMAX:
+    case IR_OP_REDUCE_SUM:
+    case IR_OP_REDUCE_MEAN:
+    case IR_OP_REDUCE_MAX:
+    case IR_OP_CROSS_ENTROPY:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void emit_profile_tick(cg_emit *e, int value)
 {
     LLVMBuilderRef b = e->entry_b;
@@ -180,6 +203,8 @@ LLVMModuleRef cg_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm, const
             continue;
         select_entry(&e, plan->storage[i] == CG_STORE_BIND, fns, builders);
         failed = emit_value(&e, v, fns, builders) != 0;
+        if (!failed && rounds_result(v))
+            failed = cg_emit_round_result(&e, v) != 0;
         if (e.tick && plan->storage[i] == CG_STORE_RUN)
             emit_profile_tick(&e, i);
     }

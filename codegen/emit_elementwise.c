@@ -433,6 +433,24 @@ int cg_emit_const(cg_emit *e, const ir_value *v)
     return 0;
 }
 
+static LLVMValueRef round_body(cg_emit *e, const ir_value *v, LLVMValueRef *in, int lanes, LLVMValueRef row,
+                               LLVMValueRef j)
+{
+    return round_to_dtype(e, in[1], v->type.dtype);
+}
+
+int cg_emit_round_result(cg_emit *e, const ir_value *v)
+{
+    affine_iter it;
+    init_iter(e, &it, v);
+    it.nops = 2;
+    memcpy(it.strides[1], it.strides[0], sizeof it.strides[0]);
+    it.slot[1] = it.slot[0];
+    it.elem[1] = it.elem[0];
+    emit_affine(e, "round", &it, v, round_body, true);
+    return 0;
+}
+
 static LLVMValueRef copy_body(cg_emit *e, const ir_value *v, LLVMValueRef *in, int lanes, LLVMValueRef row,
                               LLVMValueRef j)
 {

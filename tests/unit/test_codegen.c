@@ -357,6 +357,38 @@ static void test_f16_elementwise(void)
     fixture_free(&f);
 }
 
+/* f16 results of non-elementwise ops round once, like the interpreter's.
+ * The f32 accumulation order differs, so a result may land one f16 ulp
+ * (2^-10 relative) away. */
+static void test_f16_graph(void)
+{
+    static const ir_dtype types[] = {IR_F16, IR_BF16};
+    for (int k = 0; k < 2; k++) {
+        fixture f = fixture_new("half");
+        int64_t xd[2] = {5, 33}, wd[2] = {33, 17}, n = 17;
+        int x = leaf(&f, false, "x", types[k], 2, xd, -1, 1);
+        int w = leaf(&f, true, "w", types[k], 2, wd, -1, 1);
+        int b = leaf(&f, true, "b", types[k], 1, &n, -1, 1);
+        int y = ir_add(f.g, IR_OP_LINEAR, "y", (int[]){x, w, b}, 3, NULL, no_loc);
+        ir_attrs cattrs = ir_attrs_for(IR_OP_CONST);
+        ir_attrs_float(&cattrs, "value", 0.1);
+        int c = ir_add_leaf(f.g, IR_OP_CONST, "c", type_of(types[k], 1, &n), &cattrs, no_loc);
+        int ln = ir_add(f.g, IR_OP_LAYERNORM, "ln", (int[]){op2(&f, IR_OP_ADD, y, c, NULL),
+                        leaf(&f, true, "g", types[k], 1, &n, 0.5, 1.5), b}, 3, NULL, no_loc);
+        int sm = op1(&f, IR_OP_SOFTMAX, ln, NULL);
+        ir_attrs red = ir_attrs_for(IR_OP_REDUCE_MEAN);
+        ir_attrs_ints(&red, "axes", (int64_t[]){0}, 1);
+        ir_add_output(f.g, y);
+        ir_add_output(f.g, c);
+        ir_add_output(f.g, ln);
+        ir_add_output(f.g, sm);
+        ir_add_output(f.g, op1(&f, IR_OP_REDUCE_MEAN, sm, &red));
+        compare(&f, k == 0 ? "f16 linear layernorm softmax" : "bf16 linear layernorm softmax", 1e-3,
+                k == 0 ? 2e-3 : 1.6e-2);
+        fixture_free(&f);
+    }
+}
+
 static void test_const(void)
 {
     fixture f = fixture_new("const");
@@ -863,6 +895,7 @@ int main(void)
     test_math_edge_values();
     test_casts();
     test_f16_elementwise();
+    test_f16_graph();
     test_const();
     test_matmul_2d();
     test_matmul_batched();
