@@ -101,8 +101,8 @@ int cg_emit_causal_mask_at(cg_emit *e, const ir_value *v)
     cg_loop cl;
     LLVMValueRef j = cg_loop_begin(e, &cl, cg_i64(e, 0), cg_i64(e, S), cg_i64(e, 1));
     LLVMValueRef masked = LLVMBuildICmp(e->b, LLVMIntSGT, j, limit, "");
-    LLVMValueRef kept = cg_load(e, e->f32, xr, j, 1);
-    cg_store(e, LLVMBuildSelect(e->b, masked, cg_constf(e, e->f32, -INFINITY), kept, ""), e->f32, yr, j);
+    LLVMValueRef score = cg_load(e, e->f32, xr, j, 1);
+    cg_store(e, LLVMBuildSelect(e->b, masked, cg_constf(e, e->f32, -INFINITY), score, ""), e->f32, yr, j);
     cg_loop_end(e, &cl, NULL);
     cg_loop_end(e, &rl, NULL);
     cg_kernel_end(e);

@@ -120,14 +120,14 @@ static int apply_weight_hparams(rt_model *m, const hparam_names *declared, const
                                "the metadata must be decimal integers", key, text);
             return -1;
         }
-        const fe_define *given = find_define(o->defines, o->ndefines, key);
-        if (given && given->value != value) {
+        const fe_define *explicit_define = find_define(o->defines, o->ndefines, key);
+        if (explicit_define && explicit_define->value != value) {
             ir_diag_file_error(d, o->weights_path, "the weights were saved with %s=%lld but -D %s=%lld was given; "
                                "remove the -D or use weights with %s=%lld", key, value, key,
-                               (long long)given->value, key, (long long)given->value);
+                               (long long)explicit_define->value, key, (long long)explicit_define->value);
             return -1;
         }
-        if (!given && add_define(m, key, value) != 0) {
+        if (!explicit_define && add_define(m, key, value) != 0) {
             ir_diag_file_error(d, o->weights_path, "out of memory applying hyperparameter %s", key);
             return -1;
         }
@@ -277,7 +277,8 @@ static int collect_defines(rt_model *m, const hparam_names *declared, const rt_m
 
 static int open_checked(rt_model *m, const rt_model_options *o, ir_diag *d)
 {
-    m->weights = read_weights(o->weights_path, d);
+    if (!m->weights)
+        m->weights = read_weights(o->weights_path, d);
     if (!m->weights || rt_gpt2_canonicalize_names(m->weights, d, o->weights_path) != 0)
         return -1;
     hparam_names declared;
@@ -311,8 +312,11 @@ static int open_checked(rt_model *m, const rt_model_options *o, ir_diag *d)
 rt_model *rt_model_open(const rt_model_options *o, ir_diag *d)
 {
     rt_model *m = calloc(1, sizeof *m);
-    if (!m)
+    if (!m) {
+        rt_weights_free(o->weights);
         return NULL;
+    }
+    m->weights = o->weights;
     m->model_path = strdup(o->model_path);
     m->engine = o->engine;
     m->threads = o->threads;

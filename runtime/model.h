@@ -7,7 +7,7 @@
  * first use for each sequence length T, with the LLVM JIT or, for checking,
  * the reference interpreter.
  *
- * A model is one of two kinds, told apart by its inputs:
+ * A model is one of two kinds, recognized by its inputs:
  *   - full-sequence models (examples/gpt2.qd) take `idx` i32[B, T] and
  *     output `logits` [B, T, V]; any other integer input (such as
  *     `targets`) is filled with zeros. rt_model_forward runs them.
@@ -34,7 +34,9 @@ typedef enum rt_model_engine {
 
 typedef struct rt_model_options {
     const char *model_path;   /* .qd file */
-    const char *weights_path; /* safetensors file or llm.c checkpoint */
+    const char *weights_path; /* safetensors file or llm.c checkpoint; names the weights in messages */
+    rt_weights *weights;      /* weights in memory, used instead of reading weights_path; the session
+                                 takes ownership, also when opening fails */
     const fe_define *defines; /* -D overrides, applied before the weights' hyperparameters */
     int ndefines;
     rt_model_engine engine;
@@ -52,11 +54,11 @@ typedef struct rt_model rt_model;
  * set by the session and never taken from the weights.
  *
  * Hugging Face names are normalized first (rt_gpt2_canonicalize_names drops
- * the attention-mask buffers and a tied lm_head.weight). Then it is an
- * error when a param of the model has no tensor (all missing names are
- * listed), when a tensor matches no param (all extra names are listed), or
- * when a tensor's shape differs from its param's (the tensor and both
- * shapes are named). */
+ * the attention-mask buffers and a tied lm_head.weight). Then these are
+ * errors: a param of the model without a tensor (the error lists every
+ * missing name), a tensor that matches no param (the error lists every
+ * extra name), and a tensor whose shape differs from its param's (the
+ * error names the tensor and both shapes). */
 rt_model *rt_model_open(const rt_model_options *o, ir_diag *d);
 void rt_model_free(rt_model *m);
 

@@ -72,7 +72,7 @@ static void check_engine(const ir_graph *g, cg_module *jit)
                     int at = (m * 5 + r) * 3 + c;
                     float want = r >= 2 && r < 4 ? f.fresh[(m * 2 + r - 2) * 3 + c] : -1.0f - (float)at;
                     CHECK(rows[at] == want);
-                    /* In place: the caller's tensor holds the new rows too. */
+                    /* In place: the caller's tensor contains the new rows too. */
                     CHECK(f.cache[at] == want);
                 }
             }

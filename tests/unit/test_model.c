@@ -1,8 +1,8 @@
 /* Tests of the model session (runtime/model.h) on tiny random GPT-2
- * weights written with the safetensors writer: hyperparameters from the
- * metadata and their conflicts with -D, missing, extra and misshapen
- * tensors, the padding rule, JIT against interpreter perplexity, and
- * key-value cache decoding against full forwards. */
+ * weights written with the safetensors writer. They cover hyperparameters
+ * from the metadata and their conflicts with -D, missing, extra and
+ * misshapen tensors, and the padding rule. They also compare JIT and
+ * interpreter perplexity, and key-value cache decoding with full forwards. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -414,10 +414,9 @@ static void test_eval_jit_matches_interp(void)
     unlink(path);
 }
 
-/* Decodes a sequence with gpt2_kv.qd (a prefix of `prefill` tokens, then a
- * chunk of 2, then one token at a time) and compares the logits of the
- * last token of every step with a full gpt2.qd forward over the same
- * prefix. */
+/* Decodes a sequence with gpt2_kv.qd: a prefix of `prefill` tokens, then a
+ * chunk of 2, then one token at a time. After every step, the logits of the
+ * last token must match a full gpt2.qd forward over the same prefix. */
 static void check_decode_matches_full(const config *c, rt_model_engine engine, double tolerance)
 {
     const char *path = write_weights(c, "kv", 0.3f);

@@ -1,0 +1,133 @@
+/* GPT-2 decoding benchmark for key-value cache generation: opens a session
+ * on examples/gpt2_kv.qd (124M by default) with random weights, prefills a
+ * prompt in one run, then decodes one token per run and reports the median
+ * time per decoded token. Compile time is reported apart and not counted.
+ *
+ * usage: bench_decode [--threads N] [--prompt N] [--steps N] [--layers N] */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "frontend/frontend.h"
+#include "runtime/model.h"
+#include "runtime/threadpool.h"
+
+#define MODEL QUADC_SOURCE_DIR "/examples/gpt2_kv.qd"
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int parse_int_flag(int argc, char **argv, const char *flag, int fallback)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return atoi(argv[i + 1]);
+    return fallback;
+}
+
+/* Returns uniform random weights in [-0.02, 0.02) for every param of the
+ * model, from a xorshift generator; only their magnitude matters here. */
+static rt_weights *random_weights(const fe_define *defines, int ndefines, ir_diag *d)
+{
+    ir_graph *g = fe_compile_file(MODEL, defines, ndefines, d);
+    if (!g)
+        return NULL;
+    rt_weights *w = rt_weights_new();
+    uint64_t state = 0x2545f4914f6cdd1dull;
+    for (int i = 0; i < g->nvalues; i++) {
+        const ir_value *v = g->values[i];
+        if (v->op != IR_OP_PARAM)
+            continue;
+        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
+        float *p = t->data;
+        for (int64_t k = 0; k < rt_tensor_numel(t); k++) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            p[k] = 0.02f * ((float)(state >> 40) / 8388608.0f - 1.0f);
+        }
+        rt_weights_set(w, v->name, t);
+    }
+    ir_graph_free(g);
+    return w;
+}
+
+int main(int argc, char **argv)
+{
+    int threads = parse_int_flag(argc, argv, "--threads", 2);
+    int prompt = parse_int_flag(argc, argv, "--prompt", 128);
+    int steps = parse_int_flag(argc, argv, "--steps", 64);
+    int layers = parse_int_flag(argc, argv, "--layers", 12);
+    if (prompt < 1 || steps < 1 || prompt + steps > 1024) {
+        fprintf(stderr, "bench_decode: --prompt and --steps must be >= 1 with a sum of at most 1024\n");
+        return 2;
+    }
+    ir_diag *d = ir_diag_new(stderr);
+    fe_define defines[] = {{"n_layer", layers}};
+    rt_model_options o = {0};
+    o.model_path = MODEL;
+    o.weights_path = "random weights";
+    o.weights = random_weights(defines, 1, d);
+    o.defines = defines;
+    o.ndefines = 1;
+    o.engine = RT_MODEL_JIT;
+    o.threads = threads;
+    o.cache_len = prompt + steps;
+    if (!o.weights)
+        return 1;
+
+    double start = now_seconds();
+    rt_model *m = rt_model_open(&o, d);
+    if (!m || rt_model_prepare(m, prompt, d) != 0 || rt_model_prepare(m, 1, d) != 0)
+        return 1;
+    double compile_seconds = now_seconds() - start;
+
+    int V = rt_model_vocab_size(m);
+    int32_t *tokens = malloc(sizeof *tokens * (size_t)(prompt + steps));
+    float *logits = malloc(sizeof *logits * (size_t)V);
+    double *times = calloc((size_t)steps, sizeof *times);
+    for (int i = 0; i < prompt + steps; i++)
+        tokens[i] = (int32_t)((i * 7919) % V);
+    start = now_seconds();
+    if (rt_model_append(m, tokens, prompt, logits, d) != 0)
+        return 1;
+    double prefill_seconds = now_seconds() - start;
+    clock_t cpu_start = clock();
+    for (int s = 0; s < steps; s++) {
+        start = now_seconds();
+        if (rt_model_append(m, tokens + prompt + s, 1, logits, d) != 0)
+            return 1;
+        times[s] = now_seconds() - start;
+    }
+    double cpu_ms = 1e3 * (double)(clock() - cpu_start) / CLOCKS_PER_SEC / steps;
+    qsort(times, (size_t)steps, sizeof *times, compare_doubles);
+
+    printf("model: GPT-2 %d layers (examples/gpt2_kv.qd), cache of %d rows, %d threads\n", layers, prompt + steps,
+           threads > 0 ? threads : rt_cpu_count());
+    printf("compile (2 graphs, bind weights): %.2f s\n", compile_seconds);
+    printf("prefill: %d tokens in %.1f ms (%.2f ms per token)\n", prompt, prefill_seconds * 1e3,
+           prefill_seconds * 1e3 / prompt);
+    printf("decode: median %.2f ms per token over %d steps (min %.2f, max %.2f)\n", times[steps / 2] * 1e3, steps,
+           times[0] * 1e3, times[steps - 1] * 1e3);
+    /* On a loaded machine the wall time includes waiting for a core; the
+     * CPU time of all threads shows the work itself. */
+    printf("decode: %.2f ms of CPU time per token, summed over all threads\n", cpu_ms);
+    free(tokens);
+    free(logits);
+    free(times);
+    rt_model_free(m);
+    ir_diag_free(d);
+    return 0;
+}
