@@ -513,12 +513,29 @@ static int load_token_strings(rt_tokenizer *t, const vocab_entry *entries, const
     return 0;
 }
 
+/* Reads the file at path unless `loaded` already holds its text (owned by
+ * the caller, NUL-terminated); returns a buffer the caller frees. */
+static char *text_or_file(const char *path, const char *loaded, size_t loaded_len, size_t *len, ir_diag *d)
+{
+    if (!loaded)
+        return read_file(path, len, d);
+    char *copy = malloc(loaded_len + 1);
+    if (!copy) {
+        ir_diag_file_error(d, path, "out of memory while reading the tokenizer file");
+        return NULL;
+    }
+    memcpy(copy, loaded, loaded_len);
+    copy[loaded_len] = '\0';
+    *len = loaded_len;
+    return copy;
+}
+
 /* Parses encoder.json; returns 0, or -1 after reporting the problem. */
-static int load_encoder(rt_tokenizer *t, const char *path, const uint32_t byte_to_cp[256],
-                        const int cp_to_byte[512], ir_diag *d)
+static int load_encoder(rt_tokenizer *t, const char *path, const char *loaded, size_t loaded_len,
+                        const uint32_t byte_to_cp[256], const int cp_to_byte[512], ir_diag *d)
 {
     size_t len;
-    char *text = read_file(path, &len, d);
+    char *text = text_or_file(path, loaded, loaded_len, &len, d);
     if (!text)
         return -1;
     const char *nul = memchr(text, '\0', len);
@@ -742,11 +759,11 @@ static int read_merge_line(merge_reader *r, int line, const char *s, size_t line
 }
 
 /* Parses vocab.bpe; returns 0, or -1 after reporting the problem. */
-static int load_merges(rt_tokenizer *t, const char *path, const char *encoder_path, const int cp_to_byte[512],
-                       ir_diag *d)
+static int load_merges(rt_tokenizer *t, const char *path, const char *loaded, size_t loaded_len,
+                       const char *encoder_path, const int cp_to_byte[512], ir_diag *d)
 {
     size_t len;
-    char *text = read_file(path, &len, d);
+    char *text = text_or_file(path, loaded, loaded_len, &len, d);
     if (!text)
         return -1;
 
@@ -835,6 +852,14 @@ static int compile_pattern(rt_tokenizer *t, ir_diag *d)
 
 rt_tokenizer *rt_tok_load(const char *encoder_json_path, const char *vocab_bpe_path, ir_diag *d)
 {
+    return rt_tok_load_memory(encoder_json_path, NULL, 0, vocab_bpe_path, NULL, 0, d);
+}
+
+rt_tokenizer *rt_tok_load_memory(const char *encoder_json_name, const char *encoder_json, size_t encoder_json_len,
+                                 const char *vocab_bpe_name, const char *vocab_bpe, size_t vocab_bpe_len,
+                                 ir_diag *d)
+{
+    const char *encoder_json_path = encoder_json_name, *vocab_bpe_path = vocab_bpe_name;
     rt_tokenizer *t = calloc(1, sizeof *t);
     if (!t) {
         ir_diag_file_error(d, encoder_json_path, "out of memory while loading the tokenizer");
@@ -844,8 +869,9 @@ rt_tokenizer *rt_tok_load(const char *encoder_json_path, const char *vocab_bpe_p
     int cp_to_byte[512];
     build_byte_alphabet(byte_to_cp, cp_to_byte);
 
-    if (load_encoder(t, encoder_json_path, byte_to_cp, cp_to_byte, d) != 0 ||
-        load_merges(t, vocab_bpe_path, encoder_json_path, cp_to_byte, d) != 0 || compile_pattern(t, d) != 0) {
+    if (load_encoder(t, encoder_json_path, encoder_json, encoder_json_len, byte_to_cp, cp_to_byte, d) != 0 ||
+        load_merges(t, vocab_bpe_path, vocab_bpe, vocab_bpe_len, encoder_json_path, cp_to_byte, d) != 0 ||
+        compile_pattern(t, d) != 0) {
         rt_tok_free(t);
         return NULL;
     }

@@ -29,6 +29,12 @@ typedef struct rt_tokenizer rt_tokenizer;
  * and each result is a new token. encoder.json must contain exactly the 256
  * byte tokens, one token per merge and "<|endoftext|>". */
 rt_tokenizer *rt_tok_load(const char *encoder_json_path, const char *vocab_bpe_path, ir_diag *d);
+/* rt_tok_load from texts in memory, such as files embedded in a program.
+ * A NULL text is read from the file at its name instead; otherwise the
+ * name only labels messages. The texts are copied. */
+rt_tokenizer *rt_tok_load_memory(const char *encoder_json_name, const char *encoder_json, size_t encoder_json_len,
+                                 const char *vocab_bpe_name, const char *vocab_bpe, size_t vocab_bpe_len,
+                                 ir_diag *d);
 void rt_tok_free(rt_tokenizer *t);
 
 /* Number of token ids (50257 for GPT-2). */
