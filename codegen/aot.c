@@ -189,6 +189,24 @@ static int64_t stored_bytes(const ir_type *t)
     return ir_type_numel(t) * cg_storage_elem_size(t->dtype);
 }
 
+/* Marks the inputs that a cache_write updates in place, following its
+ * cache operand through reshapes and earlier cache_writes. */
+static void mark_updated_inputs(cg_aot_layout *l)
+{
+    const ir_graph *g = l->g;
+    for (int i = 0; i < g->nvalues; i++) {
+        const ir_value *v = g->values[i];
+        if (v->dead || v->op != IR_OP_CACHE_WRITE)
+            continue;
+        const ir_value *root = g->values[v->ops[0]];
+        while (root->op == IR_OP_RESHAPE || root->op == IR_OP_CACHE_WRITE)
+            root = g->values[root->ops[0]];
+        for (int k = 0; k < l->ninputs; k++)
+            if (l->inputs[k].value == root->id)
+                l->inputs[k].updated = true;
+    }
+}
+
 /* Fills inputs, outputs and params (with their blob offsets). f16 and
  * bf16 inputs and outputs are rejected, because the entry points pass
  * buffers through without converting them. */
@@ -229,6 +247,7 @@ static int collect_tensors(cg_aot_layout *l, ir_diag *d)
         }
     }
     l->weights_bytes = offset;
+    mark_updated_inputs(l);
     for (int k = 0; k < g->noutputs; k++) {
         const ir_value *v = g->values[g->outputs[k]];
         if (v->type.dtype == IR_F16 || v->type.dtype == IR_BF16) {

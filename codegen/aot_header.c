@@ -38,8 +38,9 @@ static void put_tensor_defines(FILE *out, const cg_aot_layout *l, const cg_aot_t
 {
     const ir_value *v = l->g->values[t->value];
     char type[128];
-    fprintf(out, "/* %s %d: '%s', %s, passed as %s *%s */\n", kind, index, v->name,
-            ir_type_str(&v->type, type, sizeof type), cg_aot_c_type(v->type.dtype), t->c_name);
+    fprintf(out, "/* %s %d: '%s', %s, passed as %s *%s%s */\n", kind, index, v->name,
+            ir_type_str(&v->type, type, sizeof type), cg_aot_c_type(v->type.dtype), t->c_name,
+            t->updated ? ", updated in place" : "");
     const char *upper_kind = strcmp(kind, "input") == 0 ? "INPUT_" : "OUTPUT_";
     fprintf(out, "#define ");
     put_macro_prefix(out, l);
@@ -169,8 +170,13 @@ static void put_prototypes(FILE *out, const cg_aot_layout *l)
             p, p, p, p, p, p);
     for (int k = 0; k < l->ninputs; k++) {
         const ir_value *v = l->g->values[l->inputs[k].value];
-        fprintf(out, ",\n        const %s *%s%s", cg_aot_c_type(v->type.dtype), l->inputs[k].c_name,
-                v->dead ? " /* unused by the graph */" : "");
+        const char *note = "";
+        if (v->dead)
+            note = " /* unused by the graph */";
+        else if (l->inputs[k].updated)
+            note = " /* updated in place */";
+        fprintf(out, ",\n        %s%s *%s%s", l->inputs[k].updated ? "" : "const ", cg_aot_c_type(v->type.dtype),
+                l->inputs[k].c_name, note);
     }
     for (int k = 0; k < l->noutputs; k++) {
         const ir_value *v = l->g->values[l->outputs[k].value];

@@ -29,6 +29,7 @@ typedef struct cg_aot_tensor {
     char *c_name;  /* unique C identifier derived from the value name */
     int64_t bytes; /* bytes in the stored layout (float dtypes as f32) */
     int64_t offset; /* params: offset in the weights blob */
+    bool updated;   /* inputs: written in place by cache_write */
 } cg_aot_tensor;
 
 struct cg_aot_layout {
