@@ -12,6 +12,7 @@
 #include "check.h"
 #include "frontend/frontend.h"
 #include "runtime/evaluate.h"
+#include "runtime/llmc.h"
 #include "runtime/model.h"
 #include "runtime/safetensors.h"
 
@@ -329,6 +330,32 @@ static void test_missing_weights_file(void)
     free(text);
 }
 
+/* An llm.c checkpoint is recognized by its magic number, and its header
+ * gives the hyperparameters. */
+static void test_llmc_checkpoint(void)
+{
+    config c = {2, 16, 2, 40, 12};
+    rt_weights *w = random_weights(&c, 0.1f);
+    ir_diag *d = ir_diag_new(stderr);
+    rt_llmc_config header;
+    CHECK(rt_llmc_infer_config(w, c.n_head, &header, d, NULL) == 0);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/quadc_test_model_%d_llmc.bin", (int)getpid());
+    CHECK(rt_llmc_write_checkpoint(path, w, &header, d) == 0);
+    rt_weights_free(w);
+    rt_model *m = open_model(GPT2, path, NULL, 0, RT_MODEL_INTERP, 0, d);
+    CHECK(m != NULL);
+    if (m) {
+        CHECK_EQ_INT(rt_model_hparam(m, "n_layer", -1), 2);
+        CHECK_EQ_INT(rt_model_hparam(m, "n_head", -1), 2);
+        CHECK_EQ_INT(rt_model_vocab_size(m), 40);
+        CHECK_EQ_INT(rt_model_context_length(m), 12);
+    }
+    rt_model_free(m);
+    ir_diag_free(d);
+    unlink(path);
+}
+
 /* ---- running ---- */
 
 static double max_abs_diff(const float *a, const float *b, size_t n)
@@ -511,6 +538,7 @@ int main(void)
     test_known_buffers_dropped();
     test_wrong_shape_error();
     test_missing_weights_file();
+    test_llmc_checkpoint();
     test_padding_rule(RT_MODEL_INTERP, 0);
     test_padding_rule(RT_MODEL_JIT, 1e-5);
     test_eval_jit_matches_interp();
