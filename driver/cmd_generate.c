@@ -34,7 +34,7 @@ static void print_generate_help(FILE *out)
             "\n"
             "  --prompt TEXT           the text to continue (UTF-8); an empty prompt starts\n"
             "                          from <|endoftext|>\n"
-            "  --max-new N             most tokens to generate (default 64)\n"
+            "  --max-new N             maximum number of tokens to generate (default 64)\n"
             "  --temperature F         divide the logits by F > 0 before sampling (default 1)\n"
             "  --top-k K               sample among the K most likely tokens (default 40;\n"
             "                          0: all tokens)\n"
