@@ -28,7 +28,8 @@ struct cg_module {
     rt_pool *pool;
     void **bufs;  /* per slot */
     void **owned; /* per slot: memory this module allocated, or NULL */
-    const rt_weights *bound;
+    const rt_weights *bound; /* weights of the last successful bind */
+    bool is_bound;           /* false until a bind succeeds, even for NULL weights */
     cg_profile profile;
 };
 
@@ -313,6 +314,7 @@ static int report_status(cg_module *m, int32_t code, ir_diag *d)
 int cg_bind_weights(cg_module *m, const rt_weights *weights, ir_diag *d)
 {
     m->bound = NULL;
+    m->is_bound = false;
     for (int i = 0; i < m->g->nvalues; i++) {
         const ir_value *v = m->g->values[i];
         if (v->op != IR_OP_PARAM || v->dead)
@@ -325,6 +327,7 @@ int cg_bind_weights(cg_module *m, const rt_weights *weights, ir_diag *d)
     if (code != 0)
         return report_status(m, code, d);
     m->bound = weights;
+    m->is_bound = true;
     return 0;
 }
 
@@ -348,7 +351,7 @@ static rt_tensor *copy_output(cg_module *m, const ir_value *v)
 
 int cg_run(cg_module *m, const rt_weights *weights, const rt_weights *inputs, rt_tensor **outputs, ir_diag *d)
 {
-    if (m->bound != weights && cg_bind_weights(m, weights, d) != 0)
+    if ((!m->is_bound || m->bound != weights) && cg_bind_weights(m, weights, d) != 0)
         return -1;
     for (int i = 0; i < m->g->nvalues; i++) {
         const ir_value *v = m->g->values[i];

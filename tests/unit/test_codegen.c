@@ -389,6 +389,28 @@ static void test_f16_graph(void)
     }
 }
 
+/* A graph without params, run with NULL weights, still computes its
+ * constants at the first run. */
+static void test_const_without_weights(void)
+{
+    fixture f = fixture_new("const");
+    int64_t dims[1] = {5};
+    ir_attrs attrs = ir_attrs_for(IR_OP_CONST);
+    ir_attrs_float(&attrs, "value", 3.0);
+    int c = ir_add_leaf(f.g, IR_OP_CONST, "c", type_of(IR_F32, 1, dims), &attrs, no_loc);
+    int x = input(&f, "x", 1, dims, -1, 1);
+    ir_add_output(f.g, op2(&f, IR_OP_ADD, x, c, NULL));
+    cg_module *m = cg_compile(f.g, NULL, f.diag);
+    rt_tensor *out[1] = {NULL};
+    CHECK_EQ_INT(m ? cg_run(m, NULL, f.inputs, out, f.diag) : -1, 0);
+    const float *xs = rt_weights_get(f.inputs, "x")->data;
+    for (int i = 0; out[0] && i < 5; i++)
+        CHECK_CLOSE(((float *)out[0]->data)[i], xs[i] + 3.0f, 1e-6, 0);
+    rt_tensor_free(out[0]);
+    cg_free(m);
+    fixture_free(&f);
+}
+
 static void test_const(void)
 {
     fixture f = fixture_new("const");
@@ -897,6 +919,7 @@ int main(void)
     test_f16_elementwise();
     test_f16_graph();
     test_const();
+    test_const_without_weights();
     test_matmul_2d();
     test_matmul_batched();
     test_linear();
