@@ -38,7 +38,9 @@ void cg_free(cg_module *m);
  * cg_free. Returns 0, or -1 after reporting a missing or mismatched weight. */
 int cg_bind_weights(cg_module *m, const rt_weights *weights, ir_diag *d);
 
-/* Runs the graph. Binds `weights` first unless they are the weights bound
+/* Runs the graph. A module's buffers serve one call at a time, so callers
+ * that share a module between threads must serialize cg_run and
+ * cg_bind_weights. Binds `weights` first unless they are the weights bound
  * last (compared by pointer, so rebind explicitly after changing tensors
  * in place). Inputs are looked up by value name. On success stores one new
  * tensor per graph output in outputs[0 .. noutputs) and returns 0. On error
