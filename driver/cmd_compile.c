@@ -46,13 +46,30 @@ static int parse_define(char *text, fe_define *out)
     char *end;
     errno = 0;
     long long v = strtoll(value, &end, 10);
-    if (*value == '\0' || *end != '\0')
+    /* strtoll also skips leading spaces and takes a '+' sign. */
+    bool digits = (value[0] >= '0' && value[0] <= '9') || (value[0] == '-' && value[1] >= '0' && value[1] <= '9');
+    if (!digits || *end != '\0')
         return driver_usage_error(cmd, "invalid -D value '%s': '%s' is not an integer", text, value);
     if (errno == ERANGE)
         return driver_usage_error(cmd, "invalid -D value '%s': '%s' does not fit in 64 bits", text, value);
     *eq = '\0';
     out->name = text;
     out->value = v;
+    return DRIVER_OK;
+}
+
+/* Rejects a -D that gives an hparam a second, different value: a silent
+ * "last one wins" would hide a typo or a script that sets the same hparam
+ * in two places. Repeating the same value is harmless. */
+static int check_repeated_define(const fe_define *defines, int ndefines)
+{
+    const fe_define *added = &defines[ndefines];
+    for (int k = 0; k < ndefines; k++) {
+        if (strcmp(defines[k].name, added->name) != 0 || defines[k].value == added->value)
+            continue;
+        return driver_usage_error("compile", "-D %s=%lld conflicts with the earlier -D %s=%lld; give each hparam once",
+                                  added->name, (long long)added->value, defines[k].name, (long long)defines[k].value);
+    }
     return DRIVER_OK;
 }
 
@@ -82,6 +99,8 @@ int driver_compile(int argc, char **argv)
                 goto done;
             }
             if (parse_define(text, &defines[ndefines]) != DRIVER_OK)
+                goto done;
+            if (check_repeated_define(defines, ndefines) != DRIVER_OK)
                 goto done;
             ndefines++;
             i += arg[2] ? 1 : 2;

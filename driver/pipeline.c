@@ -54,6 +54,23 @@ void driver_pipeline_args_free(driver_pipeline_args *a)
     pass_pipeline_free(&a->pipeline);
 }
 
+/* Stores the value of an option that takes one. A second use of the
+ * option is an error rather than a silent override, because a user who
+ * writes --passes twice most likely expects both lists to run. */
+static int store_option_value(const char *cmd, const char *name, const char *value, const char **slot)
+{
+    if (*slot) {
+        driver_usage_error(cmd, "option '%s' is given twice ('%s' and '%s'); give it once", name, *slot, value);
+        return -1;
+    }
+    if (!*value && strcmp(name, "--passes") != 0) {
+        driver_usage_error(cmd, "option '%s' needs a non-empty value", name);
+        return -1;
+    }
+    *slot = value;
+    return 1;
+}
+
 int driver_parse_pipeline_option(const char *cmd, int argc, char **argv, int *i, driver_pipeline_args *a)
 {
     static const struct {
@@ -91,36 +108,51 @@ int driver_parse_pipeline_option(const char *cmd, int argc, char **argv, int *i,
     for (size_t k = 0; k < sizeof values / sizeof values[0]; k++) {
         const char *value;
         int rc = driver_option_value(cmd, argc, argv, i, values[k].name, &value);
-        if (rc != 0) {
-            if (rc > 0)
-                *(const char **)((char *)a + values[k].offset) = value;
+        if (rc > 0)
+            return store_option_value(cmd, values[k].name, value, (const char **)((char *)a + values[k].offset));
+        if (rc < 0)
             return rc;
-        }
     }
     /* -oFILE, as C compilers accept it. */
     if (strncmp(arg, "-o", 2) == 0 && arg[2] != '\0') {
-        a->output = arg + 2;
         *i += 1;
-        return 1;
+        return store_option_value(cmd, "-o", arg + 2, &a->output);
     }
     return 0;
 }
 
-/* Checks that every name in a comma-separated list is a registered pass. */
-static int check_pass_names(const char *cmd, const char *option, const char *list)
+/* Checks that every name in a comma-separated list of a dump option is a
+ * pass that the pipeline runs, since a dump of any other pass would
+ * silently print nothing. */
+static int check_pass_names(const char *cmd, const char *option, const char *list, const pass_pipeline *pipeline)
 {
     if (!list)
         return 0;
     for (const char *p = list;;) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == 0) {
+            driver_usage_error(cmd, "%s has an empty pass name in '%s'; separate pass names with single commas",
+                               option, list);
+            return -1;
+        }
         char name[64];
         if (len >= sizeof name)
             len = sizeof name - 1;
         memcpy(name, p, len);
         name[len] = '\0';
-        if (pass_from_name(name) == PASS_COUNT) {
-            driver_usage_error(cmd, "%s names unknown pass '%s'", option, name);
+        pass_id id = pass_from_name(name);
+        if (id == PASS_COUNT) {
+            driver_usage_error(cmd, "%s names unknown pass '%.*s'", option, (int)(end ? (size_t)(end - p) : strlen(p)),
+                               p);
+            return -1;
+        }
+        bool runs = false;
+        for (int k = 0; k < pipeline->count && !runs; k++)
+            runs = pipeline->entries[k].id == id;
+        if (!runs) {
+            driver_usage_error(cmd, "%s names pass '%s', which the pipeline does not run; add it to --passes",
+                               option, name);
             return -1;
         }
         if (!end)
@@ -137,13 +169,9 @@ int driver_finish_pipeline_args(const char *cmd, driver_pipeline_args *a)
         driver_usage_error(cmd, "invalid --passes value '%s': %s", text, err);
         return -1;
     }
-    if (check_pass_names(cmd, "--print-ir-before", a->dump.print_before) != 0 ||
-        check_pass_names(cmd, "--print-ir-after", a->dump.print_after) != 0)
+    if (check_pass_names(cmd, "--print-ir-before", a->dump.print_before, &a->pipeline) != 0 ||
+        check_pass_names(cmd, "--print-ir-after", a->dump.print_after, &a->pipeline) != 0)
         return -1;
-    if (a->dump.print_dir && !*a->dump.print_dir) {
-        driver_usage_error(cmd, "--print-ir-dir needs a directory name");
-        return -1;
-    }
     return 0;
 }
 
