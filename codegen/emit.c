@@ -160,6 +160,17 @@ static bool rounds_result(const ir_value *v)
     case IR_OP_REDUCE_MEAN:
     case IR_OP_REDUCE_MAX:
     case IR_OP_CROSS_ENTROPY:
+    case IR_OP_GRAD_GELU:
+    case IR_OP_GRAD_RELU:
+    case IR_OP_GRAD_ABS:
+    case IR_OP_GRAD_MAXIMUM:
+    case IR_OP_GRAD_MINIMUM:
+    case IR_OP_GRAD_LAYERNORM:
+    case IR_OP_GRAD_LAYERNORM_WEIGHT:
+    case IR_OP_GRAD_SOFTMAX:
+    case IR_OP_GRAD_CAUSAL_MASK:
+    case IR_OP_GRAD_EMBEDDING:
+    case IR_OP_GRAD_CROSS_ENTROPY:
         return true;
     default:
         return false;

@@ -3,9 +3,8 @@
  * grad.softmax, grad.layernorm and grad.layernorm_weight. They are tested
  * against the interpreter's kernels in runtime/interp_grad.c. Float values
  * are stored as f32, and sums over a row accumulate in f32 vector lanes
- * where the interpreter uses double.
- * NOTE: f16 and bf16 results are not rounded to their dtype here, unlike
- * the forward elementwise ops. */
+ * where the interpreter uses double. f16 and bf16 results are computed in
+ * f32 and rounded afterwards by cg_emit_round_result (see emit.c). */
 #include <math.h>
 #include <string.h>
 

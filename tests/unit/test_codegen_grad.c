@@ -71,6 +71,8 @@ static rt_tensor *random_tensor(ir_dtype dt, int rank, const int64_t *dims, doub
         double x = uniform(lo, hi);
         switch (dt) {
         case IR_F32: ((float *)t->data)[i] = (float)x; break;
+        case IR_F16: ((uint16_t *)t->data)[i] = rt_f32_to_f16((float)x); break;
+        case IR_BF16: ((uint16_t *)t->data)[i] = rt_f32_to_bf16((float)x); break;
         case IR_I32: ((int32_t *)t->data)[i] = (int32_t)floor(x); break;
         case IR_I64: ((int64_t *)t->data)[i] = (int64_t)floor(x); break;
         default: break;
@@ -103,6 +105,15 @@ static int add_op(fixture *f, ir_op op, const int *operands, int n, ir_attrs *at
  * test_other_targets changes it and restores it. */
 static const char *test_cpu = NULL;
 
+static double float_at(const rt_tensor *t, int64_t i)
+{
+    switch (t->dtype) {
+    case IR_F16: return rt_f16_to_f32(((const uint16_t *)t->data)[i]);
+    case IR_BF16: return rt_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    default: return ((const float *)t->data)[i];
+    }
+}
+
 /* Compares one output element by element and prints the first mismatch. */
 static bool tensors_match(const char *label, int index, const rt_tensor *got, const rt_tensor *want, double atol,
                           double rtol)
@@ -111,17 +122,18 @@ static bool tensors_match(const char *label, int index, const rt_tensor *got, co
         fprintf(stderr, "%s: output %d: dtype or size differs\n", label, index);
         return false;
     }
-    const float *a = got->data, *b = want->data;
     int64_t n = rt_tensor_numel(got), bad = 0, first = -1;
     for (int64_t i = 0; i < n; i++) {
-        bool ok = isnan(b[i]) ? isnan(a[i]) : fabs((double)a[i] - (double)b[i]) <= atol + rtol * fabs((double)b[i]);
+        double a = float_at(got, i), b = float_at(want, i);
+        bool ok = isnan(b) ? isnan(a) : fabs(a - b) <= atol + rtol * fabs(b);
         if (!ok && first < 0)
             first = i;
         bad += !ok;
     }
     if (bad)
         fprintf(stderr, "%s: output %d: %lld of %lld elements differ; first at %lld: jit %.9g, interpreter %.9g\n",
-                label, index, (long long)bad, (long long)n, (long long)first, a[first], b[first]);
+                label, index, (long long)bad, (long long)n, (long long)first, float_at(got, first),
+                float_at(want, first));
     return bad == 0;
 }
 
@@ -486,6 +498,67 @@ static void test_grad_cross_entropy_bad_target(void)
     fixture_free(&f);
 }
 
+/* ---- half precision ---- */
+
+/* Returns whether every element of an f32 tensor is representable in dtype. */
+static bool representable(const rt_tensor *t, ir_dtype dtype)
+{
+    for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
+        float x = ((const float *)t->data)[i];
+        float back = dtype == IR_F16 ? rt_f16_to_f32(rt_f32_to_f16(x)) : rt_bf16_to_f32(rt_f32_to_bf16(x));
+        if (back != x)
+            return false;
+    }
+    return true;
+}
+
+/* f16 and bf16 operands are computed in f32 and each result is rounded once
+ * to its dtype, as the interpreter does. An f32 difference that straddles a
+ * rounding boundary moves the result by one unit in the last place, 2^-10
+ * relative for f16 and 2^-7 for bf16. Outputs are rounded when returned in
+ * any case, so a cast to f32 of each result shows whether the value that
+ * later ops read was rounded. */
+static void test_grad_half_precision(void)
+{
+    static const ir_dtype dtypes[] = {IR_F16, IR_BF16};
+    for (size_t k = 0; k < 2; k++) {
+        fixture f = fixture_new("half");
+        int64_t dims[2] = {7, 33}, c = 33, idd[1] = {7};
+        int dy = input(&f, "dy", dtypes[k], 2, dims, -1, 1);
+        int x = input(&f, "x", dtypes[k], 2, dims, -3, 3);
+        int w = input(&f, "w", dtypes[k], 1, &c, 0.5, 1.5);
+        int ids = input(&f, "ids", IR_I32, 1, idd, 0, 5);
+        ir_attrs attrs = ir_attrs_for(IR_OP_GRAD_EMBEDDING);
+        ir_attrs_int(&attrs, "rows", 5);
+        int results[4] = {
+            add_op(&f, IR_OP_GRAD_GELU, (int[]){dy, x}, 2, NULL),
+            add_op(&f, IR_OP_GRAD_LAYERNORM, (int[]){dy, x, w}, 3, NULL),
+            add_op(&f, IR_OP_GRAD_LAYERNORM_WEIGHT, (int[]){dy, x}, 2, NULL),
+            add_op(&f, IR_OP_GRAD_EMBEDDING, (int[]){dy, ids}, 2, &attrs),
+        };
+        for (int i = 0; i < 4; i++)
+            ir_add_output(f.g, results[i]);
+        double ulp = dtypes[k] == IR_F16 ? 1.0 / 1024 : 1.0 / 128;
+        compare(&f, ir_dtype_name(dtypes[k]), ATOL * 10, 1.01 * ulp);
+
+        for (int i = 0; i < 4; i++) {
+            ir_attrs cast = ir_attrs_for(IR_OP_CAST);
+            ir_attrs_str(&cast, "to", "f32");
+            f.g->outputs[i] = add_op(&f, IR_OP_CAST, &results[i], 1, &cast);
+        }
+        rt_tensor **got = run_jit(&f, 2);
+        for (int i = 0; got && i < 4; i++) {
+            bool rounded = representable(got[i], dtypes[k]);
+            if (!rounded)
+                fprintf(stderr, "%s: %s result %d is not rounded to its dtype\n", ir_dtype_name(dtypes[k]),
+                        ir_op_get(f.g->values[results[i]]->op)->name, i);
+            CHECK(rounded);
+        }
+        free_outputs(got, 4);
+        fixture_free(&f);
+    }
+}
+
 /* ---- the GPT-2 training graph ---- */
 
 /* Runs a pipeline through the pass manager, as quadc train does. */
@@ -600,6 +673,7 @@ int main(void)
     test_grad_embedding_out_of_range();
     test_grad_cross_entropy();
     test_grad_cross_entropy_bad_target();
+    test_grad_half_precision();
     test_gpt2_training_graph(2, 48, 3, 101, 17, 2);
     test_gpt2_training_graph(1, 64, 4, 257, 33, 1);
     test_other_targets();
