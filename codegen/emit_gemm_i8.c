@@ -6,7 +6,7 @@
  * so integer and requantized outputs need no partial sums in memory. K is
  * not blocked: at GPT-2 sizes a packed panel is K x NR bytes (at most
  * 3072 x 48 = 144 KiB) and stays in L2 while the strips of a task's MC
- * rows reuse it. Tasks are (MC-row block, NC-column block) tiles; each
+ * rows reuse it. Tasks are (MC-row block, NC-column block) tiles. Each
  * task walks its NR panels, then MR-row strips. One microkernel is built
  * per (rows, valid columns) variant, so an M tail of M % MR rows and an
  * N edge panel of N % NR columns get their own code. */
@@ -27,6 +27,11 @@ typedef struct i8_gen {
     cg_emit *e;
     const cg_gemm_i8_desc *d;
     const cg_gemm_i8_shape *s;
+    /* Prefix of the helper functions and tables, unique in the module
+     * because it contains the kernel number: the microkernels depend on
+     * the whole descriptor, so two GEMMs with equal names must not share
+     * them. */
+    char prefix[160];
     int64_t lda, ldc;
     int64_t groups;      /* full groups of 4 k */
     int ktail;           /* K % 4: bytes in the last, partial group */
@@ -97,8 +102,8 @@ static LLVMValueRef const_table(i8_gen *gen, const char *table_name, const int32
     for (int64_t i = 0; i < count; i++)
         elems[i] = cg_i32(e, values[i]);
     LLVMTypeRef ty = LLVMArrayType2(e->i32, (uint64_t)count);
-    char name[160];
-    snprintf(name, sizeof name, "gemm_i8.%s.%s", gen->d->name, table_name);
+    char name[192];
+    snprintf(name, sizeof name, "%s.%s", gen->prefix, table_name);
     LLVMValueRef g = LLVMAddGlobal(e->mod, ty, name);
     LLVMSetInitializer(g, LLVMConstArray2(e->i32, elems, (uint64_t)count));
     free(elems);
@@ -397,7 +402,7 @@ static LLVMValueRef microkernel(i8_gen *gen, int rows, int nvalid)
     cg_emit *e = gen->e;
     const cg_gemm_i8_shape *s = gen->s;
     char name[192];
-    snprintf(name, sizeof name, "gemm_i8.%s.mk%dx%d", gen->d->name, rows, nvalid);
+    snprintf(name, sizeof name, "%s.mk%dx%d", gen->prefix, rows, nvalid);
     LLVMValueRef fn = LLVMGetNamedFunction(e->mod, name);
     if (fn)
         return fn;
@@ -536,6 +541,7 @@ LLVMValueRef cg_emit_gemm_i8(cg_emit *e, const cg_gemm_i8_desc *d)
     gen.e = e;
     gen.d = d;
     gen.s = &d->shape;
+    snprintf(gen.prefix, sizeof gen.prefix, "gemm_i8.%d.%s", e->kernel_count, d->name);
     gen.lda = d->lda ? d->lda : d->k;
     gen.ldc = d->ldc ? d->ldc : d->n;
     gen.groups = d->k / 4;

@@ -347,6 +347,27 @@ static void test_sweep_i32(rt_pool *pool, const code_path *path)
     free(cases);
 }
 
+/* Two GEMMs with the same name in one module get their own microkernels
+ * although they differ only in K and the zero point. */
+static void test_equal_names(rt_pool *pool)
+{
+    gemm_case cases[2];
+    case_init(&cases[0], "dup", 9, 64, 19);
+    case_init(&cases[1], "dup", 9, 67, 19);
+    cases[1].desc.a_zero_point = 9;
+    cg_gemm_i8_desc descs[2] = {cases[0].desc, cases[1].desc};
+    cg_gemm_i8_module *m = compile_path(&code_paths[1], descs, 2);
+    CHECK(m != NULL);
+    for (int i = 0; i < 2 && m; i++) {
+        case_fill(&cases[i], 255, 128);
+        int32_t *out = case_run(&cases[i], &descs[i], cg_gemm_i8_kernel(m, i), pool);
+        CHECK_EQ_INT(count_i32_mismatches(&cases[i], &descs[i], out, code_paths[1].name), 0);
+        free(out);
+        case_free(&cases[i]);
+    }
+    cg_gemm_i8_module_free(m);
+}
+
 /* ---- requantized and dequantized outputs ---- */
 
 typedef struct stage_case {
@@ -567,6 +588,7 @@ int main(void)
         printf("host has no AVX-512 VNNI: testing the portable paths only\n");
 
     rt_pool *pool = rt_pool_new(2);
+    test_equal_names(pool);
     for (int p = 0; p < NCODE_PATHS; p++) {
         if (code_paths[p].isa == CG_GEMM_I8_VNNI && !have_vnni)
             continue;
