@@ -116,10 +116,10 @@ static LLVMValueRef const_table(i8_gen *gen, const char *table_name, const int32
 
 /* ---- descriptor checks and requantization constants ---- */
 
-static bool report(cg_emit *e, const cg_gemm_i8_desc *d, const char *what)
+static bool report(cg_emit *e, const cg_gemm_i8_desc *d, const char *problem)
 {
     ir_diag_file_error(e->d, NULL, "codegen: int8 GEMM '%s' (M=%lld K=%lld N=%lld): %s", d->name, (long long)d->m,
-                       (long long)d->k, (long long)d->n, what);
+                       (long long)d->k, (long long)d->n, problem);
     e->errors++;
     return false;
 }
