@@ -98,6 +98,10 @@ static bool value_has_kind(const char *value, const char *kind)
         strtoll(value, &end, 10);
         return *value && *end == '\0' && errno == 0;
     }
+    if (strcmp(kind, "count") == 0) {
+        long long v = strtoll(value, &end, 10);
+        return *value && *end == '\0' && errno == 0 && v >= 0;
+    }
     if (strcmp(kind, "float") == 0) {
         strtod(value, &end);
         return *value && *end == '\0';
@@ -112,6 +116,8 @@ static const char *kind_phrase(const char *kind)
 {
     if (strcmp(kind, "int") == 0)
         return "an integer";
+    if (strcmp(kind, "count") == 0)
+        return "a non-negative integer";
     if (strcmp(kind, "float") == 0)
         return "a number";
     if (strcmp(kind, "bool") == 0)
@@ -209,6 +215,10 @@ static int parse_entry(pass_pipeline *out, const char *text, size_t len, char *e
     e->opts.items = NULL;
     if (!brace)
         return 0;
+    const char *close = memchr(brace, '}', len - name_len);
+    if (close && close != text + len - 1)
+        return fail(err, cap, "pass '%s' has '%.*s' after its options; write all options in one pair of braces",
+                    name, (int)(text + len - 1 - close), close + 1);
     if (text[len - 1] != '}')
         return fail(err, cap, "options of pass '%s' must end with '}'", name);
     return parse_options(e, brace + 1, len - name_len - 2, err, cap);
