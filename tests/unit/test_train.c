@@ -200,7 +200,7 @@ static char *make_temp_dir(void)
     return dir ? strdup(dir) : NULL;
 }
 
-static void test_resume_bit_identical(void)
+static void test_resume_bit_identical(const rt_executor *executor)
 {
     ir_diag *d = ir_diag_new(stderr);
     rt_train_data data;
@@ -208,7 +208,7 @@ static void test_resume_bit_identical(void)
     char *dir = make_temp_dir();
     char saved[512];
 
-    rt_train_config c = tiny_config(rt_executor_interp(), 6);
+    rt_train_config c = tiny_config(executor, 6);
     rt_trainer *full = new_trainer(&c, NULL, d);
     loss_log full_log = {.interrupt_at = -1};
     CHECK_EQ_INT(run_logged(full, &data, &full_log, saved, sizeof saved, d), RT_TRAIN_DONE);
@@ -226,7 +226,7 @@ static void test_resume_bit_identical(void)
 
     /* Resume from a config whose trajectory settings differ on purpose:
      * the checkpoint's values must win. */
-    rt_train_config resumed_config = tiny_config(rt_executor_interp(), 6);
+    rt_train_config resumed_config = tiny_config(executor, 6);
     resumed_config.lr = 0.5f;
     resumed_config.seed = 99;
     rt_weights *ckpt = rt_train_checkpoint_read(saved, d);
@@ -246,8 +246,9 @@ static void test_resume_bit_identical(void)
         CHECK(memcmp(&first_log.losses[i], &full_log.losses[i], sizeof(float)) == 0);
         CHECK(memcmp(&second_log.losses[i], &full_log.losses[3 + i], sizeof(float)) == 0);
     }
-    printf("resume: step 4..6 losses %.9g %.9g %.9g, uninterrupted %.9g %.9g %.9g\n", second_log.losses[0],
-           second_log.losses[1], second_log.losses[2], full_log.losses[3], full_log.losses[4], full_log.losses[5]);
+    printf("%s resume: step 4..6 losses %.9g %.9g %.9g, uninterrupted %.9g %.9g %.9g\n", executor->name,
+           second_log.losses[0], second_log.losses[1], second_log.losses[2], full_log.losses[3],
+           full_log.losses[4], full_log.losses[5]);
     bool same_weights = full->params->count == second->params->count;
     for (int i = 0; same_weights && i < full->params->count; i++)
         same_weights = memcmp(full->params->tensors[i]->data, second->params->tensors[i]->data,
@@ -401,23 +402,6 @@ static void test_huge_lr_stops(void)
     rt_train_data_free(&data);
 }
 
-/* Returns whether the JIT compiles the tiny model's backward graph.
- * NOTE: the LLVM backend does not emit every grad.* op yet, so until it
- * does the JIT tests below print that they were skipped. */
-static bool jit_can_train(void)
-{
-    captured out;
-    capture_begin(&out);
-    rt_train_config c = tiny_config(rt_executor_jit(), 1);
-    rt_trainer *t = new_trainer(&c, NULL, out.diag);
-    capture_end(&out);
-    if (!t)
-        printf("skipped: the JIT cannot train yet:\n%s", out.text);
-    free(out.text);
-    rt_trainer_free(t);
-    return t != NULL;
-}
-
 static void test_executors_agree(void)
 {
     ir_diag *d = ir_diag_new(stderr);
@@ -527,15 +511,14 @@ int main(void)
     test_data_split_and_windows();
     test_memory_estimate();
     test_loss_decreases(rt_executor_interp(), 30);
-    test_resume_bit_identical();
+    test_resume_bit_identical(rt_executor_interp());
     test_truncated_checkpoint();
     test_nan_weight_stops();
     test_huge_lr_stops();
     test_infinite_gradient_stops();
     test_llmc_checkpoint_and_state();
-    if (jit_can_train()) {
-        test_executors_agree();
-        test_loss_decreases(rt_executor_jit(), 30);
-    }
+    test_executors_agree();
+    test_loss_decreases(rt_executor_jit(), 30);
+    test_resume_bit_identical(rt_executor_jit());
     return check_finish();
 }
