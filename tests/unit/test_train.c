@@ -454,7 +454,7 @@ static bool same_tensor(const rt_tensor *a, const rt_tensor *b)
 }
 
 /* Weights written as an llm.c checkpoint load back unchanged, and the
- * debug state holds the batch, loss and gradients of the training graph. */
+ * debug state contains the batch, loss and gradients of the training graph. */
 static void test_llmc_checkpoint_and_state(void)
 {
     ir_diag *d = ir_diag_new(stderr);
