@@ -143,8 +143,8 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
     return -1;
 }
 
-/* Ops whose kernels compute an f16 or bf16 result in f32 without rounding
- * it; elementwise ops round in their kernel, and layout ops copy values
+/* Returns whether v's kernels leave an f16 or bf16 result unrounded in
+ * f32. Elementwise ops round in their kernel, and layout ops copy values
  * that are already rounded. */
 static bool rounds_result(const ir_value *v)
 {

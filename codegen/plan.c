@@ -1,6 +1,6 @@
-/* The buffer plan: decides for every value whether its buffer is bound
+/* The buffer plan. It decides for every value whether its buffer is bound
  * from the weights or inputs, computed once at bind time (the value
- * depends only on params and constants) or computed on every run, and
+ * depends only on params and constants) or computed on every run. Then it
  * assigns buffer slots, packed-weight slots and scratch slots. A reshape
  * shares its operand's buffer because row-major data does not move, and a
  * cache_write shares its cache operand's buffer because it updates it in
@@ -27,7 +27,12 @@ int64_t cg_storage_elem_size(ir_dtype t)
 cg_gemm_shape cg_gemm_shape_for(int vector_bits)
 {
     cg_gemm_shape s;
-    s.vw = vector_bits >= 512 ? 16 : vector_bits >= 256 ? 8 : 4;
+    if (vector_bits >= 512)
+        s.vw = 16;
+    else if (vector_bits >= 256)
+        s.vw = 8;
+    else
+        s.vw = 4;
     if (s.vw == 16) {
         /* 32 vector registers: 8 x 3 accumulators, 3 B vectors, 1 broadcast. */
         s.mr = 8;
@@ -39,7 +44,7 @@ cg_gemm_shape cg_gemm_shape_for(int vector_bits)
     }
     s.nr = s.nvec * s.vw;
     /* 128 rows cover a whole 128-token prefill, so each B panel streams
-     * from memory once; the MC x KC block of A (128 KB) stays in L2. */
+     * from memory once. The MC x KC block of A (128 KB) stays in L2. */
     s.mc = s.mr * (s.vw == 16 ? 16 : 21);
     s.nc = s.nr * 4;
     s.kc = 256;

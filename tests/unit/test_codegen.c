@@ -716,8 +716,11 @@ static void test_embedding_out_of_range(void)
     CHECK(out[0] == NULL);
     CHECK_EQ_INT(ir_diag_error_count(d), 1);
     fflush(sink);
-    CHECK(text && strstr(text, "tok_emb") != NULL);
-    CHECK(text && strstr(text, "id 11 at flat position 3") != NULL);
+    CHECK(text != NULL);
+    if (text) {
+        CHECK(strstr(text, "tok_emb") != NULL);
+        CHECK(strstr(text, "id 11 at flat position 3") != NULL);
+    }
 
     /* A valid id afterwards runs normally again. */
     ((int32_t *)rt_weights_get(f.inputs, "ids")->data)[3] = -1;
@@ -879,14 +882,18 @@ static void test_emit_text(void)
     ir_add_output(f.g, op1(&f, IR_OP_GELU, ir_add(f.g, IR_OP_LINEAR, "y", (int[]){x, w}, 2, NULL, no_loc), NULL));
     char *ll = cg_emit_llvm(f.g, NULL, f.diag);
     CHECK(ll != NULL);
-    CHECK(ll && strstr(ll, "i32 @qc_run(ptr") != NULL);
-    CHECK(ll && strstr(ll, "i32 @qc_bind(ptr") != NULL);
-    CHECK(ll && strstr(ll, "@llvm.fma.v") != NULL);
+    if (ll) {
+        CHECK(strstr(ll, "i32 @qc_run(ptr") != NULL);
+        CHECK(strstr(ll, "i32 @qc_bind(ptr") != NULL);
+        CHECK(strstr(ll, "@llvm.fma.v") != NULL);
+    }
     free(ll);
     char *s = cg_emit_asm(f.g, NULL, f.diag);
     CHECK(s != NULL);
-    CHECK(s && strstr(s, "qc_run:") != NULL);
-    CHECK(s && strstr(s, "vfmadd") != NULL);
+    if (s) {
+        CHECK(strstr(s, "qc_run:") != NULL);
+        CHECK(strstr(s, "vfmadd") != NULL);
+    }
     free(s);
     fixture_free(&f);
 }
