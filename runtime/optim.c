@@ -23,6 +23,7 @@ rt_adamw_config rt_adamw_default_config(void)
     c.weight_decay = 0.1f;
     c.decay_all = false;
     c.grad_clip = 1.0f;
+    c.chunk_elements = RT_ADAMW_CHUNK;
     return c;
 }
 
@@ -143,8 +144,8 @@ ir_graph *rt_adamw_build_sqnorm_graph(int64_t n, ir_diag *d)
 }
 
 /* NOTE: with the JIT every compiled module starts its own thread pool, so
- * a model with k distinct parameter sizes keeps 2k pools of idle workers
- * (16 for GPT-2, whose params have 8 distinct sizes). */
+ * k distinct chunk lengths keep 2k pools of idle workers (14 for GPT-2
+ * with the default chunk). */
 static int compile_kernels(rt_adamw *o, rt_adamw_kernels *k, int threads, ir_diag *d)
 {
     ir_graph *update = rt_adamw_build_update_graph(k->n, &o->config, d);
@@ -180,17 +181,34 @@ oom:
     return -1;
 }
 
-/* Finds or adds the kernel slot for n elements. */
-static int kernel_for_size(rt_adamw *o, int64_t n, int threads, ir_diag *d)
+/* Returns the kernel index for chunks of n elements, or -1. */
+static int find_kernel(const rt_adamw *o, int64_t n)
 {
     for (int k = 0; k < o->nkernels; k++)
         if (o->kernels[k].n == n)
             return k;
-    rt_adamw_kernels *k = &o->kernels[o->nkernels];
-    k->n = n;
-    if (compile_kernels(o, k, threads, d) != 0)
+    return -1;
+}
+
+/* Compiles the kernels for chunks of n elements unless they exist. */
+static int add_kernel(rt_adamw *o, int64_t n, int threads, ir_diag *d)
+{
+    if (n == 0 || find_kernel(o, n) >= 0)
+        return 0;
+    rt_adamw_kernels *grown = realloc(o->kernels, (size_t)(o->nkernels + 1) * sizeof *grown);
+    if (!grown)
         return -1;
-    return o->nkernels++;
+    o->kernels = grown;
+    rt_adamw_kernels *k = &o->kernels[o->nkernels];
+    memset(k, 0, sizeof *k);
+    k->n = n;
+    if (compile_kernels(o, k, threads, d) != 0) {
+        if (k->update)
+            o->executor->free(k->update);
+        return -1;
+    }
+    o->nkernels++;
+    return 0;
 }
 
 rt_adamw *rt_adamw_new(const rt_adamw_config *c, const rt_weights *params, const rt_executor *executor,
@@ -201,14 +219,13 @@ rt_adamw *rt_adamw_new(const rt_adamw_config *c, const rt_weights *params, const
         return NULL;
     o->config = *c;
     o->executor = executor;
+    o->chunk = c->chunk_elements > 0 ? c->chunk_elements : RT_ADAMW_CHUNK;
     int n = params->count;
     o->names = calloc((size_t)n + 1, sizeof *o->names);
     o->decay = calloc((size_t)n + 1, sizeof *o->decay);
-    o->kernel_of = calloc((size_t)n + 1, sizeof *o->kernel_of);
-    o->kernels = calloc((size_t)n + 1, sizeof *o->kernels);
     o->m = rt_weights_new();
     o->v = rt_weights_new();
-    if (!o->names || !o->decay || !o->kernel_of || !o->kernels || !o->m || !o->v) {
+    if (!o->names || !o->decay || !o->m || !o->v) {
         ir_diag_file_error(d, NULL, "out of memory creating the AdamW state");
         rt_adamw_free(o);
         return NULL;
@@ -224,8 +241,16 @@ rt_adamw *rt_adamw_new(const rt_adamw_config *c, const rt_weights *params, const
         o->names[i] = strdup(params->names[i]);
         o->nparams = i + 1;
         o->decay[i] = c->decay_all || p->rank == 2;
-        o->kernel_of[i] = o->names[i] ? kernel_for_size(o, rt_tensor_numel(p), threads, d) : -1;
-        if (o->kernel_of[i] < 0 || add_moments(o, params->names[i], p, d) != 0) {
+        int64_t numel = rt_tensor_numel(p);
+        int64_t full = numel >= o->chunk ? o->chunk : 0;
+        int rc = o->names[i] ? 0 : -1;
+        if (rc == 0)
+            rc = add_kernel(o, full, threads, d);
+        if (rc == 0)
+            rc = add_kernel(o, numel % o->chunk, threads, d);
+        if (rc == 0)
+            rc = add_moments(o, params->names[i], p, d);
+        if (rc != 0) {
             rt_adamw_free(o);
             return NULL;
         }
@@ -246,24 +271,28 @@ void rt_adamw_free(rt_adamw *o)
             free(o->names[i]);
     free(o->names);
     free(o->decay);
-    free(o->kernel_of);
     free(o->kernels);
     rt_weights_free(o->m);
     rt_weights_free(o->v);
     free(o);
 }
 
-/* A rank-1 header over t's data, so every parameter matches its flat
- * kernel without a copy. */
-static rt_tensor flat_view(const rt_tensor *t)
+/* A rank-1 header over elements [offset, offset + n) of t's f32 data, so
+ * a chunk of any parameter matches its kernel without a copy. */
+static rt_tensor chunk_view(const rt_tensor *t, int64_t offset, int64_t n)
 {
     rt_tensor view;
     memset(&view, 0, sizeof view);
-    view.dtype = t->dtype;
+    view.dtype = IR_F32;
     view.rank = 1;
-    view.dims[0] = rt_tensor_numel(t);
-    view.data = t->data;
+    view.dims[0] = n;
+    view.data = (float *)t->data + offset;
     return view;
+}
+
+static int64_t chunk_length(const rt_adamw *o, int64_t numel, int64_t offset)
+{
+    return numel - offset < o->chunk ? numel - offset : o->chunk;
 }
 
 static rt_tensor scalar_view(float *value)
@@ -286,6 +315,31 @@ static bool tensor_all_finite(const rt_tensor *t)
     return true;
 }
 
+/* Returns the squared L2 norm of one gradient in *out, summing the
+ * generated reduction of each chunk in double. Returns -1 on an executor
+ * error. */
+static int grad_sqnorm(rt_adamw *o, const rt_tensor *grad, double *out, ir_diag *d)
+{
+    int64_t numel = rt_tensor_numel(grad);
+    double sum = 0;
+    for (int64_t offset = 0; offset < numel; offset += o->chunk) {
+        int64_t n = chunk_length(o, numel, offset);
+        rt_tensor view = chunk_view(grad, offset, n);
+        char *names[1] = {"grad"};
+        rt_tensor *tensors[1] = {&view};
+        rt_weights inputs = rt_weights_borrow(names, tensors, 1);
+        rt_tensor *result = NULL;
+        /* These graphs have no params, so "weights changed" costs only the
+         * JIT's evaluation of their constants. */
+        if (o->executor->run(o->kernels[find_kernel(o, n)].sqnorm, NULL, true, &inputs, &result, d) != 0)
+            return -1;
+        sum += *(const float *)result->data;
+        rt_tensor_free(result);
+    }
+    *out = sum;
+    return 0;
+}
+
 int rt_adamw_grad_norm(rt_adamw *o, rt_tensor *const *grads, rt_adamw_norm *out, ir_diag *d)
 {
     out->norm = 0;
@@ -293,17 +347,9 @@ int rt_adamw_grad_norm(rt_adamw *o, rt_tensor *const *grads, rt_adamw_norm *out,
     out->first_nonfinite = -1;
     double sum = 0;
     for (int i = 0; i < o->nparams; i++) {
-        rt_tensor grad = flat_view(grads[i]);
-        char *names[1] = {"grad"};
-        rt_tensor *tensors[1] = {&grad};
-        rt_weights inputs = rt_weights_borrow(names, tensors, 1);
-        rt_tensor *result = NULL;
-        /* These graphs have no params, so "weights changed" costs only the
-         * JIT's evaluation of their constants. */
-        if (o->executor->run(o->kernels[o->kernel_of[i]].sqnorm, NULL, true, &inputs, &result, d) != 0)
+        double squared;
+        if (grad_sqnorm(o, grads[i], &squared, d) != 0)
             return -1;
-        double squared = *(const float *)result->data;
-        rt_tensor_free(result);
         /* An overflowing sum of finite squares is still a finite gradient,
          * so check the elements before blaming this tensor. */
         if (!isfinite(squared) && !tensor_all_finite(grads[i])) {
@@ -319,46 +365,62 @@ int rt_adamw_grad_norm(rt_adamw *o, rt_tensor *const *grads, rt_adamw_norm *out,
     return 0;
 }
 
-/* Moves the data of `from` into `to` and frees `from` with the old data of
- * `to`, so parameter tensors keep their identity across updates. */
-static void take_data(rt_tensor *to, rt_tensor *from)
+/* Scalar inputs of one update, shared by every chunk of a parameter. */
+typedef struct update_scalars {
+    float lr;
+    float bias_correction1;
+    float bias_correction2;
+    float clip_scale;
+    float weight_decay;
+} update_scalars;
+
+/* Updates elements [offset, offset + chunk) of parameter i and its
+ * moments in place. */
+static int update_chunk(rt_adamw *o, int i, rt_tensor *p, const rt_tensor *grad, int64_t offset,
+                        update_scalars *s, ir_diag *d)
 {
-    void *old = to->data;
-    to->data = from->data;
-    from->data = old;
-    rt_tensor_free(from);
+    int64_t n = chunk_length(o, rt_tensor_numel(p), offset);
+    rt_tensor *state[3] = {p, o->m->tensors[i], o->v->tensors[i]};
+    rt_tensor views[9] = {chunk_view(p, offset, n), chunk_view(grad, offset, n),
+                          chunk_view(state[1], offset, n), chunk_view(state[2], offset, n),
+                          scalar_view(&s->lr), scalar_view(&s->bias_correction1),
+                          scalar_view(&s->bias_correction2), scalar_view(&s->clip_scale),
+                          scalar_view(&s->weight_decay)};
+    char *names[9] = {"param", "grad", "m", "v", "lr", "bias_correction1", "bias_correction2",
+                      "clip_scale", "weight_decay"};
+    rt_tensor *tensors[9];
+    for (int k = 0; k < 9; k++)
+        tensors[k] = &views[k];
+    rt_weights inputs = rt_weights_borrow(names, tensors, 9);
+
+    rt_tensor *outputs[3] = {NULL, NULL, NULL};
+    if (o->executor->run(o->kernels[find_kernel(o, n)].update, NULL, true, &inputs, outputs, d) != 0) {
+        ir_diag_file_error(d, NULL, "the AdamW update of '%s' failed", o->names[i]);
+        return -1;
+    }
+    /* The outputs are the new param, m and v, in the order of state[]. */
+    for (int k = 0; k < 3; k++) {
+        memcpy((float *)state[k]->data + offset, outputs[k]->data, (size_t)n * sizeof(float));
+        rt_tensor_free(outputs[k]);
+    }
+    return 0;
 }
 
 int rt_adamw_update(rt_adamw *o, rt_weights *params, rt_tensor *const *grads, float lr, int t,
                     float clip_scale, ir_diag *d)
 {
-    float bias_correction1 = 1.0f - powf(o->config.beta1, (float)t);
-    float bias_correction2 = 1.0f - powf(o->config.beta2, (float)t);
+    update_scalars s;
+    s.lr = lr;
+    s.bias_correction1 = 1.0f - powf(o->config.beta1, (float)t);
+    s.bias_correction2 = 1.0f - powf(o->config.beta2, (float)t);
+    s.clip_scale = clip_scale;
     for (int i = 0; i < o->nparams; i++) {
         rt_tensor *p = params->tensors[i];
-        rt_tensor *m = o->m->tensors[i];
-        rt_tensor *v = o->v->tensors[i];
-        float lr_value = lr, bc1 = bias_correction1, bc2 = bias_correction2, clip = clip_scale;
-        float wd = o->decay[i] ? o->config.weight_decay : 0.0f;
-
-        rt_tensor views[9] = {flat_view(p), flat_view(grads[i]), flat_view(m), flat_view(v),
-                              scalar_view(&lr_value), scalar_view(&bc1), scalar_view(&bc2),
-                              scalar_view(&clip), scalar_view(&wd)};
-        char *names[9] = {"param", "grad", "m", "v", "lr", "bias_correction1", "bias_correction2",
-                          "clip_scale", "weight_decay"};
-        rt_tensor *tensors[9];
-        for (int k = 0; k < 9; k++)
-            tensors[k] = &views[k];
-        rt_weights inputs = rt_weights_borrow(names, tensors, 9);
-
-        rt_tensor *outputs[3] = {NULL, NULL, NULL};
-        if (o->executor->run(o->kernels[o->kernel_of[i]].update, NULL, true, &inputs, outputs, d) != 0) {
-            ir_diag_file_error(d, NULL, "the AdamW update of '%s' failed", o->names[i]);
-            return -1;
-        }
-        take_data(p, outputs[0]);
-        take_data(m, outputs[1]);
-        take_data(v, outputs[2]);
+        s.weight_decay = o->decay[i] ? o->config.weight_decay : 0.0f;
+        int64_t numel = rt_tensor_numel(p);
+        for (int64_t offset = 0; offset < numel; offset += o->chunk)
+            if (update_chunk(o, i, p, grads[i], offset, &s, d) != 0)
+                return -1;
     }
     return 0;
 }

@@ -11,8 +11,10 @@
  *   p -= lr * ((m / bc1) / (sqrt(v / bc2) + eps) + wd * p)
  * with the bias corrections bc1 = 1 - beta1^t and bc2 = 1 - beta2^t. lr,
  * bc1, bc2, clip_scale and wd are scalar graph inputs; beta1, beta2 and eps
- * are constants of the graph. One update graph and one squared-norm graph
- * (reduce_sum of g * g) are compiled per distinct parameter size. */
+ * are constants of the graph. Parameters are processed in chunks of at most
+ * chunk_elements, which bounds the buffers of each compiled graph, and one
+ * update graph and one squared-norm graph (reduce_sum of g * g) are
+ * compiled per distinct chunk length. */
 #ifndef QUADC_RUNTIME_OPTIM_H
 #define QUADC_RUNTIME_OPTIM_H
 
@@ -37,10 +39,20 @@ typedef struct rt_adamw_config {
     /* Gradients are scaled by grad_clip / norm when their global L2 norm
      * exceeds grad_clip. 0 disables clipping. */
     float grad_clip;
+    /* Elements per run of the generated graphs, 0 = RT_ADAMW_CHUNK. The
+     * result does not depend on it except for the summation order of the
+     * gradient norm. */
+    int64_t chunk_elements;
 } rt_adamw_config;
 
+/* 2^18 elements, 1 MiB per f32 tensor: small enough that the JIT's
+ * buffers for the ~17 intermediate values of an update stay small, large
+ * enough that a run's fixed cost is negligible. */
+#define RT_ADAMW_CHUNK ((int64_t)1 << 18)
+
 /* Returns beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1 on matrices
- * only, and clipping at global norm 1.0. */
+ * only, clipping at global norm 1.0, and chunks of RT_ADAMW_CHUNK
+ * elements. */
 rt_adamw_config rt_adamw_default_config(void);
 
 /* Linear warmup from lr / warmup to lr over the first `warmup` steps, then
@@ -78,9 +90,9 @@ typedef struct rt_adamw {
     bool *decay;         /* whether weight decay applies, per parameter */
     rt_weights *m;       /* "opt.m.<name>", in parameter order */
     rt_weights *v;       /* "opt.v.<name>", in parameter order */
+    int64_t chunk;       /* elements per run */
     int nkernels;
-    rt_adamw_kernels *kernels;
-    int *kernel_of;      /* index into kernels, per parameter */
+    rt_adamw_kernels *kernels; /* one per distinct chunk length */
     const rt_executor *executor;
 } rt_adamw;
 
@@ -104,8 +116,9 @@ typedef struct rt_adamw_norm {
 int rt_adamw_grad_norm(rt_adamw *o, rt_tensor *const *grads, rt_adamw_norm *out, ir_diag *d);
 
 /* Applies one AdamW update with the given learning rate at 1-based step t,
- * replacing the data of the tensors in `params` (same order as at
- * creation) and of the moments. Returns 0, or -1 after reporting. */
+ * overwriting the data of the tensors in `params` (same order as at
+ * creation) and of the moments in place. Returns 0, or -1 after
+ * reporting. */
 int rt_adamw_update(rt_adamw *o, rt_weights *params, rt_tensor *const *grads, float lr, int t,
                     float clip_scale, ir_diag *d);
 

@@ -135,6 +135,14 @@ static void test_update_matches_reference(const rt_executor *executor)
     diff = compare_with_reference(executor, &config, &clipped);
     CHECK(diff < 1e-5);
     CHECK_EQ_INT(clipped, 0);
+
+    /* Chunks of 7 split the 24-element matrix into 7, 7, 7 and 3. */
+    config = rt_adamw_default_config();
+    config.chunk_elements = 7;
+    diff = compare_with_reference(executor, &config, &clipped);
+    printf("%s: AdamW in chunks of 7, max relative difference %.3g\n", executor->name, diff);
+    CHECK(diff < 1e-5);
+    CHECK(clipped >= 2);
 }
 
 /* Weight decay must reach only the rank-2 parameter unless decay_all. */
@@ -157,6 +165,13 @@ static void test_decay_selection(void)
         CHECK_EQ_INT(opt->nkernels, 3);
     }
     rt_adamw_free(opt);
+    config.chunk_elements = 7;
+    opt = rt_adamw_new(&config, params, rt_executor_interp(), 1, d);
+    /* Chunks of 7 and the remainders 3, 6 and 5. */
+    if (opt)
+        CHECK_EQ_INT(opt->nkernels, 4);
+    rt_adamw_free(opt);
+    config.chunk_elements = 0;
     config.decay_all = true;
     opt = rt_adamw_new(&config, params, rt_executor_interp(), 1, d);
     if (opt) {
