@@ -25,7 +25,7 @@
  * 128 · Σ_k b[k,n] is removed with the zero-point correction.
  *
  * Packed B layout: panels of NR columns, K rounded up to a multiple of 4
- * and split into groups of 4. Panel p holds b[4g + i, p·NR + j] at byte
+ * and split into groups of 4. Panel p stores b[4g + i, p·NR + j] at byte
  * ((p·G + g)·NR + j)·4 + i, with G = ceil(K / 4), and zeros past K and N.
  * One 64-byte load is thus 16 columns x 4 consecutive k, the operand
  * layout vpdpbusd multiplies against 4 broadcast activation bytes.
@@ -91,6 +91,9 @@ typedef struct cg_gemm_i8_desc {
     const double *requant;
     int64_t nrequant;
     int32_t out_zero_point;
+    /* The packing kernel reads B as [N, K] (a PyTorch Linear weight)
+     * instead of [K, N]. The GEMM kernel ignores it. */
+    bool b_transposed;
 } cg_gemm_i8_desc;
 
 /* Returns whether the target machine's CPU has AVX-512 VNNI, from its
@@ -126,17 +129,37 @@ int64_t cg_gemm_i8_tasks(const cg_gemm_i8_desc *d);
  * an invalid descriptor through e->d. */
 LLVMValueRef cg_emit_gemm_i8(cg_emit *e, const cg_gemm_i8_desc *d);
 
+/* Indices into the args array of a packing kernel. */
+enum {
+    CG_PACK_I8_ARG_B,      /* s8 [K, N], or [N, K] when b_transposed, contiguous */
+    CG_PACK_I8_ARG_PACKED, /* cg_gemm_i8_packed_bytes bytes */
+    CG_PACK_I8_ARG_COLSUM, /* cg_gemm_i8_colsum_count int32 values */
+    CG_PACK_I8_NARGS,
+};
+
+/* Emits a kernel void(ptr args, i64 begin, i64 end) that packs B for
+ * d->shape exactly as cg_gemm_i8_pack_b does, one task per panel
+ * (cg_gemm_i8_pack_tasks), for weights that are only known when the
+ * entry point qc_bind runs. Launch it as described for cg_emit_gemm_i8.
+ * Returns NULL after reporting an invalid descriptor through e->d. */
+LLVMValueRef cg_emit_pack_b_i8(cg_emit *e, const cg_gemm_i8_desc *d);
+int64_t cg_gemm_i8_pack_tasks(const cg_gemm_i8_desc *d);
+
 /* ---- standalone modules (gemm_i8_module.c), for tests and benchmarks ---- */
 
 typedef struct cg_gemm_i8_module cg_gemm_i8_module;
 
 /* Sets descs[i].shape for the target in o (the host CPU when o or o->cpu
- * is NULL) and JIT-compiles one kernel per descriptor into one module.
+ * is NULL) and JIT-compiles one GEMM kernel and one packing kernel per
+ * descriptor into one module.
  * Returns NULL after reporting an error through d. */
 cg_gemm_i8_module *cg_gemm_i8_compile(const cg_options *o, bool allow_vnni, cg_gemm_i8_desc *descs, int count,
                                       ir_diag *d);
 /* Returns the kernel of descs[index]; run it over cg_gemm_i8_tasks tasks. */
 rt_task_fn cg_gemm_i8_kernel(const cg_gemm_i8_module *m, int index);
+/* Returns the packing kernel of descs[index], built by cg_emit_pack_b_i8;
+ * run it over cg_gemm_i8_pack_tasks tasks. */
+rt_task_fn cg_gemm_i8_pack_kernel(const cg_gemm_i8_module *m, int index);
 void cg_gemm_i8_module_free(cg_gemm_i8_module *m);
 
 /* Sets desc->shape for the target in o and returns the optimized assembly

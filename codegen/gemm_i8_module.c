@@ -12,7 +12,8 @@
 struct cg_gemm_i8_module {
     LLVMOrcLLJITRef jit;
     int count;
-    rt_task_fn *kernels;
+    rt_task_fn *kernels;      /* GEMM kernels */
+    rt_task_fn *pack_kernels;
 };
 
 /* One repetition is 2^18 x 24 vpdpbusd, about 2 ms at 3.5 GHz and one
@@ -22,13 +23,23 @@ struct cg_gemm_i8_module {
 #define PEAK_I8_REPS 40
 #define PEAK_I8_ACCUMULATORS 24
 
-static void kernel_name(char *buf, size_t size, int index)
+static void kernel_name(char *buf, size_t size, const char *kind, int index)
 {
-    snprintf(buf, size, "gemm_i8_kernel_%d", index);
+    snprintf(buf, size, "gemm_i8_%s_%d", kind, index);
 }
 
-/* Builds and optimizes a module with one external kernel per descriptor,
- * named by kernel_name. Returns NULL after reporting an error. */
+/* Gives fn the external name kind_index so the JIT can look it up. */
+static void export_kernel(LLVMValueRef fn, const char *kind, int index)
+{
+    char name[64];
+    kernel_name(name, sizeof name, kind, index);
+    LLVMSetValueName2(fn, name, strlen(name));
+    LLVMSetLinkage(fn, LLVMExternalLinkage);
+}
+
+/* Builds and optimizes a module with an external GEMM kernel and packing
+ * kernel per descriptor, named by kernel_name. Returns NULL after
+ * reporting an error. */
 static LLVMModuleRef build_module(LLVMContextRef ctx, const cg_options *o, bool allow_vnni, cg_gemm_i8_desc *descs,
                                   int count, ir_diag *d)
 {
@@ -45,14 +56,13 @@ static LLVMModuleRef build_module(LLVMContextRef ctx, const cg_options *o, bool 
     for (int i = 0; i < count && !failed; i++) {
         descs[i].shape = shape;
         LLVMValueRef fn = cg_emit_gemm_i8(&e, &descs[i]);
-        if (!fn) {
+        LLVMValueRef pack = fn ? cg_emit_pack_b_i8(&e, &descs[i]) : NULL;
+        if (!fn || !pack) {
             failed = 1;
             break;
         }
-        char name[64];
-        kernel_name(name, sizeof name, i);
-        LLVMSetValueName2(fn, name, strlen(name));
-        LLVMSetLinkage(fn, LLVMExternalLinkage);
+        export_kernel(fn, "kernel", i);
+        export_kernel(pack, "pack", i);
     }
     LLVMDisposeBuilder(e.b);
     if (!failed)
@@ -73,13 +83,16 @@ cg_gemm_i8_module *cg_gemm_i8_compile(const cg_options *o, bool allow_vnni, cg_g
         o = &defaults;
     cg_gemm_i8_module *m = calloc(1, sizeof *m);
     rt_task_fn *kernels = calloc((size_t)(count > 0 ? count : 1), sizeof *kernels);
-    if (!m || !kernels) {
+    rt_task_fn *pack_kernels = calloc((size_t)(count > 0 ? count : 1), sizeof *pack_kernels);
+    if (!m || !kernels || !pack_kernels) {
         ir_diag_file_error(d, NULL, "codegen: out of memory compiling %d int8 GEMM kernels", count);
         free(m);
         free(kernels);
+        free(pack_kernels);
         return NULL;
     }
     m->kernels = kernels;
+    m->pack_kernels = pack_kernels;
     m->count = count;
     LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
     LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(tsc);
@@ -89,9 +102,11 @@ cg_gemm_i8_module *cg_gemm_i8_compile(const cg_options *o, bool allow_vnni, cg_g
     LLVMOrcDisposeThreadSafeContext(tsc);
     for (int i = 0; m->jit && i < count; i++) {
         char name[64];
-        kernel_name(name, sizeof name, i);
+        kernel_name(name, sizeof name, "kernel", i);
         m->kernels[i] = (rt_task_fn)(uintptr_t)cg_jit_lookup(m->jit, name, d);
-        if (!m->kernels[i]) {
+        kernel_name(name, sizeof name, "pack", i);
+        m->pack_kernels[i] = m->kernels[i] ? (rt_task_fn)(uintptr_t)cg_jit_lookup(m->jit, name, d) : NULL;
+        if (!m->kernels[i] || !m->pack_kernels[i]) {
             cg_gemm_i8_module_free(m);
             return NULL;
         }
@@ -108,6 +123,11 @@ rt_task_fn cg_gemm_i8_kernel(const cg_gemm_i8_module *m, int index)
     return index >= 0 && index < m->count ? m->kernels[index] : NULL;
 }
 
+rt_task_fn cg_gemm_i8_pack_kernel(const cg_gemm_i8_module *m, int index)
+{
+    return index >= 0 && index < m->count ? m->pack_kernels[index] : NULL;
+}
+
 void cg_gemm_i8_module_free(cg_gemm_i8_module *m)
 {
     if (!m)
@@ -115,6 +135,7 @@ void cg_gemm_i8_module_free(cg_gemm_i8_module *m)
     if (m->jit)
         LLVMOrcDisposeLLJIT(m->jit);
     free(m->kernels);
+    free(m->pack_kernels);
     free(m);
 }
 

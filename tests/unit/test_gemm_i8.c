@@ -282,6 +282,64 @@ static void test_pack_transposed(void)
     free(colsum_t);
 }
 
+/* The generated packing kernel against cg_gemm_i8_pack_b, byte for byte,
+ * for [K, N] and [N, K] weights. */
+static void test_pack_kernel(rt_pool *pool, const code_path *path)
+{
+    static const int64_t shapes[][2] = {{13, 53}, {64, 33}, {3, 1}, {1, 7}, {768, 2304}};
+    enum { NSHAPES = 5, NDESCS = 2 * NSHAPES };
+    cg_gemm_i8_desc descs[NDESCS];
+    memset(descs, 0, sizeof descs);
+    for (int i = 0; i < NDESCS; i++) {
+        descs[i].name = "pack";
+        descs[i].m = 1;
+        descs[i].k = shapes[i / 2][0];
+        descs[i].n = shapes[i / 2][1];
+        descs[i].b_transposed = i % 2 == 1;
+    }
+    cg_gemm_i8_module *m = compile_path(path, descs, NDESCS);
+    CHECK(m != NULL);
+    int bad_packed = 0, bad_colsum = 0;
+    for (int i = 0; i < NDESCS && m; i++) {
+        const cg_gemm_i8_desc *d = &descs[i];
+        int64_t bytes = cg_gemm_i8_packed_bytes(&d->shape, d->k, d->n);
+        int64_t sums = cg_gemm_i8_colsum_count(&d->shape, d->n);
+        int8_t *b = malloc((size_t)(d->k * d->n));
+        for (int64_t x = 0; x < d->k * d->n; x++)
+            b[x] = (int8_t)random_int(-128, 127);
+        int8_t *want = malloc((size_t)bytes), *got = malloc((size_t)bytes);
+        int32_t *want_sums = malloc(sizeof *want_sums * (size_t)sums);
+        int32_t *got_sums = malloc(sizeof *got_sums * (size_t)sums);
+        memset(got, 0x5a, (size_t)bytes); /* the kernel must write the padding too */
+        memset(got_sums, 0x5a, sizeof *got_sums * (size_t)sums);
+        int64_t ldb = d->b_transposed ? d->k : d->n;
+        cg_gemm_i8_pack_b(&d->shape, d->k, d->n, b, ldb, d->b_transposed, want, want_sums);
+        void *args[CG_PACK_I8_NARGS];
+        args[CG_PACK_I8_ARG_B] = b;
+        args[CG_PACK_I8_ARG_PACKED] = got;
+        args[CG_PACK_I8_ARG_COLSUM] = got_sums;
+        rt_pool_parallel_for(pool, cg_gemm_i8_pack_kernel(m, i), args, cg_gemm_i8_pack_tasks(d), 1);
+        if (memcmp(want, got, (size_t)bytes) != 0) {
+            bad_packed++;
+            fprintf(stderr, "%s: packed B differs for K=%lld N=%lld transposed=%d\n", path->name, (long long)d->k,
+                    (long long)d->n, (int)d->b_transposed);
+        }
+        if (memcmp(want_sums, got_sums, sizeof *want_sums * (size_t)sums) != 0) {
+            bad_colsum++;
+            fprintf(stderr, "%s: column sums differ for K=%lld N=%lld transposed=%d\n", path->name,
+                    (long long)d->k, (long long)d->n, (int)d->b_transposed);
+        }
+        free(b);
+        free(want);
+        free(got);
+        free(want_sums);
+        free(got_sums);
+    }
+    CHECK_EQ_INT(bad_packed, 0);
+    CHECK_EQ_INT(bad_colsum, 0);
+    cg_gemm_i8_module_free(m);
+}
+
 /* ---- int32 outputs over all shapes ---- */
 
 static const int64_t sweep_m[] = {1, 3, 17, 128};
@@ -592,6 +650,7 @@ int main(void)
     for (int p = 0; p < NCODE_PATHS; p++) {
         if (code_paths[p].isa == CG_GEMM_I8_VNNI && !have_vnni)
             continue;
+        test_pack_kernel(pool, &code_paths[p]);
         test_sweep_i32(pool, &code_paths[p]);
         test_output_stages(pool, &code_paths[p]);
     }
