@@ -20,7 +20,7 @@
  * vpmaddwd on AVX2, or as vpdpwssd when AVX-512 VNNI is present. Both are
  * exact, because they add i16 x i16 products in i32. The path avoids
  * vpmaddubsw, which adds two u8 x s8 products in i16 with saturation
- * (255 · 127 · 2 > 32767), and the assembly test checks that.
+ * (2 · 255 · 128 = 65280 does not fit), and the assembly test checks that.
  * s8 activations are flipped to u8 (a + 128) in the kernel and the extra
  * 128 · Σ_k b[k,n] is removed with the zero-point correction.
  *
@@ -31,7 +31,8 @@
  * layout vpdpbusd multiplies against 4 broadcast activation bytes.
  *
  * Usage: pick a shape with cg_gemm_i8_shape_for, pack the weights with
- * cg_gemm_i8_pack_b, fill a cg_gemm_i8_desc and emit the kernel with
+ * cg_gemm_i8_pack_b (or at bind time with the kernel from
+ * cg_emit_pack_b_i8), fill a cg_gemm_i8_desc and emit the kernel with
  * cg_emit_gemm_i8 into a module set up by cg_emit_init. Run it over tasks
  * [0, cg_gemm_i8_tasks(desc)), e.g. with rt_pool_parallel_for, passing an
  * array of CG_GEMM_I8_NARGS buffer pointers indexed by CG_GEMM_I8_ARG_*. */
