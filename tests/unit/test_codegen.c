@@ -828,6 +828,40 @@ static void test_large_ops_parallel(void)
     fixture_free(&f);
 }
 
+/* With profile set, each run-time value gets a non-negative time and the
+ * leaves get none. */
+static void test_profile_times(void)
+{
+    fixture f = fixture_new("profile");
+    int64_t dims[2] = {64, 256};
+    int x = input(&f, "x", 2, dims, -1, 1);
+    int y = op1(&f, IR_OP_EXP, x, NULL);
+    int z = op1(&f, IR_OP_SOFTMAX, y, NULL);
+    ir_add_output(f.g, z);
+    cg_options o = cg_default_options();
+    o.profile = 1;
+    cg_module *m = cg_compile(f.g, &o, f.diag);
+    CHECK(m != NULL);
+    rt_tensor *out[1] = {NULL};
+    CHECK_EQ_INT(m ? cg_run(m, f.weights, f.inputs, out, f.diag) : -1, 0);
+    const double *seconds = m ? cg_profile_seconds(m) : NULL;
+    CHECK(seconds != NULL);
+    if (seconds) {
+        CHECK(seconds[x] == 0.0);
+        CHECK(seconds[y] > 0.0);
+        CHECK(seconds[z] > 0.0);
+    }
+    rt_tensor_free(out[0]);
+    cg_free(m);
+
+    cg_module *plain = cg_compile(f.g, NULL, f.diag);
+    CHECK(plain != NULL);
+    if (plain)
+        CHECK(cg_profile_seconds(plain) == NULL);
+    cg_free(plain);
+    fixture_free(&f);
+}
+
 /* ---- whole models ---- */
 
 /* Fills every param of g with N(0, 0.02)-like uniform values (ones and
@@ -941,6 +975,7 @@ int main(void)
     test_cross_entropy_bad_target();
     test_missing_input();
     test_large_ops_parallel();
+    test_profile_times();
     test_gpt2(2, 48, 3, 101, 17, 2, 2);
     test_gpt2(1, 64, 4, 257, 33, 1, 1);
     test_gpt2(3, 96, 2, 65, 9, 3, 2);
