@@ -6,6 +6,7 @@
  * cg_optimize in the order jit.c uses; a step added to the JIT's module
  * building must be added here too. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,9 @@
 
 #include "codegen/aot_internal.h"
 #include "runtime/safetensors.h"
+
+_Static_assert(sizeof(pthread_mutex_t) <= CG_AOT_PTHREAD_BYTES && sizeof(pthread_cond_t) <= CG_AOT_PTHREAD_BYTES,
+               "the generated thread pool reserves CG_AOT_PTHREAD_BYTES per mutex and condition variable");
 
 cg_aot_options cg_aot_default_options(void)
 {

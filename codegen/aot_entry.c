@@ -1,13 +1,11 @@
-/* The run-time part of an ahead-of-time bundle, generated as LLVM IR so
- * that the object needs nothing but libc and libpthread. It contains a
- * fork-join parallel loop behind the rt_pool_parallel_for symbol the
- * kernels call, the weights loader, the public entry points init, run,
- * run_array and free, and the bundle descriptor.
+/* The entry points of an ahead-of-time bundle, generated as LLVM IR so
+ * that the object needs nothing but libc and libpthread: the weights
+ * loader, init, run, run_array and free, and the bundle descriptor. The
+ * thread pool is in aot_pool.c.
  *
- * The context that init allocates is { bufs, arena, owned weights, thread
- * handles, nthreads }. bufs is the slot array qc_bind and qc_run read
- * (cg_internal.h); the context pointer is also the `pool` argument they
- * pass on to the parallel loop.
+ * The context that init allocates is { bufs, arena, owned weights, pool }.
+ * bufs is the slot array qc_bind and qc_run read (cg_internal.h), and the
+ * pool is the `pool` argument they pass on to rt_pool_parallel_for.
  *
  * pthread_t is treated as a pointer-sized integer, which it is in glibc,
  * musl and on macOS; size_t and long are treated as pointer-sized, which
@@ -25,9 +23,7 @@ enum { AOT_SEEK_SET = 0, AOT_SEEK_END = 2 };
 enum { AOT_STATUS_BYTES = 32 };
 
 /* Context fields, in order. */
-enum { CTX_BUFS, CTX_ARENA, CTX_OWNED_WEIGHTS, CTX_HANDLES, CTX_NTHREADS, CTX_FIELDS };
-/* Fork-join job fields, in order. */
-enum { JOB_FN, JOB_ARGS, JOB_NTASKS, JOB_GRAIN, JOB_NEXT, JOB_FIELDS };
+enum { CTX_BUFS, CTX_ARENA, CTX_OWNED_WEIGHTS, CTX_POOL, CTX_FIELDS };
 
 typedef struct aot_fn {
     LLVMValueRef fn;
@@ -40,10 +36,10 @@ typedef struct aot_ir {
     LLVMModuleRef mod;
     LLVMBuilderRef b;
     LLVMTypeRef i8, i32, i64, iptr, ptr, void_ty;
-    LLVMTypeRef ctx_ty, job_ty, task_ty;
+    LLVMTypeRef ctx_ty;
     aot_fn calloc_fn, free_fn, aligned_alloc_fn, fopen_fn, fseek_fn, ftell_fn, fread_fn, fclose_fn;
-    aot_fn pthread_create_fn, pthread_join_fn;
-    aot_fn worker, load_weights, check_blob, free_ctx, init, run, run_array, bind, run_graph;
+    aot_fn pool_new, pool_free;
+    aot_fn load_weights, check_blob, free_ctx, init, run, run_array, bind, run_graph;
     LLVMValueRef weights_global; /* embedded blob, or NULL */
 } aot_ir;
 
@@ -139,132 +135,9 @@ static void declare_libc(aot_ir *a)
     LLVMTypeRef fread_params[4] = {a->ptr, a->iptr, a->iptr, a->ptr};
     a->fread_fn = declare(a, "fread", a->iptr, fread_params, 4);
     a->fclose_fn = declare(a, "fclose", a->i32, p1, 1);
-    LLVMTypeRef create_params[4] = {a->ptr, a->ptr, a->ptr, a->ptr};
-    a->pthread_create_fn = declare(a, "pthread_create", a->i32, create_params, 4);
-    LLVMTypeRef join_params[2] = {a->iptr, a->ptr};
-    a->pthread_join_fn = declare(a, "pthread_join", a->i32, join_params, 2);
-}
-
-/* void *worker(job): claims `grain` tasks at a time with an atomic counter
- * until none are left, like the JIT's pool, so uneven tasks balance. */
-static void build_worker(aot_ir *a)
-{
-    LLVMTypeRef params[1] = {a->ptr};
-    a->worker = declare(a, "qc_aot_worker", a->ptr, params, 1);
-    LLVMValueRef fn = a->worker.fn;
-    LLVMValueRef job = LLVMGetParam(fn, 0);
-    LLVMBasicBlockRef entry = add_block(a, fn, "entry"), loop = add_block(a, fn, "claim"),
-                      body = add_block(a, fn, "run"), done = add_block(a, fn, "done");
-    LLVMPositionBuilderAtEnd(a->b, entry);
-    LLVMValueRef task = load_field(a, a->job_ty, job, JOB_FN, a->ptr);
-    LLVMValueRef args = load_field(a, a->job_ty, job, JOB_ARGS, a->ptr);
-    LLVMValueRef ntasks = load_field(a, a->job_ty, job, JOB_NTASKS, a->i64);
-    LLVMValueRef grain = load_field(a, a->job_ty, job, JOB_GRAIN, a->i64);
-    LLVMValueRef next = field_ptr(a, a->job_ty, job, JOB_NEXT);
-    LLVMBuildBr(a->b, loop);
-
-    LLVMPositionBuilderAtEnd(a->b, loop);
-    LLVMValueRef begin = LLVMBuildAtomicRMW(a->b, LLVMAtomicRMWBinOpAdd, next, grain,
-                                            LLVMAtomicOrderingSequentiallyConsistent, 0);
-    LLVMBuildCondBr(a->b, LLVMBuildICmp(a->b, LLVMIntSGE, begin, ntasks, ""), done, body);
-
-    LLVMPositionBuilderAtEnd(a->b, body);
-    LLVMValueRef stop = LLVMBuildAdd(a->b, begin, grain, "");
-    LLVMValueRef end = LLVMBuildSelect(a->b, LLVMBuildICmp(a->b, LLVMIntSLT, stop, ntasks, ""), stop, ntasks, "");
-    LLVMValueRef targs[3] = {args, begin, end};
-    LLVMBuildCall2(a->b, a->task_ty, task, targs, 3, "");
-    LLVMBuildBr(a->b, loop);
-
-    LLVMPositionBuilderAtEnd(a->b, done);
-    LLVMBuildRet(a->b, LLVMConstPointerNull(a->ptr));
-}
-
-/* Defines rt_pool_parallel_for(pool, fn, args, ntasks, grain), which the
- * kernels' entry points call, as a fork-join: it starts up to nthreads - 1
- * threads, works itself and joins them. A thread that fails to start
- * leaves its share to the others, so the loop always completes. */
-static void build_parallel_for(aot_ir *a)
-{
-    LLVMTypeRef params[5] = {a->ptr, a->ptr, a->ptr, a->i64, a->i64};
-    aot_fn pfor = declare(a, "rt_pool_parallel_for", a->void_ty, params, 5);
-    LLVMValueRef fn = pfor.fn;
-    LLVMValueRef pool = LLVMGetParam(fn, 0), task = LLVMGetParam(fn, 1), args = LLVMGetParam(fn, 2),
-                 ntasks = LLVMGetParam(fn, 3), grain_in = LLVMGetParam(fn, 4);
-    LLVMBasicBlockRef entry = add_block(a, fn, "entry"), inline_bb = add_block(a, fn, "inline"),
-                      fork = add_block(a, fn, "fork"), create_loop = add_block(a, fn, "create"),
-                      create_body = add_block(a, fn, "create.body"), created = add_block(a, fn, "created"),
-                      run = add_block(a, fn, "run"), join_loop = add_block(a, fn, "join"),
-                      join_body = add_block(a, fn, "join.body"), done = add_block(a, fn, "done");
-
-    LLVMPositionBuilderAtEnd(a->b, entry);
-    LLVMValueRef job = LLVMBuildAlloca(a->b, a->job_ty, "job");
-    LLVMValueRef grain = LLVMBuildSelect(a->b, LLVMBuildICmp(a->b, LLVMIntSLT, grain_in, const_i64(a, 1), ""),
-                                         const_i64(a, 1), grain_in, "grain");
-    LLVMValueRef nthreads = LLVMBuildSExt(a->b, load_field(a, a->ctx_ty, pool, CTX_NTHREADS, a->i32), a->i64, "");
-    LLVMValueRef serial = LLVMBuildOr(a->b, LLVMBuildICmp(a->b, LLVMIntSLE, nthreads, const_i64(a, 1), ""),
-                                      LLVMBuildICmp(a->b, LLVMIntSLE, ntasks, grain, ""), "");
-    LLVMBuildCondBr(a->b, serial, inline_bb, fork);
-
-    LLVMPositionBuilderAtEnd(a->b, inline_bb);
-    LLVMValueRef all[3] = {args, const_i64(a, 0), ntasks};
-    LLVMBuildCall2(a->b, a->task_ty, task, all, 3, "");
-    LLVMBuildRetVoid(a->b);
-
-    LLVMPositionBuilderAtEnd(a->b, fork);
-    LLVMBuildStore(a->b, task, field_ptr(a, a->job_ty, job, JOB_FN));
-    LLVMBuildStore(a->b, args, field_ptr(a, a->job_ty, job, JOB_ARGS));
-    LLVMBuildStore(a->b, ntasks, field_ptr(a, a->job_ty, job, JOB_NTASKS));
-    LLVMBuildStore(a->b, grain, field_ptr(a, a->job_ty, job, JOB_GRAIN));
-    LLVMBuildStore(a->b, const_i64(a, 0), field_ptr(a, a->job_ty, job, JOB_NEXT));
-    /* No more helpers than there are chunks of tasks beyond the caller's. */
-    LLVMValueRef chunks = LLVMBuildSDiv(a->b, LLVMBuildSub(a->b, LLVMBuildAdd(a->b, ntasks, grain, ""),
-                                                          const_i64(a, 1), ""), grain, "");
-    LLVMValueRef want = LLVMBuildSub(a->b, nthreads, const_i64(a, 1), "");
-    LLVMValueRef spare = LLVMBuildSub(a->b, chunks, const_i64(a, 1), "");
-    LLVMValueRef helpers = LLVMBuildSelect(a->b, LLVMBuildICmp(a->b, LLVMIntSLT, want, spare, ""), want, spare, "");
-    LLVMValueRef handles = load_field(a, a->ctx_ty, pool, CTX_HANDLES, a->ptr);
-    LLVMBuildBr(a->b, create_loop);
-
-    LLVMPositionBuilderAtEnd(a->b, create_loop);
-    LLVMValueRef i = LLVMBuildPhi(a->b, a->i64, "i");
-    LLVMBuildCondBr(a->b, LLVMBuildICmp(a->b, LLVMIntSLT, i, helpers, ""), create_body, run);
-
-    LLVMPositionBuilderAtEnd(a->b, create_body);
-    LLVMValueRef handle = LLVMBuildInBoundsGEP2(a->b, a->iptr, handles, &i, 1, "");
-    LLVMValueRef cargs[4] = {handle, LLVMConstPointerNull(a->ptr), a->worker.fn, job};
-    LLVMValueRef rc = call(a, a->pthread_create_fn, cargs, 4);
-    LLVMBuildCondBr(a->b, LLVMBuildICmp(a->b, LLVMIntEQ, rc, const_i32(a, 0), ""), created, run);
-
-    LLVMPositionBuilderAtEnd(a->b, created);
-    LLVMValueRef i_next = LLVMBuildAdd(a->b, i, const_i64(a, 1), "");
-    LLVMBuildBr(a->b, create_loop);
-    LLVMValueRef i_in[2] = {const_i64(a, 0), i_next};
-    LLVMBasicBlockRef i_from[2] = {fork, created};
-    LLVMAddIncoming(i, i_in, i_from, 2);
-
-    /* i threads started: the loop ended at `helpers`, or the start of
-     * thread i failed. */
-    LLVMPositionBuilderAtEnd(a->b, run);
-    LLVMValueRef wargs[1] = {job};
-    call(a, a->worker, wargs, 1);
-    LLVMBuildBr(a->b, join_loop);
-
-    LLVMPositionBuilderAtEnd(a->b, join_loop);
-    LLVMValueRef j = LLVMBuildPhi(a->b, a->i64, "j");
-    LLVMBuildCondBr(a->b, LLVMBuildICmp(a->b, LLVMIntSLT, j, i, ""), join_body, done);
-
-    LLVMPositionBuilderAtEnd(a->b, join_body);
-    LLVMValueRef h = LLVMBuildLoad2(a->b, a->iptr, LLVMBuildInBoundsGEP2(a->b, a->iptr, handles, &j, 1, ""), "");
-    LLVMValueRef jargs[2] = {h, LLVMConstPointerNull(a->ptr)};
-    call(a, a->pthread_join_fn, jargs, 2);
-    LLVMValueRef j_next = LLVMBuildAdd(a->b, j, const_i64(a, 1), "");
-    LLVMBuildBr(a->b, join_loop);
-    LLVMValueRef j_in[2] = {const_i64(a, 0), j_next};
-    LLVMBasicBlockRef j_from[2] = {run, join_body};
-    LLVMAddIncoming(j, j_in, j_from, 2);
-
-    LLVMPositionBuilderAtEnd(a->b, done);
-    LLVMBuildRetVoid(a->b);
+    LLVMTypeRef new_params[1] = {a->i32};
+    a->pool_new = declare(a, "qc_aot_pool_new", a->ptr, new_params, 1);
+    a->pool_free = declare(a, "qc_aot_pool_free", a->void_ty, p1, 1);
 }
 
 static LLVMValueRef string_constant(aot_ir *a, const char *s, const char *name)
@@ -408,8 +281,10 @@ static void build_free(aot_ir *a)
     LLVMPositionBuilderAtEnd(a->b, entry);
     LLVMBuildCondBr(a->b, is_null(a, c), done, body);
     LLVMPositionBuilderAtEnd(a->b, body);
-    static const int fields[4] = {CTX_BUFS, CTX_ARENA, CTX_OWNED_WEIGHTS, CTX_HANDLES};
-    for (int k = 0; k < 4; k++) {
+    LLVMValueRef pool = load_field(a, a->ctx_ty, c, CTX_POOL, a->ptr);
+    call(a, a->pool_free, &pool, 1);
+    static const int fields[3] = {CTX_BUFS, CTX_ARENA, CTX_OWNED_WEIGHTS};
+    for (int k = 0; k < 3; k++) {
         LLVMValueRef p = load_field(a, a->ctx_ty, c, fields[k], a->ptr);
         call(a, a->free_fn, &p, 1);
     }
@@ -513,11 +388,8 @@ static void build_init(aot_ir *a)
     LLVMBuildRet(a->b, const_i32(a, CG_AOT_STATUS_OUT_OF_MEMORY));
 
     LLVMPositionBuilderAtEnd(a->b, have_ctx);
-    LLVMBuildStore(a->b, nthreads, field_ptr(a, a->ctx_ty, c, CTX_NTHREADS));
-    LLVMValueRef handle_args[2] = {const_iptr(a, l->threads_max),
-                                   const_iptr(a, (int64_t)LLVMABISizeOfType(layout, a->iptr))};
-    LLVMValueRef handles = call(a, a->calloc_fn, handle_args, 2);
-    LLVMBuildStore(a->b, handles, field_ptr(a, a->ctx_ty, c, CTX_HANDLES));
+    LLVMValueRef pool = call(a, a->pool_new, &nthreads, 1);
+    LLVMBuildStore(a->b, pool, field_ptr(a, a->ctx_ty, c, CTX_POOL));
     LLVMValueRef buf_args[2] = {const_iptr(a, l->plan.nslots), const_iptr(a, 8)};
     LLVMValueRef bufs = call(a, a->calloc_fn, buf_args, 2);
     LLVMBuildStore(a->b, bufs, field_ptr(a, a->ctx_ty, c, CTX_BUFS));
@@ -525,7 +397,7 @@ static void build_init(aot_ir *a)
     LLVMValueRef arena_args[2] = {const_iptr(a, CG_AOT_ALIGN), const_iptr(a, arena_bytes)};
     LLVMValueRef arena = call(a, a->aligned_alloc_fn, arena_args, 2);
     LLVMBuildStore(a->b, arena, field_ptr(a, a->ctx_ty, c, CTX_ARENA));
-    LLVMValueRef missing = LLVMBuildOr(a->b, LLVMBuildOr(a->b, is_null(a, handles), is_null(a, bufs), ""),
+    LLVMValueRef missing = LLVMBuildOr(a->b, LLVMBuildOr(a->b, is_null(a, pool), is_null(a, bufs), ""),
                                        is_null(a, arena), "");
     exit_if(a, fn, &x, missing, const_i32(a, CG_AOT_STATUS_OUT_OF_MEMORY));
     LLVMBuildMemSet(a->b, arena, LLVMConstInt(a->i8, 0, 0), const_i64(a, arena_bytes), CG_AOT_ALIGN);
@@ -546,7 +418,7 @@ static void build_init(aot_ir *a)
     exit_if(a, fn, &x, LLVMBuildICmp(a->b, LLVMIntNE, check, const_i32(a, 0), ""), check);
 
     build_slot_fill(a, fn, bufs, arena, blob);
-    LLVMValueRef bind_args[2] = {bufs, c};
+    LLVMValueRef bind_args[2] = {bufs, pool};
     LLVMValueRef bound = call(a, a->bind, bind_args, 2);
     exit_if(a, fn, &x, LLVMBuildICmp(a->b, LLVMIntNE, bound, const_i32(a, 0), ""), bound);
     LLVMBuildStore(a->b, c, out);
@@ -588,7 +460,7 @@ static void build_run(aot_ir *a)
     }
     LLVMValueRef status = LLVMBuildLoad2(a->b, a->ptr, slot_ptr(a, bufs, l->plan.status_slot), "");
     LLVMBuildMemSet(a->b, status, LLVMConstInt(a->i8, 0, 0), const_i64(a, AOT_STATUS_BYTES), 8);
-    LLVMValueRef run_args[2] = {bufs, c};
+    LLVMValueRef run_args[2] = {bufs, load_field(a, a->ctx_ty, c, CTX_POOL, a->ptr)};
     LLVMValueRef rc = call(a, a->run_graph, run_args, 2);
     exit_if(a, fn, &x, LLVMBuildICmp(a->b, LLVMIntNE, rc, const_i32(a, 0), ""), rc);
     for (int k = 0; k < l->noutputs; k++) {
@@ -751,12 +623,8 @@ int cg_aot_add_entry_points(const cg_aot_layout *l, LLVMModuleRef mod, ir_diag *
     a.iptr = LLVMIntPtrTypeInContext(a.ctx, LLVMGetModuleDataLayout(mod));
     a.ptr = LLVMPointerTypeInContext(a.ctx, 0);
     a.void_ty = LLVMVoidTypeInContext(a.ctx);
-    LLVMTypeRef ctx_fields[CTX_FIELDS] = {a.ptr, a.ptr, a.ptr, a.ptr, a.i32};
+    LLVMTypeRef ctx_fields[CTX_FIELDS] = {a.ptr, a.ptr, a.ptr, a.ptr};
     a.ctx_ty = LLVMStructTypeInContext(a.ctx, ctx_fields, CTX_FIELDS, 0);
-    LLVMTypeRef job_fields[JOB_FIELDS] = {a.ptr, a.ptr, a.i64, a.i64, a.i64};
-    a.job_ty = LLVMStructTypeInContext(a.ctx, job_fields, JOB_FIELDS, 0);
-    LLVMTypeRef task_params[3] = {a.ptr, a.i64, a.i64};
-    a.task_ty = LLVMFunctionType(a.void_ty, task_params, 3, 0);
 
     LLVMTypeRef entry_params[2] = {a.ptr, a.ptr};
     a.bind = declare(&a, "qc_bind", a.i32, entry_params, 2);
@@ -770,8 +638,7 @@ int cg_aot_add_entry_points(const cg_aot_layout *l, LLVMModuleRef mod, ir_diag *
     declare_libc(&a);
     if (l->embed_weights)
         build_weights_global(&a);
-    build_worker(&a);
-    build_parallel_for(&a);
+    cg_aot_add_pool(mod);
     build_load_weights(&a);
     build_check_blob(&a);
     build_free(&a);

@@ -55,8 +55,18 @@ struct cg_aot_layout {
 /* The C type of a stored element: "float", "int32_t", ... */
 const char *cg_aot_c_type(ir_dtype t);
 
+/* Bytes reserved for each pthread_mutex_t and pthread_cond_t in the
+ * generated pool; aot.c checks that the host's types fit. */
+#define CG_AOT_PTHREAD_BYTES 128
+
+/* ---- aot_pool.c ---- */
+/* Adds the thread pool: rt_pool_parallel_for (the symbol the kernels'
+ * entry points call), qc_aot_pool_new(i32 nthreads) and
+ * qc_aot_pool_free(ptr). */
+void cg_aot_add_pool(LLVMModuleRef mod);
+
 /* ---- aot_entry.c ---- */
-/* Adds the fork-join runtime, <prefix>_init, _run, _run_array, _free and
+/* Adds the thread pool, <prefix>_init, _run, _run_array, _free and
  * the <prefix>_bundle descriptor to mod, which already holds qc_bind and
  * qc_run, and gives every other definition internal linkage. */
 int cg_aot_add_entry_points(const cg_aot_layout *l, LLVMModuleRef mod, ir_diag *d);
