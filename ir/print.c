@@ -66,15 +66,20 @@ static void print_value_ref(FILE *out, const ir_graph *g, int id)
     print_name(out, v->op == IR_OP_PARAM ? '@' : '%', v->name);
 }
 
-/* Floats print with %.9g, which is enough digits to recover any f32. The
- * special values print as inf, -inf and nan (the sign of a NaN is dropped
- * so that dumps do not depend on how the platform produced it). */
+/* Floats print with %.9g, which is enough digits to recover any f32. An
+ * integer up to 2^53 prints with all its digits instead, because the
+ * value of an integer const such as 1000000007 must survive the text form
+ * (%.9g gives 1.00000001e+09). The special values print as inf, -inf and
+ * nan (the sign of a NaN is dropped so that dumps do not depend on how the
+ * platform produced it). */
 static void print_float(FILE *out, double f)
 {
     if (isnan(f))
         fputs("nan", out);
     else if (isinf(f))
         fputs(f < 0 ? "-inf" : "inf", out);
+    else if (f == floor(f) && fabs(f) <= 9007199254740992.0)
+        fprintf(out, "%.0f", f);
     else
         fprintf(out, "%.9g", f);
 }
