@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "ir/diag.h"
+#include "ir/ir.h"
 
 /* Limits that keep hostile or broken input from exhausting memory or the
  * C stack. docs/dsl.md lists them for users. */
@@ -19,8 +20,8 @@
 #define FE_MAX_REPEAT 4096       /* layers one repeat statement may instantiate */
 #define FE_MAX_VALUES (1 << 18)  /* IR values in one model */
 #define FE_MAX_STATEMENTS (1 << 20) /* statements lowered, counting each layer */
-#define FE_MAX_NUMEL (INT64_C(1) << 40)
-#define FE_MAX_DIM INT64_C(2147483647)
+#define FE_MAX_NUMEL IR_MAX_NUMEL
+#define FE_MAX_DIM IR_MAX_DIM
 
 /* Allocations that live until the whole compile ends and are freed at once. */
 typedef struct fe_arena fe_arena;

@@ -14,6 +14,11 @@
 
 #define IR_MAX_RANK 8
 #define IR_MAX_ATTRS 4
+/* The largest dimension and element count of a type that the frontend
+ * and the IR text parser accept. Types that passes infer are not checked
+ * against them. */
+#define IR_MAX_DIM INT64_C(2147483647)
+#define IR_MAX_NUMEL (INT64_C(1) << 40)
 
 enum {
     IR_OPF_LEAF = 1 << 0,        /* no operands, type is given */

@@ -194,13 +194,13 @@ static bool parse_type(parser *p, ir_type *t)
         ir_token at = p->tok;
         at.str = NULL;
         int64_t d;
-        if (!parse_int_in(p, 0, INT64_MAX, &d, "dimension"))
+        if (!parse_int_in(p, 1, IR_MAX_DIM, &d, "dimension"))
             return false;
-        if (d != 0 && numel > INT64_MAX / d) {
-            error_at(p, &at, "type has more than 2^63 elements");
+        numel *= d; /* cannot overflow: numel <= IR_MAX_NUMEL = 2^40 and d < 2^31 */
+        if (numel > IR_MAX_NUMEL) {
+            error_at(p, &at, "type has more than %" PRId64 " (2^40) elements", IR_MAX_NUMEL);
             return false;
         }
-        numel *= d;
         t->dims[t->rank++] = d;
     }
     advance(p);

@@ -87,6 +87,7 @@ static int hex_value(int c)
 static bool lex_string(ir_lexer *lx, ir_token *t)
 {
     size_t cap = 16, n = 0;
+    bool has_nul = false;
     char *buf = malloc(cap);
     if (!buf)
         return false;
@@ -119,10 +120,11 @@ static bool lex_string(ir_lexer *lx, ir_token *t)
                 return false;
             }
         }
+        /* Reported once the closing quote is found, so that lexing goes on
+         * after the string instead of inside it. */
         if (c == 0) {
-            lex_error(lx, t, "string contains a NUL byte, which IR names and strings cannot hold");
-            free(buf);
-            return false;
+            has_nul = true;
+            continue;
         }
         if (n + 1 >= cap) {
             cap *= 2;
@@ -134,6 +136,11 @@ static bool lex_string(ir_lexer *lx, ir_token *t)
             buf = grown;
         }
         buf[n++] = (char)c;
+    }
+    if (has_nul) {
+        lex_error(lx, t, "string contains a NUL byte, which IR names and strings cannot hold");
+        free(buf);
+        return false;
     }
     buf[n] = '\0';
     t->str = buf;
