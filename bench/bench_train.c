@@ -95,6 +95,7 @@ static int bench_model(const char *label, const fe_define *defines, int ndefines
         return 1;
     }
     double setup_seconds = now_seconds() - start;
+    int64_t setup_rss = peak_rss_bytes();
     rt_train_memory memory;
     rt_trainer_memory(t, &memory);
     double gflop = cg_graph_matmul_flops(t->train_graph) * 1e-9;
@@ -118,10 +119,10 @@ static int bench_model(const char *label, const fe_define *defines, int ndefines
         qsort(seconds, (size_t)o->steps, sizeof *seconds, compare_doubles);
         double median = seconds[o->steps / 2];
         printf("%-6s %5.1fM params  B=%d T=%d  %s, %d threads  setup %.1f s  %.1f ms/step  "
-               "%.1f GFLOP/step  %.2f GFLOP/s  peak RSS %.2f GiB\n",
+               "%.1f GFLOP/step  %.2f GFLOP/s  peak RSS %.2f GiB (%.2f GiB after setup)\n",
                label, (double)memory.param_count * 1e-6, o->B, o->T, o->executor->name,
                o->executor == rt_executor_interp() ? 1 : o->threads, setup_seconds,
-               median * 1e3, gflop, gflop / median, (double)rss / (1 << 30));
+               median * 1e3, gflop, gflop / median, (double)rss / (1 << 30), (double)setup_rss / (1 << 30));
     }
     if (rc == 0 && check_memory && rss > MEMORY_LIMIT_BYTES) {
         printf("%s: peak RSS %.2f GiB exceeds the 4 GiB limit\n", label, (double)rss / (1 << 30));
