@@ -2,6 +2,7 @@
  * case, so -Wswitch (an error in CI builds) flags an op without a rule.
  * Messages show the shapes involved so a mismatch is easy to locate. */
 #include "ir/ir.h"
+#include "ir/quant.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -543,6 +544,13 @@ static int infer_by_rule(ir_op op, const ir_type *const *ops, int nops, const ir
     case IR_OP_GRAD_EMBEDDING:
     case IR_OP_GRAD_CROSS_ENTROPY:
         return infer_grad(op, ops, attrs, out, err, cap);
+    case IR_OP_FQ_ACT:
+    case IR_OP_FQ_WEIGHT:
+    case IR_OP_GRAD_FQ_INPUT:
+    case IR_OP_GRAD_FQ_SCALE:
+    case IR_OP_GRAD_FQ_ZERO_POINT:
+    case IR_OP_QA_SCALE:
+        return ir_infer_quant_type(op, ops, nops, attrs, out, err, cap);
     case IR_OP_COUNT:
         break;
     }

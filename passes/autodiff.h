@@ -39,6 +39,10 @@ typedef struct ad_context {
  * reporting an error. */
 int ad_apply_rule(ad_context *c, const ir_value *v, int dy);
 
+/* Rules of the quantization ops, in passes/grad_rules_quant.c. */
+int ad_rule_fake_quant(ad_context *c, const ir_value *v, int dy);
+int ad_rule_qa_scale(ad_context *c, const ir_value *v, int dy);
+
 /* Returns whether op has a gradient rule. */
 bool ad_has_rule(ir_op op);
 

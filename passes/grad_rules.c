@@ -575,6 +575,9 @@ bool ad_has_rule(ir_op op)
     case IR_OP_REDUCE_MAX:
     case IR_OP_EMBEDDING:
     case IR_OP_CROSS_ENTROPY:
+    case IR_OP_FQ_ACT:
+    case IR_OP_FQ_WEIGHT:
+    case IR_OP_QA_SCALE:
         return true;
     default:
         /* NOTE: the backward ops themselves (second derivatives) and ops
@@ -618,6 +621,11 @@ int ad_apply_rule(ad_context *c, const ir_value *v, int dy)
     case IR_OP_EMBEDDING:
     case IR_OP_CROSS_ENTROPY:
         return rule_lookup_loss(c, v, dy);
+    case IR_OP_FQ_ACT:
+    case IR_OP_FQ_WEIGHT:
+        return ad_rule_fake_quant(c, v, dy);
+    case IR_OP_QA_SCALE:
+        return ad_rule_qa_scale(c, v, dy);
     default:
         if (ad_has_rule(v->op))
             return rule_unary(c, v, dy);

@@ -263,6 +263,12 @@ static int dispatch(const rt_interp_call *call)
     case IR_OP_GRAD_CAUSAL_MASK: return rt_interp_grad_causal_mask(call);
     case IR_OP_GRAD_EMBEDDING: return rt_interp_grad_embedding(call);
     case IR_OP_GRAD_CROSS_ENTROPY: return rt_interp_grad_cross_entropy(call);
+    case IR_OP_FQ_ACT:
+    case IR_OP_FQ_WEIGHT: return rt_interp_fake_quant(call);
+    case IR_OP_GRAD_FQ_INPUT:
+    case IR_OP_GRAD_FQ_SCALE:
+    case IR_OP_GRAD_FQ_ZERO_POINT: return rt_interp_grad_fake_quant(call);
+    case IR_OP_QA_SCALE: return rt_interp_qa_scale(call);
     case IR_OP_COUNT:
         break;
     }

@@ -90,4 +90,9 @@ int rt_interp_grad_softmax(const rt_interp_call *call);
 int rt_interp_grad_embedding(const rt_interp_call *call);
 int rt_interp_grad_cross_entropy(const rt_interp_call *call);
 
+/* Quantization ops, in runtime/interp_quant.c. */
+int rt_interp_fake_quant(const rt_interp_call *call);
+int rt_interp_grad_fake_quant(const rt_interp_call *call);
+int rt_interp_qa_scale(const rt_interp_call *call);
+
 #endif
