@@ -268,9 +268,10 @@ static char *temp_beside(const char *path, const char *suffix, ir_diag *d)
     return temp;
 }
 
-/* Links the executable: the bundle object, a stub object with the
- * tokenizer and the runtime archive, with the system C compiler. The
- * temporary files are removed on every path. */
+/* Links the executable: the bundle object (the --emit-obj file when one
+ * was written, else a temporary one), a stub object with the tokenizer and
+ * the runtime archive, with the system C compiler. The temporary files are
+ * removed on every path. */
 static int link_executable(const build_args *a, const cg_aot_layout *l, ir_diag *d)
 {
     if (!cg_aot_targets_host(l)) {
@@ -289,12 +290,14 @@ static int link_executable(const build_args *a, const cg_aot_layout *l, ir_diag 
     int status = -1;
     if (!vocab)
         goto done;
-    model_obj = temp_beside(a->exe, "model.o", d);
-    stub_obj = model_obj ? temp_beside(a->exe, "stub.o", d) : NULL;
+    if (!a->obj) {
+        model_obj = temp_beside(a->exe, "model.o", d);
+        if (!model_obj || cg_aot_write_object(l, model_obj, d) != 0)
+            goto done;
+    }
+    stub_obj = temp_beside(a->exe, "stub.o", d);
     exe_temp = stub_obj ? temp_beside(a->exe, "tmp", d) : NULL;
-    if (!exe_temp)
-        goto done;
-    if (cg_aot_write_object(l, model_obj, d) != 0 ||
+    if (!exe_temp ||
         cg_aot_write_exe_stub(l, stub_obj, encoder, encoder_len, vocab, vocab_len, weights_path, d) != 0)
         goto done;
 
@@ -305,7 +308,7 @@ static int link_executable(const build_args *a, const cg_aot_layout *l, ir_diag 
     argv[n++] = "-o";
     argv[n++] = exe_temp;
     argv[n++] = stub_obj;
-    argv[n++] = model_obj;
+    argv[n++] = (char *)(model_obj ? model_obj : a->obj);
     argv[n++] = QUADC_EXE_ARCHIVE;
     argv[n++] = QUADC_EXE_PCRE2;
     argv[n++] = "-lcjson";
