@@ -12,8 +12,8 @@ static void print_compile_help(FILE *out)
     fprintf(out,
             "usage: quadc compile FILE.qd [-D name=value]... [options]\n"
             "\n"
-            "Parses a model file, binds its hyperparameters, runs a pass pipeline and\n"
-            "prints the graph as IR text.\n"
+            "Parses a model file (FILE '-' reads standard input), binds its\n"
+            "hyperparameters, runs a pass pipeline and prints the graph as IR text.\n"
             "\n"
             "  -D name=value           set hyperparameter `name` to the integer `value`,\n"
             "                          overriding the default in the model file; repeatable\n");
@@ -73,6 +73,22 @@ static int check_repeated_define(const fe_define *defines, int ndefines)
     return DRIVER_OK;
 }
 
+/* The frontend's limit on model files (FE_MAX_FILE_BYTES); reading
+ * standard input stops there. */
+#define MAX_MODEL_BYTES ((size_t)16 << 20)
+
+/* Compiles the model file at path, or standard input when path is "-". */
+static ir_graph *compile_input(const char *path, const fe_define *defines, int ndefines, ir_diag *d)
+{
+    if (strcmp(path, "-") != 0)
+        return fe_compile_file(path, defines, ndefines, d);
+    size_t len;
+    char *text = driver_read_file_max(path, MAX_MODEL_BYTES, &len, d);
+    ir_graph *g = text ? fe_compile_string("<stdin>", text, len, defines, ndefines, d) : NULL;
+    free(text);
+    return g;
+}
+
 int driver_compile(int argc, char **argv)
 {
     const char *cmd = "compile";
@@ -130,7 +146,7 @@ int driver_compile(int argc, char **argv)
         goto done;
 
     ir_diag *d = ir_diag_new(stderr);
-    ir_graph *g = d ? fe_compile_file(input, defines, ndefines, d) : NULL;
+    ir_graph *g = d ? compile_input(input, defines, ndefines, d) : NULL;
     status = g ? driver_run_pipeline_and_write(&args, g, d) : DRIVER_ERROR;
     ir_graph_free(g);
     ir_diag_free(d);
