@@ -181,6 +181,13 @@ static int check_build_args(const char *cmd, build_args *a)
     }
     if (a->prefix && !is_identifier(a->prefix, strlen(a->prefix)))
         return driver_usage_error(cmd, "invalid --prefix '%s': it must be a C identifier", a->prefix);
+    if (a->passes) {
+        pass_pipeline pipeline;
+        char err[256];
+        if (pass_pipeline_parse(a->passes, &pipeline, err, sizeof err) != 0)
+            return driver_usage_error(cmd, "invalid --passes '%s': %s", a->passes, err);
+        pass_pipeline_free(&pipeline);
+    }
     return DRIVER_OK;
 }
 
