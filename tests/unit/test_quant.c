@@ -13,6 +13,7 @@
 #include "passes/manager.h"
 #include "passes/quantize.h"
 #include "runtime/interp.h"
+#include "runtime/train_exec.h"
 
 /* ---- helpers ---- */
 
@@ -585,6 +586,86 @@ static void test_clamp_alpha(void)
     ir_diag_free(d);
 }
 
+/* ---- the JIT against the interpreter ---- */
+
+/* Every elementwise quantization op, per tensor and per channel along the
+ * last and the first axis, on 3 x 5000 values so that per-tensor tasks
+ * split the tensor. The generated code performs the same f32 operations
+ * as the interpreter, so the results must be equal. */
+static void test_jit_matches_interpreter(void)
+{
+    static const char *text =
+        "graph @t {\n"
+        "  %x = input : f32[3,5000]\n"
+        "  %dy = input : f32[3,5000]\n"
+        "  @s = param : f32[]\n"
+        "  @z = param : f32[]\n"
+        "  @cols.s = param : f32[5000]\n"
+        "  @cols.z = param : f32[5000]\n"
+        "  @rows.s = param : f32[3]\n"
+        "  @rows.z = param : f32[3]\n"
+        "  @alpha = param : f32[5000]\n"
+        "  @beta = param : f32[3]\n"
+        "  %act = fq.act %x, @s, @z {bits=8, symmetric=0, narrow=0} : f32[3,5000]\n"
+        "  %by_col = fq.weight %x, @cols.s, @cols.z {axis=-1, bits=4, symmetric=1, narrow=1} : f32[3,5000]\n"
+        "  %by_row = fq.weight %x, @rows.s, @rows.z {axis=0, bits=6, symmetric=0, narrow=0} : f32[3,5000]\n"
+        "  %ste = grad.fq.input %dy, %x, @s, @z {axis=-1, qmin=0, qmax=255} : f32[3,5000]\n"
+        "  %scaled = qa.scale %x, @alpha {axis=-1, invert=0} : f32[3,5000]\n"
+        "  %divided = qa.scale %x, @beta {axis=0, invert=1} : f32[3,5000]\n"
+        "  return %act, %by_col, %by_row, %ste, %scaled, %divided\n"
+        "}\n";
+    enum { N = 15000, OUTPUTS = 6 };
+    ir_diag *d = ir_diag_new(stderr);
+    ir_graph *g = parse(text, d);
+    rt_weights *w = rt_weights_new(), *in = rt_weights_new();
+    static float x[N], dy[N], cols_s[5000], cols_z[5000], alpha[5000];
+    uint64_t state = 99;
+    for (int i = 0; i < N; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(state >> 40) / 16777216.0 * 8.0 - 4.0);
+        dy[i] = (float)(i % 7) - 3.0f;
+    }
+    for (int c = 0; c < 5000; c++) {
+        cols_s[c] = 0.05f + 0.001f * (float)(c % 50);
+        cols_z[c] = 0.0f;
+        alpha[c] = 0.5f + 0.0003f * (float)c;
+    }
+    set(in, "x", 2, (int64_t[]){3, 5000}, x);
+    set(in, "dy", 2, (int64_t[]){3, 5000}, dy);
+    set_scalar(w, "s", 8.0f / 255.0f);
+    set_scalar(w, "z", 128.0f);
+    set(w, "cols.s", 1, (int64_t[]){5000}, cols_s);
+    set(w, "cols.z", 1, (int64_t[]){5000}, cols_z);
+    set(w, "rows.s", 1, (int64_t[]){3}, (float[]){0.1f, 0.05f, 0.2f});
+    set(w, "rows.z", 1, (int64_t[]){3}, (float[]){32.0f, 30.0f, 10.0f});
+    set(w, "alpha", 1, (int64_t[]){5000}, alpha);
+    set(w, "beta", 1, (int64_t[]){3}, (float[]){0.5f, 3.0f, 1.25f});
+
+    rt_tensor *want[OUTPUTS] = {NULL}, *got[OUTPUTS] = {NULL};
+    const rt_executor *jit = rt_executor_jit();
+    void *module = g ? jit->compile(g, 2, d) : NULL;
+    CHECK(module != NULL);
+    if (g && module) {
+        CHECK_EQ_INT(rt_interp_run(g, w, in, want, d), 0);
+        CHECK_EQ_INT(jit->run(module, w, true, in, got, d), 0);
+    }
+    for (int k = 0; k < OUTPUTS; k++) {
+        int64_t mismatches = 0;
+        for (int64_t i = 0; want[k] && got[k] && i < N; i++)
+            mismatches += ((float *)want[k]->data)[i] != ((float *)got[k]->data)[i];
+        CHECK(want[k] && got[k]);
+        CHECK_EQ_INT(mismatches, 0);
+        rt_tensor_free(want[k]);
+        rt_tensor_free(got[k]);
+    }
+    if (module)
+        jit->free(module);
+    rt_weights_free(w);
+    rt_weights_free(in);
+    ir_graph_free(g);
+    ir_diag_free(d);
+}
+
 int main(void)
 {
     test_ranges();
@@ -602,5 +683,6 @@ int main(void)
     test_quant_params_from_range();
     test_smoothquant_hand_example();
     test_clamp_alpha();
+    test_jit_matches_interpreter();
     return check_finish();
 }
