@@ -200,11 +200,15 @@ void driver_print_pipeline_help(FILE *out)
             "                          is replaced only when everything succeeded\n"
             "Passes:\n",
             pass_default_pipeline);
+    int width = 14;
+    for (int id = 0; id < PASS_COUNT; id++)
+        if ((int)strlen(pass_get((pass_id)id)->name) > width)
+            width = (int)strlen(pass_get((pass_id)id)->name);
     for (int id = 0; id < PASS_COUNT; id++) {
         const pass_info *info = pass_get((pass_id)id);
-        fprintf(out, "  %-14s %s\n", info->name, info->description);
+        fprintf(out, "  %-*s %s\n", width, info->name, info->description);
         if (*info->options)
-            fprintf(out, "  %-14s   options: %s\n", "", info->options);
+            fprintf(out, "  %-*s   options: %s\n", width, "", info->options);
     }
 }
 
