@@ -103,6 +103,14 @@ static int print_before_pipeline(void *ctx, const ir_graph *g, int npasses)
         ir_diag_file_error(c->diag, c->opts.print_dir, "cannot create the IR dump directory: %s", strerror(errno));
         return -1;
     }
+    /* mkdir reports EEXIST for a file too; the dumps would then fail one by
+     * one with "Not a directory". */
+    struct stat st;
+    if (stat(c->opts.print_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        ir_diag_file_error(c->diag, c->opts.print_dir,
+                           "cannot write the IR dumps here: it exists and is not a directory; give a directory name");
+        return -1;
+    }
     return write_dump_file(c, 0, "input", "before all passes", NULL, g);
 }
 
