@@ -194,12 +194,12 @@ int cg_emit_const(cg_emit *e, const ir_value *v);
 /* Rounds the f32-stored result of an f16 or bf16 value in place, as the
  * interpreter rounds every op's result once. */
 int cg_emit_round_result(cg_emit *e, const ir_value *v);
-/* One loop over the result that evaluates the whole fused program. */
-int cg_emit_fused_elementwise(cg_emit *e, const ir_value *v);
 
 /* ---- emit_quant.c ---- */
 /* fq.act, fq.weight, grad.fq.input and qa.scale. */
 int cg_emit_quant(cg_emit *e, const ir_value *v);
+/* grad.fq.scale and grad.fq.zero_point. */
+int cg_emit_quant_grad_sum(cg_emit *e, const ir_value *v);
 
 /* ---- emit_rows.c ---- */
 int cg_emit_layernorm(cg_emit *e, const ir_value *v);

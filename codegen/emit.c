@@ -141,15 +141,9 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
     case IR_OP_GRAD_FQ_INPUT:
     case IR_OP_QA_SCALE:
         return cg_emit_quant(e, v);
-    case IR_OP_FUSED_ELEMENTWISE:
-        return cg_emit_fused_elementwise(e, v);
     case IR_OP_GRAD_FQ_SCALE:
     case IR_OP_GRAD_FQ_ZERO_POINT:
-        /* TODO: the per-channel sums of the scale and zero-point gradients
-         * have no emitter yet. */
-        ir_diag_error(e->d, v->loc, "codegen: op '%s' of value '%s' is not supported by the LLVM backend yet; "
-                      "run this graph with the interpreter", ir_op_get(v->op)->name, v->name);
-        return -1;
+        return cg_emit_quant_grad_sum(e, v);
     case IR_OP_COUNT:
         break;
     }

@@ -1,6 +1,6 @@
-/* Emitters for the elementwise quantization ops: fq.act and fq.weight, the
- * straight-through gradient grad.fq.input, and the Quadapter scale
- * qa.scale. Each element reads x (and dy), plus the scale, zero point or
+/* Emitters for the quantization ops: fq.act and fq.weight, the
+ * straight-through gradient grad.fq.input, the Quadapter scale qa.scale,
+ * and the per-channel sums grad.fq.scale and grad.fq.zero_point. Each element reads x (and dy), plus the scale, zero point or
  * alpha of its channel. The math matches the interpreter's
  * (runtime/interp_quant.c): one f32 division x / s, round half to even
  * (llvm.roundeven), clamp, then (q - z) * s. Float values are stored as f32.
@@ -10,7 +10,8 @@
  * A task covers `inner` contiguous elements. When the channel axis is the
  * last axis, a task is one row and the channel is the index in the row;
  * otherwise every element of a task shares one channel (the task's block
- * along the channel axis), and a per-tensor quantizer is one channel. */
+ * along the channel axis), and a per-tensor quantizer is one channel.
+ * The gradient sums run one task per channel. */
 #include "codegen/cg_internal.h"
 #include "ir/quant.h"
 
@@ -150,5 +151,89 @@ int cg_emit_quant(cg_emit *e, const ir_value *v)
     cg_loop_end(e, &tasks, NULL);
     cg_kernel_end(e);
     cg_launch(e, fn, l.ntasks, 1, l.n);
+    return 0;
+}
+
+/* ---- grad.fq.scale and grad.fq.zero_point ---- */
+
+/* The term that element x with upstream gradient dy adds to the scale or
+ * zero-point gradient, as in ir/quant.h: below the range dy (qmin - z)
+ * or dy * -s, above it dy (qmax - z) or dy * -s, inside it
+ * dy (round(x/s) - x/s) or 0. */
+static LLVMValueRef gradient_term(cg_emit *e, bool wrt_scale, const quant_operands *o, LLVMValueRef i,
+                                  LLVMValueRef s, LLVMValueRef z)
+{
+    LLVMValueRef x = cg_load(e, e->f32, o->x, i, 1), dy = cg_load(e, e->f32, o->dy, i, 1);
+    LLVMValueRef v = LLVMBuildFDiv(e->b, x, s, "");
+    LLVMValueRef p = LLVMBuildFAdd(e->b, v, z, "");
+    LLVMValueRef qmin = cg_constf(e, e->f32, (double)o->range.qmin);
+    LLVMValueRef qmax = cg_constf(e, e->f32, (double)o->range.qmax);
+    LLVMValueRef below = LLVMBuildFCmp(e->b, LLVMRealOLT, p, qmin, "");
+    LLVMValueRef above = LLVMBuildFCmp(e->b, LLVMRealOGT, p, qmax, "");
+    LLVMValueRef local;
+    if (wrt_scale) {
+        LLVMValueRef inside = LLVMBuildFSub(e->b, round_even(e, v), v, "");
+        local = LLVMBuildSelect(e->b, above, LLVMBuildFSub(e->b, qmax, z, ""), inside, "");
+        local = LLVMBuildSelect(e->b, below, LLVMBuildFSub(e->b, qmin, z, ""), local, "");
+    } else {
+        LLVMValueRef outside = LLVMBuildOr(e->b, below, above, "");
+        local = LLVMBuildSelect(e->b, outside, LLVMBuildFNeg(e->b, s, ""), cg_constf(e, e->f32, 0.0), "");
+    }
+    return LLVMBuildFMul(e->b, LLVMBuildFPExt(e->b, dy, e->f64, ""), LLVMBuildFPExt(e->b, local, e->f64, ""), "");
+}
+
+/* Sums the terms of channel c over its elements i = (outer * nchannels + c)
+ * * inner + k, in double as the interpreter does, one task per channel. */
+int cg_emit_quant_grad_sum(cg_emit *e, const ir_value *v)
+{
+    ir_quant_spec spec;
+    if (ir_quant_spec_of(v, &spec) != 0) {
+        ir_diag_error(e->d, v->loc, "codegen: %s '%s' has invalid quantizer attributes", ir_op_get(v->op)->name,
+                      v->name);
+        return -1;
+    }
+    const ir_type *xt = &e->g->values[v->ops[1]]->type;
+    int64_t n = ir_type_numel(xt), nchannels = ir_type_numel(&v->type), inner = 1;
+    int axis = spec.axis < 0 ? spec.axis + xt->rank : spec.axis;
+    for (int i = axis + 1; nchannels > 1 && i < xt->rank; i++)
+        inner *= xt->dims[i];
+    if (nchannels == 1)
+        inner = n;
+    int64_t outer = n / (nchannels * inner);
+    quant_operands o = {.range = spec.range};
+
+    LLVMValueRef begin, end;
+    LLVMValueRef fn = cg_kernel_begin(e, ir_op_get(v->op)->name, &begin, &end);
+    LLVMValueRef out = cg_buf(e, e->plan->slot[v->id]);
+    o.dy = cg_buf(e, e->plan->slot[v->ops[0]]);
+    o.x = cg_buf(e, e->plan->slot[v->ops[1]]);
+    LLVMValueRef scales = cg_buf(e, e->plan->slot[v->ops[2]]);
+    LLVMValueRef zero_points = cg_buf(e, e->plan->slot[v->ops[3]]);
+    bool wrt_scale = v->op == IR_OP_GRAD_FQ_SCALE;
+
+    cg_loop channels;
+    LLVMValueRef c = cg_loop_begin(e, &channels, begin, end, cg_i64(e, 1));
+    LLVMValueRef s = cg_load(e, e->f32, scales, c, 1);
+    LLVMValueRef z = round_even(e, cg_load(e, e->f32, zero_points, c, 1));
+
+    cg_loop outer_loop;
+    LLVMValueRef r = cg_loop_begin(e, &outer_loop, cg_i64(e, 0), cg_i64(e, outer), cg_i64(e, 1));
+    LLVMValueRef outer_sum = cg_loop_carry(e, &outer_loop, LLVMConstReal(e->f64, 0.0));
+    LLVMValueRef block = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, r, cg_i64(e, nchannels), ""), c, "");
+    LLVMValueRef base = LLVMBuildMul(e->b, block, cg_i64(e, inner), "");
+
+    cg_loop inner_loop;
+    LLVMValueRef k = cg_loop_begin(e, &inner_loop, cg_i64(e, 0), cg_i64(e, inner), cg_i64(e, 1));
+    LLVMValueRef sum = cg_loop_carry(e, &inner_loop, outer_sum);
+    LLVMValueRef i = LLVMBuildAdd(e->b, base, k, "");
+    LLVMValueRef next = LLVMBuildFAdd(e->b, sum, gradient_term(e, wrt_scale, &o, i, s, z), "");
+    cg_loop_end(e, &inner_loop, &next);
+
+    LLVMValueRef total = inner_loop.carry[0];
+    cg_loop_end(e, &outer_loop, &total);
+    cg_store(e, LLVMBuildFPTrunc(e->b, outer_loop.carry[0], e->f32, ""), e->f32, out, c);
+    cg_loop_end(e, &channels, NULL);
+    cg_kernel_end(e);
+    cg_launch(e, fn, nchannels, 1, n);
     return 0;
 }

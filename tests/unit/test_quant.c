@@ -588,10 +588,11 @@ static void test_clamp_alpha(void)
 
 /* ---- the JIT against the interpreter ---- */
 
-/* Every elementwise quantization op, per tensor and per channel along the
- * last and the first axis, on 3 x 5000 values so that per-tensor tasks
- * split the tensor. The generated code performs the same f32 operations
- * as the interpreter, so the results must be equal. */
+/* Every quantization op, per tensor and per channel along the last and
+ * the first axis, on 3 x 5000 values so that per-tensor tasks split the
+ * tensor. The generated code performs the same f32 operations as the
+ * interpreter, and sums each channel in double in the same order, so the
+ * results must be equal. */
 static void test_jit_matches_interpreter(void)
 {
     static const char *text =
@@ -612,9 +613,14 @@ static void test_jit_matches_interpreter(void)
         "  %ste = grad.fq.input %dy, %x, @s, @z {axis=-1, qmin=0, qmax=255} : f32[3,5000]\n"
         "  %scaled = qa.scale %x, @alpha {axis=-1, invert=0} : f32[3,5000]\n"
         "  %divided = qa.scale %x, @beta {axis=0, invert=1} : f32[3,5000]\n"
-        "  return %act, %by_col, %by_row, %ste, %scaled, %divided\n"
+        "  %ds = grad.fq.scale %dy, %x, @s, @z {axis=-1, qmin=0, qmax=255} : f32[]\n"
+        "  %dz = grad.fq.zero_point %dy, %x, @s, @z {axis=-1, qmin=0, qmax=255} : f32[]\n"
+        "  %ds_col = grad.fq.scale %dy, %x, @cols.s, @cols.z {axis=1, qmin=-7, qmax=7} : f32[5000]\n"
+        "  %ds_row = grad.fq.scale %dy, %x, @rows.s, @rows.z {axis=0, qmin=0, qmax=63} : f32[3]\n"
+        "  %dz_row = grad.fq.zero_point %dy, %x, @rows.s, @rows.z {axis=0, qmin=0, qmax=63} : f32[3]\n"
+        "  return %act, %by_col, %by_row, %ste, %scaled, %divided, %ds, %dz, %ds_col, %ds_row, %dz_row\n"
         "}\n";
-    enum { N = 15000, OUTPUTS = 6 };
+    enum { N = 15000, OUTPUTS = 11 };
     ir_diag *d = ir_diag_new(stderr);
     ir_graph *g = parse(text, d);
     rt_weights *w = rt_weights_new(), *in = rt_weights_new();
@@ -651,7 +657,7 @@ static void test_jit_matches_interpreter(void)
     }
     for (int k = 0; k < OUTPUTS; k++) {
         int64_t mismatches = 0;
-        for (int64_t i = 0; want[k] && got[k] && i < N; i++)
+        for (int64_t i = 0; want[k] && got[k] && i < rt_tensor_numel(want[k]); i++)
             mismatches += ((float *)want[k]->data)[i] != ((float *)got[k]->data)[i];
         CHECK(want[k] && got[k]);
         CHECK_EQ_INT(mismatches, 0);
