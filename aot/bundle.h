@@ -18,6 +18,16 @@ enum {
     QC_BUNDLE_I64 = 6,
 };
 
+/* Status codes of init and run, as in the generated header. */
+enum {
+    QC_BUNDLE_STATUS_OK = 0,
+    QC_BUNDLE_STATUS_INDEX_RANGE = 1,
+    QC_BUNDLE_STATUS_INVALID_ARGUMENT = 100,
+    QC_BUNDLE_STATUS_OUT_OF_MEMORY = 101,
+    QC_BUNDLE_STATUS_WEIGHTS_READ = 102,
+    QC_BUNDLE_STATUS_WEIGHTS_MISMATCH = 103,
+};
+
 typedef struct qc_bundle_tensor {
     const char *name;    /* the graph value's name */
     int32_t dtype;       /* QC_BUNDLE_*; float dtypes are passed as f32 */

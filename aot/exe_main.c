@@ -178,10 +178,12 @@ static int model_open(exe_model *m, const char *weights, int threads)
     int rc = b->init(&m->ctx, path, threads);
     if (rc != 0) {
         fprintf(stderr, "%s: error: initializing the model failed with status %d", program, rc);
-        if (rc == 102)
+        if (rc == QC_BUNDLE_STATUS_WEIGHTS_READ)
             fprintf(stderr, ": cannot read the weights file '%s'; pass --weights FILE", path ? path : "");
-        else if (rc == 103)
+        else if (rc == QC_BUNDLE_STATUS_WEIGHTS_MISMATCH)
             fprintf(stderr, ": the weights file '%s' was written for another build", path ? path : "");
+        else if (rc == QC_BUNDLE_STATUS_OUT_OF_MEMORY)
+            fprintf(stderr, ": out of memory");
         fprintf(stderr, "\n");
         return -1;
     }

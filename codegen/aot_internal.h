@@ -8,7 +8,8 @@
 #include "codegen/cg_internal.h"
 
 /* Status codes of the entry points. Codes below 100 come from the
- * generated kernels (CG_STATUS_*); the ones here from init and run. */
+ * generated kernels (CG_STATUS_*); the ones here from init and run.
+ * aot/bundle.h repeats them for programs that include no quadc header. */
 enum {
     CG_AOT_STATUS_INVALID_ARGUMENT = 100,
     CG_AOT_STATUS_OUT_OF_MEMORY = 101,
