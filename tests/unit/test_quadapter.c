@@ -25,6 +25,7 @@
 #include "passes/quantize.h"
 #include "runtime/interp.h"
 #include "runtime/tokenizer.h"
+#include "runtime/train_exec.h"
 
 #define T 16
 #define FP_TOL 1e-5
@@ -268,6 +269,52 @@ static void test_smoothquant_folds(void)
     ir_diag_free(d);
 }
 
+/* Calibration through the JIT executor sets the same scales as through
+ * the interpreter, up to the JIT's f32 GEMM sums (the interpreter sums in
+ * double), which move an observed minimum or maximum by a few ulps. */
+static void test_calibrate_with_jit(void)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    ir_graph *g = compile_tiny_gpt2(d);
+    rt_weights *in = sentence_inputs(d);
+    if (!g || !in)
+        return;
+    CHECK_EQ_INT(run_passes(g, "insert-quadapter,insert-fakequant{bits=w4a8}", d), 0);
+    rt_weights *w = random_weights(g);
+    rt_weights *wj = copy_weights(w);
+    const rt_weights *batches[1] = {in};
+    pass_calib_options o = pass_calib_default_options();
+    CHECK_EQ_INT(pass_calibrate(g, w, batches, 1, &o, d), 0);
+    o.executor = rt_executor_jit();
+    CHECK_EQ_INT(pass_calibrate(g, wj, batches, 1, &o, d), 0);
+    int compared = 0;
+    for (int i = 0; i < w->count; i++) {
+        const char *name = w->names[i];
+        size_t len = strlen(name);
+        if (len < 6 || strcmp(name + len - 6, ".scale") != 0)
+            continue;
+        const rt_tensor *a = w->tensors[i], *b = rt_weights_get(wj, name);
+        CHECK(b != NULL);
+        double worst = 0;
+        for (int64_t k = 0; b && k < rt_tensor_numel(a); k++) {
+            double want = ((float *)a->data)[k], got = ((float *)b->data)[k];
+            worst = fmax(worst, fabs(got - want) / fabs(want));
+        }
+        if (worst > 1e-4)
+            fprintf(stderr, "%s: JIT and interpreter scales differ by %.3g relative\n", name, worst);
+        CHECK(worst <= 1e-4);
+        compared++;
+    }
+    /* Two scales (input, weight) for each of 4 linears in 2 layers and the
+     * LM head. */
+    CHECK_EQ_INT(compared, 18);
+    rt_weights_free(w);
+    rt_weights_free(wj);
+    rt_weights_free(in);
+    ir_graph_free(g);
+    ir_diag_free(d);
+}
+
 /* A non-positive alpha is rejected before anything changes. */
 static void test_fold_rejects_bad_alpha(void)
 {
@@ -299,6 +346,7 @@ int main(void)
     test_fold_preserves_float_logits();
     test_fold_preserves_quantized_logits();
     test_smoothquant_folds();
+    test_calibrate_with_jit();
     test_fold_rejects_bad_alpha();
     return check_finish();
 }
