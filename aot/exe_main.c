@@ -318,6 +318,13 @@ static int run_generate(exe_model *m, rt_tokenizer *tok, const exe_args *a, ir_d
     if (n)
         memcpy(all, ids, sizeof *all * n);
     free(ids);
+    if (m->pos_input >= 0 && n > (size_t)m->context) {
+        fprintf(stderr, "%s: error: the prompt has %zu tokens but the model's caches hold %d; shorten the prompt\n",
+                program, n, m->context);
+        free(all);
+        free(scratch);
+        return EXIT_ERROR;
+    }
     /* An empty prompt starts from <|endoftext|>, as GPT-2 was trained. */
     if (n == 0)
         all[n++] = rt_tok_eot(tok);
