@@ -64,7 +64,10 @@ static int64_t align_up(int64_t n)
  * LLVM 19 reports an unknown CPU only as a warning on stderr ("'x' is not
  * a recognized processor for this target") and then ignores the CPU.
  * Sets *unknown_cpu when that warning appeared; other output is passed on
- * to stderr. */
+ * to stderr.
+ * NOTE: file descriptor 2 is redirected for the whole process meanwhile, so
+ * another thread's stderr output in that window is delayed until after the
+ * call. */
 static LLVMTargetMachineRef create_machine(LLVMTargetRef target, const char *triple, const char *cpu,
                                            const char *features, LLVMCodeGenOptLevel level, bool *unknown_cpu)
 {
@@ -457,7 +460,7 @@ cg_aot_layout *cg_aot_plan(const ir_graph *g, const rt_weights *w, const cg_aot_
     LLVMDisposeMessage(triple);
 
     l->gs = cg_gemm_shape_for(cg_vector_bits(l->tm));
-    if (cg_plan_build(l->g, &l->gs, false, &l->plan, d) != 0 || collect_tensors(l, d) != 0 ||
+    if (cg_plan_build(l->g, &l->gs, false, false, &l->plan, d) != 0 || collect_tensors(l, d) != 0 ||
         place_slots(l, d) != 0 || check_weights(l, w, d) != 0) {
         cg_aot_layout_free(l);
         return NULL;
