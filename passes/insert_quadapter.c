@@ -22,9 +22,10 @@
  * Every weight divided by alpha must be a param read by these linears only.
  *
  * Option sites= lists ';'-separated entries: ln, attn-v, or a glob
- * (fnmatch(3)) over site names such as h.*.ln_1. Default: ln. An entry that
- * selects no site is an error. Sites that already have a qa.scale are not
- * candidates. */
+ * (fnmatch(3)) over site names such as h.*.ln_1. Default: ln. An entry
+ * given in sites= that selects no site is an error. Sites that already
+ * have a qa.scale are not candidates, so a second run with the default
+ * adds nothing. */
 #include <assert.h>
 #include <fnmatch.h>
 #include <stdio.h>
@@ -223,7 +224,9 @@ static int find_sites(const ir_graph *g, qa_sites *out, ir_diag *d)
 
 /* ---- selecting and applying ---- */
 
-static int select_sites(const ir_graph *g, qa_sites *sites, const char *spec, ir_diag *d)
+/* Marks the sites that `spec` selects. When `required`, an entry that
+ * selects nothing is an error. */
+static int select_sites(const ir_graph *g, qa_sites *sites, const char *spec, bool required, ir_diag *d)
 {
     char *copy = strdup(spec);
     if (!copy) {
@@ -244,7 +247,7 @@ static int select_sites(const ir_graph *g, qa_sites *sites, const char *spec, ir
                 matched++;
             }
         }
-        if (matched == 0) {
+        if (matched == 0 && required) {
             ir_diag_error(d, no_loc(), "sites entry '%s' selects no layernorm-to-linear or attention-value site "
                           "in graph '%s'; use ln, attn-v or a glob over site names such as h.*.ln_1",
                           entry, g->name);
@@ -304,9 +307,10 @@ static int apply_site(ir_graph *g, const qa_site *site, ir_diag *d)
 int pass_insert_quadapter(ir_graph *g, const pass_options *opts, ir_diag *d)
 {
     qa_sites sites = {0};
+    const char *spec = pass_option_str(opts, "sites", NULL);
     int rc = find_sites(g, &sites, d);
     if (rc == 0)
-        rc = select_sites(g, &sites, pass_option_str(opts, "sites", "ln"), d);
+        rc = select_sites(g, &sites, spec ? spec : "ln", spec != NULL, d);
     for (int i = 0; i < sites.count && rc == 0; i++)
         if (sites.items[i].selected)
             rc = apply_site(g, &sites.items[i], d);
