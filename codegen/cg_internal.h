@@ -91,7 +91,8 @@ typedef struct cg_emit {
 } cg_emit;
 
 /* ---- plan.c ---- */
-int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, cg_plan *plan, ir_diag *d);
+int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, bool repack_weights, cg_plan *plan,
+                  ir_diag *d);
 void cg_plan_free(cg_plan *plan);
 /* Bytes per element in a buffer: float dtypes are stored as f32. */
 int64_t cg_storage_elem_size(ir_dtype t);
@@ -194,6 +195,8 @@ int cg_emit_const(cg_emit *e, const ir_value *v);
 /* Rounds the f32-stored result of an f16 or bf16 value in place, as the
  * interpreter rounds every op's result once. */
 int cg_emit_round_result(cg_emit *e, const ir_value *v);
+/* One loop over the result that evaluates the whole fused program. */
+int cg_emit_fused_elementwise(cg_emit *e, const ir_value *v);
 
 /* ---- emit_quant.c ---- */
 /* fq.act, fq.weight, grad.fq.input and qa.scale. */

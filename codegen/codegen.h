@@ -18,11 +18,17 @@ typedef struct cg_options {
     const char *cpu; /* LLVM CPU name such as "znver4"; NULL = the host CPU */
     int opt_level;   /* 0-3; cg_default_options sets 3 */
     int profile;     /* nonzero: time each value's kernels, see cg_profile_seconds */
+    /* nonzero: pack the weight operands of matrix products before each
+     * product on every run, into buffers that later values reuse, instead
+     * of keeping every packed weight from bind time on. Saves the memory of
+     * a second copy of the weights where they change before every run, as
+     * in training. */
+    int repack_weights;
 } cg_options;
 
 typedef struct cg_module cg_module;
 
-/* Returns threads = 0, cpu = NULL, opt_level = 3, profile = 0. A NULL options pointer
+/* Returns threads = 0, cpu = NULL, opt_level = 3, profile = 0, repack_weights = 0. A NULL options pointer
  * passed to the functions below means these defaults. */
 cg_options cg_default_options(void);
 
@@ -69,5 +75,24 @@ double cg_graph_matmul_flops(const ir_graph *g);
  * generated loop of independent vector FMAs on `threads` threads (0 = all
  * cores). Returns a negative value after reporting an error. */
 double cg_measure_fma_peak(const cg_options *o, int threads, ir_diag *d);
+
+/* Memory of a graph under the buffer plan of cg_compile, in bytes. Float
+ * tensors count 4 bytes per element, as the module stores them. */
+typedef struct cg_memory_stats {
+    int64_t param_bytes;
+    int64_t input_bytes;
+    int64_t output_bytes;
+    int64_t intermediate_bytes;       /* every other tensor, each counted once, reshapes excluded */
+    int intermediate_values;
+    int64_t planned_activation_bytes; /* their run-time buffers after reuse, with operands packed per run */
+    int64_t planned_output_bytes;     /* run-time buffers of outputs that no intermediate shares */
+    int64_t bind_bytes;               /* values computed once from params and constants */
+    int64_t packed_bytes;             /* GEMM operands packed once at bind time */
+    int64_t scratch_bytes;            /* per-op scratch buffers */
+} cg_memory_stats;
+
+/* Plans the buffers of g for the target of `o` (NULL: the defaults) without
+ * generating code and fills `out`. Returns 0, or -1 after reporting. */
+int cg_plan_memory(const ir_graph *g, const cg_options *o, cg_memory_stats *out, ir_diag *d);
 
 #endif

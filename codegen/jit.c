@@ -152,7 +152,7 @@ static LLVMModuleRef build_optimized(LLVMContextRef ctx, const ir_graph *g, cons
         return NULL;
     *gs = cg_gemm_shape_for(cg_vector_bits(tm));
     LLVMModuleRef mod = NULL;
-    if (cg_plan_build(g, gs, o->profile != 0, plan, d) == 0)
+    if (cg_plan_build(g, gs, o->profile != 0, o->repack_weights != 0, plan, d) == 0)
         mod = cg_build_module(ctx, tm, g, plan, gs, d);
     if (mod && cg_optimize(mod, tm, o->opt_level, d) != 0) {
         LLVMDisposeModule(mod);

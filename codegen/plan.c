@@ -8,7 +8,11 @@
  * Run-time values that are not graph outputs share buffers: a buffer
  * returns to a free list after the last use of its value (through any
  * reshape of it) and the next value takes the smallest free buffer that
- * fits, or grows the largest one. Bind-time values keep their own. */
+ * fits, or grows the largest one. Bind-time values keep their own.
+ * Packed B operands of matrix products are packed once at bind time when
+ * B is a param or bind-time value (unless the caller asks to repack
+ * weights on every run), and otherwise packed right before the product
+ * into a buffer from the same free list. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,13 +120,20 @@ static int share_run_buffers(const ir_graph *g, cg_plan *p)
     int n = g->nvalues;
     int *last_use = malloc(sizeof(int) * (size_t)n);
     int *shared = malloc(sizeof(int) * (size_t)n);
-    free_list fl = {0, malloc(sizeof(int) * (size_t)n)};
-    if (!last_use || !shared || !fl.slot) {
+    int *gemm_of = malloc(sizeof(int) * (size_t)n);
+    /* Room for every value buffer and every packed buffer at once. */
+    free_list fl = {0, malloc(sizeof(int) * (size_t)(n + p->ngemms + 1))};
+    if (!last_use || !shared || !gemm_of || !fl.slot) {
         free(last_use);
         free(shared);
+        free(gemm_of);
         free(fl.slot);
         return -1;
     }
+    for (int i = 0; i < n; i++)
+        gemm_of[i] = -1;
+    for (int k = 0; k < p->ngemms; k++)
+        gemm_of[p->gemms[k].value] = k;
     /* p->slot still maps every value to the value id of its buffer's owner. */
     for (int i = 0; i < n; i++) {
         last_use[i] = -1;
@@ -146,6 +157,15 @@ static int share_run_buffers(const ir_graph *g, cg_plan *p)
             shared[i] = take_buffer(p, &fl, p->slot_bytes[i]);
             p->slot_bytes[i] = 0;
         }
+        /* A B operand packed at run time lives only for its own product,
+         * so its panels come from the free list and return right after. */
+        int packed = -1;
+        if (gemm_of[i] >= 0 && !p->gemms[gemm_of[i]].pack_at_bind) {
+            cg_gemm_plan *gp = &p->gemms[gemm_of[i]];
+            packed = take_buffer(p, &fl, p->slot_bytes[gp->packed_slot]);
+            p->slot_bytes[gp->packed_slot] = 0;
+            gp->packed_slot = packed;
+        }
         /* Release after allocating, so an op never writes into its own
          * operands. An unused value is released at once. */
         for (int k = 0; k <= v->nops; k++) {
@@ -155,17 +175,21 @@ static int share_run_buffers(const ir_graph *g, cg_plan *p)
                 last_use[owner] = n + 1; /* released */
             }
         }
+        if (packed >= 0)
+            fl.slot[fl.n++] = packed;
     }
     for (int i = 0; i < n; i++)
         if (shared[p->slot[i]] >= 0)
             p->slot[i] = shared[p->slot[i]];
     free(last_use);
     free(shared);
+    free(gemm_of);
     free(fl.slot);
     return 0;
 }
 
-int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, cg_plan *p, ir_diag *d)
+int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, bool repack_weights, cg_plan *p,
+                  ir_diag *d)
 {
     memset(p, 0, sizeof *p);
     int n = g->nvalues;
@@ -218,7 +242,8 @@ int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, cg_p
             cg_gemm_plan *gp = &p->gemms[p->ngemms++];
             gp->value = i;
             gp->packed_slot = add_slot(p, cg_packed_bytes(g, v, gs));
-            gp->pack_at_bind = p->storage[v->ops[1]] == CG_STORE_PARAM || p->storage[v->ops[1]] == CG_STORE_BIND;
+            gp->pack_at_bind = !repack_weights &&
+                               (p->storage[v->ops[1]] == CG_STORE_PARAM || p->storage[v->ops[1]] == CG_STORE_BIND);
         } else if (v->op == IR_OP_CROSS_ENTROPY) {
             /* Per position: the loss and whether it counts, as doubles. */
             int64_t rows = ir_type_numel(&g->values[v->ops[1]]->type);

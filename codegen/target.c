@@ -11,7 +11,7 @@
 
 cg_options cg_default_options(void)
 {
-    cg_options o = {0, NULL, 3, 0};
+    cg_options o = {0, NULL, 3, 0, 0};
     return o;
 }
 

@@ -16,7 +16,10 @@ static void print_compile_help(FILE *out)
             "hyperparameters, runs a pass pipeline and prints the graph as IR text.\n"
             "\n"
             "  -D name=value           set hyperparameter `name` to the integer `value`,\n"
-            "                          overriding the default in the model file; repeatable\n");
+            "                          overriding the default in the model file; repeatable\n"
+            "  --stats                 print on stderr the bytes of params, inputs, outputs and\n"
+            "                          intermediates, and the intermediates' buffers after reuse\n"
+            "                          in the LLVM backend's plan of the final graph\n");
     driver_print_pipeline_help(out);
 }
 
@@ -97,6 +100,7 @@ int driver_compile(int argc, char **argv)
     fe_define *defines = calloc((size_t)argc, sizeof *defines);
     int ndefines = 0, status = DRIVER_USAGE;
     const char *input = NULL;
+    bool stats = false;
     if (!defines)
         return DRIVER_ERROR;
 
@@ -120,6 +124,11 @@ int driver_compile(int argc, char **argv)
                 goto done;
             ndefines++;
             i += arg[2] ? 1 : 2;
+            continue;
+        }
+        if (strcmp(arg, "--stats") == 0) {
+            stats = true;
+            i++;
             continue;
         }
         int rc = driver_parse_pipeline_option(cmd, argc, argv, &i, &args);
@@ -148,6 +157,8 @@ int driver_compile(int argc, char **argv)
     ir_diag *d = ir_diag_new(stderr);
     ir_graph *g = d ? compile_input(input, defines, ndefines, d) : NULL;
     status = g ? driver_run_pipeline_and_write(&args, g, d) : DRIVER_ERROR;
+    if (status == DRIVER_OK && stats)
+        status = driver_print_compile_stats(g, stderr, d);
     ir_graph_free(g);
     ir_diag_free(d);
 done:

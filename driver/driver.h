@@ -66,6 +66,9 @@ void driver_print_pipeline_help(FILE *out);
 /* Runs the pipeline on g, then writes the IR text to the output and the
  * Graphviz file if requested. Returns a DRIVER_ status. */
 int driver_run_pipeline_and_write(driver_pipeline_args *a, ir_graph *g, ir_diag *d);
+/* Prints the memory of g under the LLVM buffer plan (`compile --stats`)
+ * to out. Returns DRIVER_OK, or DRIVER_ERROR after reporting through d. */
+int driver_print_compile_stats(const ir_graph *g, FILE *out, ir_diag *d);
 
 /* Reads a whole file, or standard input when path is "-". Reports a
  * failure through d and returns NULL. The caller frees the buffer, which

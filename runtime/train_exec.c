@@ -32,6 +32,9 @@ static void *jit_compile(const ir_graph *g, int threads, ir_diag *d)
 {
     cg_options options = cg_default_options();
     options.threads = threads;
+    /* The trainer rebinds after every optimizer step, so packing weights
+     * at bind time would only keep a second copy of them alive. */
+    options.repack_weights = 1;
     return cg_compile(g, &options, d);
 }
 

@@ -173,7 +173,7 @@ static bool tensors_match(const char *label, int index, const rt_tensor *got, co
 
 /* Options for compare(): the tests of other targets and opt levels
  * change these and restore them. */
-static cg_options test_options = {2, NULL, 3, 0};
+static cg_options test_options = {2, NULL, 3, 0, 0};
 
 /* Compiles and runs the fixture's graph with test_options and `threads`
  * threads, runs the interpreter, and checks every output. */
@@ -936,7 +936,8 @@ static void test_emit_text(void)
  * and 4 give other GEMM tiles) and without optimization. */
 static void test_other_targets(void)
 {
-    static const cg_options variants[] = {{2, "haswell", 3, 0}, {2, "x86-64", 3, 0}, {2, NULL, 0, 0}, {1, NULL, 2, 1}};
+    static const cg_options variants[] = {{2, "haswell", 3, 0, 0}, {2, "x86-64", 3, 0, 0}, {2, NULL, 0, 0, 0},
+                                          {1, NULL, 2, 1, 0}};
     for (size_t k = 0; k < sizeof variants / sizeof *variants; k++) {
         test_options = variants[k];
         test_unary_ops();
@@ -948,7 +949,7 @@ static void test_other_targets(void)
         test_cross_entropy();
         test_gpt2(2, 48, 3, 101, 17, 2, variants[k].threads);
     }
-    test_options = (cg_options){2, NULL, 3, 0};
+    test_options = (cg_options){2, NULL, 3, 0, 0};
 }
 
 int main(void)
