@@ -22,8 +22,9 @@ typedef struct parser {
     ir_graph *g;
     ir_loc *def_locs; /* text location of each value's definition, by id */
     int def_cap;
-    char **poisoned; /* names whose definition failed */
-    int npoisoned;
+    char **poisoned; /* hash set of the names whose definition failed */
+    size_t poisoned_cap; /* slots, a power of two, or 0 */
+    size_t npoisoned;
     bool saw_return;
 } parser;
 
@@ -339,23 +340,55 @@ static bool parse_loc(parser *p, ir_loc *loc)
 
 /* ---- statements ---- */
 
-static bool is_poisoned(const parser *p, const char *name)
+/* FNV-1a. The poisoned set is a hash table because a chain of values that
+ * use a failed one poisons every name in it, and a linear search per use
+ * made parsing such a chain quadratic in its length. */
+static size_t hash_name(const char *name)
 {
-    for (int i = 0; i < p->npoisoned; i++)
-        if (strcmp(p->poisoned[i], name) == 0)
-            return true;
-    return false;
+    size_t h = 14695981039346656037u;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+        h = (h ^ *c) * 1099511628211u;
+    return h;
 }
 
+/* Returns the slot of name in the poisoned set, or the empty slot where it
+ * would go. */
+static size_t poisoned_slot(char *const *slots, size_t cap, const char *name)
+{
+    size_t i = hash_name(name) & (cap - 1);
+    while (slots[i] && strcmp(slots[i], name) != 0)
+        i = (i + 1) & (cap - 1);
+    return i;
+}
+
+static bool is_poisoned(const parser *p, const char *name)
+{
+    return p->poisoned_cap > 0 && p->poisoned[poisoned_slot(p->poisoned, p->poisoned_cap, name)] != NULL;
+}
+
+/* Adds name to the poisoned set, keeping it at most half full. Out of
+ * memory, the name is left out, which only costs follow-on errors. */
 static void poison(parser *p, const char *name)
 {
-    char **grown = realloc(p->poisoned, sizeof(char *) * (size_t)(p->npoisoned + 1));
-    if (!grown)
+    if (is_poisoned(p, name))
         return;
-    p->poisoned = grown;
-    p->poisoned[p->npoisoned] = strdup(name);
-    if (p->poisoned[p->npoisoned])
-        p->npoisoned++;
+    if (2 * (p->npoisoned + 1) > p->poisoned_cap) {
+        size_t cap = p->poisoned_cap ? 2 * p->poisoned_cap : 64;
+        char **slots = calloc(cap, sizeof *slots);
+        if (!slots)
+            return;
+        for (size_t i = 0; i < p->poisoned_cap; i++)
+            if (p->poisoned[i])
+                slots[poisoned_slot(slots, cap, p->poisoned[i])] = p->poisoned[i];
+        free(p->poisoned);
+        p->poisoned = slots;
+        p->poisoned_cap = cap;
+    }
+    char *copy = strdup(name);
+    if (!copy)
+        return;
+    p->poisoned[poisoned_slot(p->poisoned, p->poisoned_cap, name)] = copy;
+    p->npoisoned++;
 }
 
 /* Resolves the value reference at the current ir_token. Returns the id, or -1
@@ -634,7 +667,7 @@ ir_graph *ir_parse_string(const char *path, const char *text, size_t len, ir_dia
 
     free(p.tok.str);
     free(p.def_locs);
-    for (int i = 0; i < p.npoisoned; i++)
+    for (size_t i = 0; i < p.poisoned_cap; i++)
         free(p.poisoned[i]);
     free(p.poisoned);
     if (ir_diag_error_count(d) != errors_before || !p.g) {
