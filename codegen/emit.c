@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "codegen/cg_internal.h"
+#include "codegen/emit_int8.h"
 
 void cg_emit_init(cg_emit *e, LLVMContextRef ctx, LLVMModuleRef mod, const cg_gemm_shape *gs)
 {
@@ -144,6 +145,8 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
     case IR_OP_GRAD_FQ_SCALE:
     case IR_OP_GRAD_FQ_ZERO_POINT:
         return cg_emit_quant_grad_sum(e, v);
+    case IR_OP_Q_LINEAR:
+        return cg_emit_qlinear(e, v);
     case IR_OP_COUNT:
         break;
     }

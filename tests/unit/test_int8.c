@@ -1,0 +1,409 @@
+/* Tests of the lower-int8 pass, the int8 weight conversion and the
+ * interpreter's q.linear against the fake-quant simulation they replace.
+ *
+ * Tolerance: q.linear sums the same integer products as the simulation
+ * multiplies in f32, exactly, so the two differ only by the f32 rounding
+ * of the simulation's products and sum and of q.linear's final scale
+ * multiply. Each output n may therefore differ by at most
+ *   DOT_RTOL · (Σ_k |x_hat[k] · w_hat[k, n]| + |bias[n]|),
+ * a bound far above K · 2^-24 for the K used here, yet tight enough that
+ * one quantization step of a single product breaks it. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "frontend/frontend.h"
+#include "ir/int8.h"
+#include "ir/quant.h"
+#include "ir/text.h"
+#include "passes/int8.h"
+#include "passes/manager.h"
+#include "passes/quantize.h"
+#include "runtime/interp.h"
+#include "runtime/tokenizer.h"
+
+#define DOT_RTOL 1e-5
+#define GPT2_T 16
+/* Maximum relative difference of the logits of the tiny GPT-2, lowered vs
+ * simulated, and of its perplexity on the test sentence. */
+#define LOGITS_RTOL 1e-4
+#define PERPLEXITY_RTOL 5e-3
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static double uniform(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return ((double)(rng_state >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double normal(void)
+{
+    return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
+}
+
+static rt_tensor *random_tensor(int rank, const int64_t *dims, double stddev)
+{
+    rt_tensor *t = rt_tensor_new(IR_F32, rank, dims);
+    float *x = t->data;
+    for (int64_t i = 0; i < rt_tensor_numel(t); i++)
+        x[i] = (float)(stddev * normal());
+    return t;
+}
+
+static void set_values(rt_weights *w, const char *name, int rank, const int64_t *dims, const float *values)
+{
+    rt_tensor *t = rt_tensor_new(IR_F32, rank, dims);
+    memcpy(t->data, values, sizeof(float) * (size_t)rt_tensor_numel(t));
+    rt_weights_set(w, name, t);
+}
+
+static int run_passes(ir_graph *g, const char *text, ir_diag *d)
+{
+    pass_pipeline pipeline;
+    char err[256];
+    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    pass_manager *pm = pass_manager_new(d);
+    int rc = pass_manager_run(pm, &pipeline, g);
+    pass_manager_free(pm);
+    pass_pipeline_free(&pipeline);
+    return rc;
+}
+
+static int count_ops(const ir_graph *g, ir_op op)
+{
+    int n = 0;
+    for (int id = 0; id < g->nvalues; id++)
+        n += g->values[id]->op == op;
+    return n;
+}
+
+/* ---- one linear and one LM head ---- */
+
+enum { M = 5, K = 64, N = 24, V = 12 };
+
+/* x -> linear with bias (asymmetric u8 input, per-channel weights) -> LM
+ * head on a [V, N] table (symmetric s8 input, per-tensor weight). */
+static const char *small_graph =
+    "graph @small {\n"
+    "  %x = input : f32[5,64]\n"
+    "  @fc.weight = param : f32[64,24]\n"
+    "  @fc.bias = param : f32[24]\n"
+    "  @fc.in.scale = param : f32[]\n"
+    "  @fc.in.zero_point = param : f32[]\n"
+    "  @fc.w.scale = param : f32[24]\n"
+    "  @fc.w.zero_point = param : f32[24]\n"
+    "  @wte = param : f32[12,24]\n"
+    "  @head.in.scale = param : f32[]\n"
+    "  @head.in.zero_point = param : f32[]\n"
+    "  @head.w.scale = param : f32[]\n"
+    "  @head.w.zero_point = param : f32[]\n"
+    "  %xq = fq.act %x, @fc.in.scale, @fc.in.zero_point {bits=8, symmetric=0, narrow=0} : f32[5,64]\n"
+    "  %wq = fq.weight @fc.weight, @fc.w.scale, @fc.w.zero_point {axis=1, bits=8, symmetric=1, narrow=1} : f32[64,24]\n"
+    "  %h = linear %xq, %wq, @fc.bias : f32[5,24]\n"
+    "  %hq = fq.act %h, @head.in.scale, @head.in.zero_point {bits=8, symmetric=1, narrow=0} : f32[5,24]\n"
+    "  %tq = fq.weight @wte, @head.w.scale, @head.w.zero_point {axis=0, bits=8, symmetric=1, narrow=1} : f32[12,24]\n"
+    "  %logits = matmul %hq, %tq {transpose_b=1} : f32[5,12]\n"
+    "  return %h, %logits\n"
+    "}\n";
+
+/* Random weights and hand-set quantizer params. The input scale clips
+ * the largest inputs, so the clamp is exercised. */
+static rt_weights *small_weights(void)
+{
+    rt_weights *w = rt_weights_new();
+    int64_t wdims[2] = {K, N}, bdims[1] = {N}, tdims[2] = {V, N};
+    rt_weights_set(w, "fc.weight", random_tensor(2, wdims, 0.05));
+    rt_weights_set(w, "fc.bias", random_tensor(1, bdims, 0.1));
+    rt_weights_set(w, "wte", random_tensor(2, tdims, 0.05));
+
+    float scales[N], zeros[N];
+    const float *fw = rt_weights_get(w, "fc.weight")->data;
+    for (int n = 0; n < N; n++) {
+        float max = 0;
+        for (int k = 0; k < K; k++)
+            max = fmaxf(max, fabsf(fw[k * N + n]));
+        scales[n] = max / 127.0f;
+        zeros[n] = 0;
+    }
+    set_values(w, "fc.w.scale", 1, bdims, scales);
+    set_values(w, "fc.w.zero_point", 1, bdims, zeros);
+
+    const float in_scale = 2.5f / 255.0f, in_zero = 121.0f, head_scale = 0.01f, head_w = 0.15f / 127.0f, zero = 0;
+    set_values(w, "fc.in.scale", 0, NULL, &in_scale);
+    set_values(w, "fc.in.zero_point", 0, NULL, &in_zero);
+    set_values(w, "head.in.scale", 0, NULL, &head_scale);
+    set_values(w, "head.in.zero_point", 0, NULL, &zero);
+    set_values(w, "head.w.scale", 0, NULL, &head_w);
+    set_values(w, "head.w.zero_point", 0, NULL, &zero);
+    return w;
+}
+
+/* Checks that every dequantized i8 weight, (q - z) · s, equals the f32
+ * fake-quant value of fq.weight exactly. */
+static void check_converted_weight(const rt_weights *w, const char *name, const char *scale_name, bool transposed)
+{
+    char qname[128];
+    snprintf(qname, sizeof qname, "%s.q", name);
+    const rt_tensor *f = rt_weights_get(w, name), *q = rt_weights_get(w, qname);
+    const rt_tensor *s = rt_weights_get(w, scale_name);
+    CHECK(q != NULL);
+    if (!q)
+        return;
+    CHECK_EQ_INT((int)q->dtype, (int)IR_I8);
+    ir_quant_range r = {-127, 127};
+    int64_t rows = f->dims[0], cols = f->dims[1], mismatches = 0;
+    for (int64_t i = 0; i < rows * cols; i++) {
+        int64_t c = rt_tensor_numel(s) == 1 ? 0 : transposed ? i / cols : i % cols;
+        float scale = ((const float *)s->data)[c];
+        float want = ir_fake_quant(((const float *)f->data)[i], scale, 0, r);
+        float got = (float)((const int8_t *)q->data)[i] * scale;
+        mismatches += got != want;
+    }
+    CHECK_EQ_INT((int)mismatches, 0);
+}
+
+/* Returns Σ_k |x_hat[m, k] · w_hat[k, n]| for the error bound. */
+static double abs_dot(const float *xh, const float *wh, int64_t m, int64_t n, int64_t k_count, int64_t n_count,
+                      bool transposed)
+{
+    double sum = 0;
+    for (int64_t k = 0; k < k_count; k++) {
+        float wv = transposed ? wh[n * k_count + k] : wh[k * n_count + n];
+        sum += fabs((double)xh[m * k_count + k] * wv);
+    }
+    return sum;
+}
+
+/* Fake-quantizes every element of t with one scale and zero point. */
+static rt_tensor *fake_quant_copy(const rt_tensor *t, float scale, float zero, ir_quant_range r)
+{
+    rt_tensor *c = rt_tensor_new(IR_F32, t->rank, t->dims);
+    for (int64_t i = 0; i < rt_tensor_numel(t); i++)
+        ((float *)c->data)[i] = ir_fake_quant(((const float *)t->data)[i], scale, zero, r);
+    return c;
+}
+
+static void test_qlinear_matches_fake_quant(void)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    ir_graph *g = ir_parse_string("small.qir", small_graph, strlen(small_graph), d);
+    CHECK(g != NULL);
+    if (!g)
+        return;
+    rt_weights *w = small_weights();
+    rt_weights *in = rt_weights_new();
+    int64_t xdims[2] = {M, K};
+    rt_weights_set(in, "x", random_tensor(2, xdims, 0.8));
+
+    rt_tensor *want[2] = {NULL, NULL};
+    CHECK_EQ_INT(rt_interp_run(g, w, in, want, d), 0);
+
+    CHECK_EQ_INT(pass_int8_convert_weights(g, w, d), 2);
+    check_converted_weight(w, "fc.weight", "fc.w.scale", false);
+    check_converted_weight(w, "wte", "head.w.scale", true);
+
+    ir_graph *lowered = ir_graph_clone(g);
+    CHECK_EQ_INT(run_passes(lowered, "lower-int8", d), 0);
+    CHECK_EQ_INT(count_ops(lowered, IR_OP_Q_LINEAR), 2);
+    CHECK_EQ_INT(count_ops(lowered, IR_OP_FQ_ACT), 0);
+    CHECK_EQ_INT(count_ops(lowered, IR_OP_FQ_WEIGHT), 0);
+    CHECK(ir_find(lowered, "fc.weight") < 0);
+    rt_tensor *got[2] = {NULL, NULL};
+    CHECK_EQ_INT(rt_interp_run(lowered, w, in, got, d), 0);
+    if (!want[0] || !want[1] || !got[0] || !got[1])
+        return;
+
+    /* The simulation's quantized operands, for the bound. */
+    ir_quant_range u8 = {0, 255}, s8 = {-128, 127}, s8n = {-127, 127};
+    rt_tensor *xh = fake_quant_copy(rt_weights_get(in, "x"), 2.5f / 255.0f, 121.0f, u8);
+    rt_tensor *hh = fake_quant_copy(want[0], 0.01f, 0, s8);
+    rt_tensor *th = fake_quant_copy(rt_weights_get(w, "wte"), 0.15f / 127.0f, 0, s8n);
+    const rt_tensor *fw = rt_weights_get(w, "fc.weight");
+    const float *ws = rt_weights_get(w, "fc.w.scale")->data, *bias = rt_weights_get(w, "fc.bias")->data;
+    rt_tensor *wh = rt_tensor_new(IR_F32, 2, fw->dims);
+    for (int64_t i = 0; i < K * N; i++)
+        ((float *)wh->data)[i] = ir_fake_quant(((const float *)fw->data)[i], ws[i % N], 0, s8n);
+
+    int over = 0;
+    double worst = 0;
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t n = 0; n < N; n++) {
+            double bound = DOT_RTOL * (abs_dot(xh->data, wh->data, m, n, K, N, false) + fabs(bias[n]));
+            double diff = fabs((double)((float *)got[0]->data)[m * N + n] - ((float *)want[0]->data)[m * N + n]);
+            worst = fmax(worst, diff / bound * DOT_RTOL);
+            over += diff > bound;
+        }
+        for (int64_t n = 0; n < V; n++) {
+            double bound = DOT_RTOL * abs_dot(hh->data, th->data, m, n, N, V, true);
+            double diff = fabs((double)((float *)got[1]->data)[m * V + n] - ((float *)want[1]->data)[m * V + n]);
+            over += diff > bound;
+        }
+    }
+    printf("q.linear vs fake quant: largest difference %.3g of the product magnitude\n", worst);
+    CHECK_EQ_INT(over, 0);
+
+    for (int i = 0; i < 2; i++) {
+        rt_tensor_free(want[i]);
+        rt_tensor_free(got[i]);
+    }
+    rt_tensor_free(xh);
+    rt_tensor_free(hh);
+    rt_tensor_free(th);
+    rt_tensor_free(wh);
+    rt_weights_free(w);
+    rt_weights_free(in);
+    ir_graph_free(lowered);
+    ir_graph_free(g);
+    ir_diag_free(d);
+}
+
+/* ---- tiny GPT-2 ---- */
+
+static const char *sentence = "The quick brown fox jumps over the lazy dog, and the dog does not seem to mind it.";
+
+static ir_graph *compile_tiny_gpt2(ir_diag *d)
+{
+    const fe_define defines[] = {{"n_layer", 2}, {"n_embd", 64}, {"n_head", 4}, {"n_ctx", 64}, {"B", 1},
+                                 {"T", GPT2_T}};
+    return fe_compile_file("examples/gpt2.qd", defines, 6, d);
+}
+
+/* N(0, 0.02) matrices, 1 + N(0, 0.1) gains, N(0, 0.1) biases; quantizer
+ * params stay unset for calibration. */
+static rt_weights *random_weights(const ir_graph *g)
+{
+    rt_weights *w = rt_weights_new();
+    for (int id = 0; id < g->nvalues; id++) {
+        const ir_value *v = g->values[id];
+        if (v->op != IR_OP_PARAM)
+            continue;
+        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
+        float *x = t->data;
+        const char *init = ir_attr_str(v, "init");
+        for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
+            if (v->type.rank == 2)
+                x[i] = (float)(0.02 * normal());
+            else if (strcmp(init, "ones") == 0)
+                x[i] = (float)(1.0 + 0.1 * normal());
+            else
+                x[i] = (float)(0.1 * normal());
+        }
+        rt_weights_set(w, v->name, t);
+    }
+    return w;
+}
+
+/* The first GPT2_T tokens of the sentence as idx and the next as targets. */
+static rt_weights *sentence_inputs(ir_diag *d)
+{
+    rt_tokenizer *tok = rt_tok_load("data/tokenizer/encoder.json", "data/tokenizer/vocab.bpe", d);
+    CHECK(tok != NULL);
+    if (!tok)
+        return NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(rt_tok_encode(tok, sentence, strlen(sentence), "sentence", &ids, &n, d), 0);
+    CHECK(n >= GPT2_T + 1);
+    rt_weights *in = rt_weights_new();
+    int64_t dims[2] = {1, GPT2_T};
+    rt_tensor *idx = rt_tensor_new(IR_I32, 2, dims), *targets = rt_tensor_new(IR_I32, 2, dims);
+    for (int i = 0; i < GPT2_T; i++) {
+        ((int32_t *)idx->data)[i] = ids[i % n];
+        ((int32_t *)targets->data)[i] = ids[(i + 1) % n];
+    }
+    rt_weights_set(in, "idx", idx);
+    rt_weights_set(in, "targets", targets);
+    free(ids);
+    rt_tok_free(tok);
+    return in;
+}
+
+/* Returns max |a - b| / max |b|. */
+static double relative_difference(const rt_tensor *a, const rt_tensor *b)
+{
+    const float *x = a->data, *y = b->data;
+    double diff = 0, scale = 0;
+    for (int64_t i = 0; i < rt_tensor_numel(b); i++) {
+        diff = fmax(diff, fabs((double)x[i] - y[i]));
+        scale = fmax(scale, fabs((double)y[i]));
+    }
+    return diff / scale;
+}
+
+static void test_gpt2_lowered_matches_fake_quant(void)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    ir_graph *g = compile_tiny_gpt2(d);
+    rt_weights *in = sentence_inputs(d);
+    CHECK(g != NULL);
+    if (!g || !in)
+        return;
+    CHECK_EQ_INT(run_passes(g, "insert-fakequant{bits=w8a8}", d), 0);
+    rt_weights *w = random_weights(g);
+    const rt_weights *batches[1] = {in};
+    pass_calib_options o = pass_calib_default_options();
+    CHECK_EQ_INT(pass_calibrate(g, w, batches, 1, &o, d), 0);
+    rt_tensor *want[2] = {NULL, NULL};
+    CHECK_EQ_INT(rt_interp_run(g, w, in, want, d), 0);
+
+    /* Four linears per block and the LM head. */
+    CHECK_EQ_INT(pass_int8_convert_weights(g, w, d), 9);
+    ir_graph *lowered = ir_graph_clone(g);
+    CHECK_EQ_INT(run_passes(lowered, "lower-int8", d), 0);
+    CHECK_EQ_INT(count_ops(lowered, IR_OP_Q_LINEAR), 9);
+    CHECK_EQ_INT(count_ops(lowered, IR_OP_FQ_ACT) + count_ops(lowered, IR_OP_FQ_WEIGHT), 0);
+    rt_tensor *got[2] = {NULL, NULL};
+    CHECK_EQ_INT(rt_interp_run(lowered, w, in, got, d), 0);
+    if (!want[0] || !got[0] || !want[1] || !got[1])
+        return;
+
+    double logits_diff = relative_difference(got[0], want[0]);
+    double ppl_want = exp(((float *)want[1]->data)[0]), ppl_got = exp(((float *)got[1]->data)[0]);
+    double ppl_diff = fabs(ppl_got - ppl_want) / ppl_want;
+    printf("tiny GPT-2 W8A8, interpreter: logits max |diff| / max |logit| = %.3g, perplexity %.4f vs %.4f "
+           "(relative %.3g)\n", logits_diff, ppl_got, ppl_want, ppl_diff);
+    CHECK(logits_diff <= LOGITS_RTOL);
+    CHECK(ppl_diff < PERPLEXITY_RTOL);
+
+    for (int i = 0; i < 2; i++) {
+        rt_tensor_free(want[i]);
+        rt_tensor_free(got[i]);
+    }
+    rt_weights_free(w);
+    rt_weights_free(in);
+    ir_graph_free(lowered);
+    ir_graph_free(g);
+    ir_diag_free(d);
+}
+
+/* A lowered graph reads <w>.q, so running it without the conversion must
+ * fail on the missing weight rather than compute with zeros. */
+static void test_lowered_needs_converted_weights(void)
+{
+    ir_diag *d = ir_diag_new(NULL);
+    ir_graph *g = ir_parse_string("small.qir", small_graph, strlen(small_graph), d);
+    rt_weights *w = small_weights();
+    rt_weights *in = rt_weights_new();
+    int64_t xdims[2] = {M, K};
+    rt_weights_set(in, "x", random_tensor(2, xdims, 0.8));
+    CHECK_EQ_INT(run_passes(g, "lower-int8", d), 0);
+    rt_tensor *got[2] = {NULL, NULL};
+    CHECK(rt_interp_run(g, w, in, got, d) != 0);
+    rt_weights_free(w);
+    rt_weights_free(in);
+    ir_graph_free(g);
+    ir_diag_free(d);
+}
+
+int main(void)
+{
+    test_qlinear_matches_fake_quant();
+    test_gpt2_lowered_matches_fake_quant();
+    test_lowered_needs_converted_weights();
+    return check_finish();
+}
