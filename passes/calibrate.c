@@ -240,8 +240,10 @@ static int observe_batch(void *ctx, int batch, rt_tensor *const *outputs, ir_dia
         const float *x = t->data;
         int64_t n = rt_tensor_numel(t);
         if (s->weight) {
-            if (batch == 0 && !(s->tensor = rt_tensor_to_f32(t)))
+            if (batch == 0 && !(s->tensor = rt_tensor_to_f32(t))) {
+                ir_diag_error(d, (ir_loc){0}, "calibrate: out of memory copying a weight");
                 return -1;
+            }
             continue;
         }
         for (int64_t i = 0; i < n; i++) {
@@ -381,6 +383,11 @@ static int observe_max_abs(void *ctx, int batch, rt_tensor *const *outputs, ir_d
 {
     smooth_ctx *c = ctx;
     for (int k = 0; k < c->nsites; k++) {
+        if (outputs[k]->dtype != IR_F32) {
+            ir_diag_error(d, (ir_loc){0}, "smoothquant: Quadapter inputs must be f32, got %s",
+                          ir_dtype_name(outputs[k]->dtype));
+            return -1;
+        }
         const float *x = outputs[k]->data;
         int64_t n = rt_tensor_numel(outputs[k]), channels = c->channels[k];
         for (int64_t i = 0; i < n; i++)
