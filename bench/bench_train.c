@@ -118,7 +118,7 @@ static int bench_model(const char *label, const fe_define *defines, int ndefines
     if (rc == 0) {
         qsort(seconds, (size_t)o->steps, sizeof *seconds, compare_doubles);
         double median = seconds[o->steps / 2];
-        printf("%-6s %5.1fM params  B=%d T=%d  %s, %d threads  setup %.1f s  %.1f ms/step  "
+        printf("%-6s %5.1fM params  B=%d T=%d  %s, threads %d  setup %.1f s  %.1f ms/step  "
                "%.1f GFLOP/step  %.2f GFLOP/s  peak RSS %.2f GiB (%.2f GiB after setup)\n",
                label, (double)memory.param_count * 1e-6, o->B, o->T, o->executor->name,
                o->executor == rt_executor_interp() ? 1 : o->threads, setup_seconds,
