@@ -9,8 +9,9 @@
 #include <string.h>
 
 #include "codegen/cg_internal.h"
+#include "ir/fused.h"
 
-#define MAX_OPERANDS 4 /* operand 0 is the output */
+#define MAX_OPERANDS (IR_FUSED_MAX_INPUTS + 1) /* operand 0 is the output */
 #define CHUNK 4096     /* elements of the last dimension per task when it is long */
 
 typedef struct affine_iter {
@@ -520,5 +521,55 @@ int cg_emit_layout(cg_emit *e, const ir_value *v)
     it.slot[1] = e->plan->slot[v->ops[0]];
     it.elem[1] = cg_elem_type(e, in->dtype);
     emit_affine(e, ir_op_get(v->op)->name, &it, v, copy_body, true);
+    return 0;
+}
+
+/* ---- fused.elementwise ---- */
+
+/* Evaluates the program on the loaded operands in registers, so the
+ * intermediate values of the chain never reach memory. */
+static LLVMValueRef fused_body(cg_emit *e, const ir_value *v, LLVMValueRef *in, int lanes, LLVMValueRef row,
+                               LLVMValueRef j)
+{
+    ir_fused_program p;
+    char err[256];
+    if (ir_fused_parse(ir_attr_str(v, "program"), v->nops, &p, err, sizeof err) != 0)
+        return in[1]; /* unreachable: cg_emit_fused_elementwise parsed it first */
+    LLVMValueRef stack[IR_FUSED_MAX_STEPS];
+    int depth = 0;
+    for (int t = 0; t < p.nsteps; t++) {
+        const ir_fused_step *s = &p.steps[t];
+        if (s->op == IR_OP_INPUT) {
+            stack[depth++] = in[1 + s->input];
+        } else if (s->op == IR_OP_SCALE) {
+            LLVMValueRef x = stack[depth - 1];
+            stack[depth - 1] = LLVMBuildFMul(e->b, x, cg_constf(e, LLVMTypeOf(x), s->factor), "");
+        } else if (ir_op_get(s->op)->min_operands == 2) {
+            depth--;
+            stack[depth - 1] = emit_float_binary(e, s->op, stack[depth - 1], stack[depth]);
+        } else {
+            ir_value step;
+            memset(&step, 0, sizeof step);
+            step.op = s->op;
+            stack[depth - 1] = emit_unary(e, &step, true, false, stack[depth - 1]);
+        }
+    }
+    return round_to_dtype(e, stack[0], v->type.dtype);
+}
+
+int cg_emit_fused_elementwise(cg_emit *e, const ir_value *v)
+{
+    ir_fused_program p;
+    char err[256];
+    if (v->nops > IR_FUSED_MAX_INPUTS || ir_fused_parse(ir_attr_str(v, "program"), v->nops, &p, err, sizeof err) != 0) {
+        ir_diag_error(e->d, v->loc, "codegen: invalid fused.elementwise value '%s'; run the verifier on the graph",
+                      v->name);
+        return -1;
+    }
+    affine_iter it;
+    init_iter(e, &it, v);
+    for (int k = 0; k < v->nops; k++)
+        add_broadcast_operand(e, &it, v->ops[k]);
+    emit_affine(e, "fused.elementwise", &it, v, fused_body, true);
     return 0;
 }

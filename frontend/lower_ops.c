@@ -51,14 +51,16 @@ void fe_report_undefined(fe_ctx *c, const char *what, const char *name, ir_loc l
 {
     fe_suggestion s = fe_suggestion_start(name);
     /* After many errors the messages are no longer printed, so the search
-     * for a hint is skipped to keep broken files fast. */
+     * for a hint is skipped to keep broken files fast. The loops stop at the
+     * candidate limit too, because a file with many undefined names would
+     * otherwise walk every symbol once per name. */
     if (ir_diag_error_count(c->diag) >= FE_MAX_HINTED_ERRORS)
         s.considered = FE_MAX_SUGGESTION_CANDIDATES;
     if (strcmp(what, "hparam") != 0)
-        for (fe_scope *scope = c->scope; scope; scope = scope->parent)
-            for (int k = 0; k < scope->nsyms; k++)
+        for (fe_scope *scope = c->scope; scope && s.considered < FE_MAX_SUGGESTION_CANDIDATES; scope = scope->parent)
+            for (int k = 0; k < scope->nsyms && s.considered < FE_MAX_SUGGESTION_CANDIDATES; k++)
                 fe_suggestion_consider(&s, scope->syms[k].name);
-    for (int h = 0; h < c->nhparams; h++)
+    for (int h = 0; h < c->nhparams && s.considered < FE_MAX_SUGGESTION_CANDIDATES; h++)
         fe_suggestion_consider(&s, c->hparams[h].name);
     if (c->index_name)
         fe_suggestion_consider(&s, c->index_name);

@@ -56,12 +56,14 @@ static ir_graph *compile_model(const rt_train_config *c, ir_diag *d)
     return g;
 }
 
-/* Appends the backward graph of every param. */
-static int add_backward(ir_graph *g, ir_diag *d)
+/* Appends the backward graph of every param, then fuses elementwise chains
+ * unless the config turns fusion off. */
+static int add_backward(ir_graph *g, bool fuse, ir_diag *d)
 {
     pass_pipeline pipeline;
     char err[256];
-    if (pass_pipeline_parse("autodiff{wrt=all loss=loss},dce", &pipeline, err, sizeof err) != 0) {
+    const char *text = fuse ? "autodiff{wrt=all loss=loss},dce,fuse-elementwise" : "autodiff{wrt=all loss=loss},dce";
+    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
         ir_diag_file_error(d, NULL, "cannot build the backward graph: %s", err);
         return -1;
     }
@@ -114,7 +116,7 @@ rt_trainer *rt_trainer_new(const rt_train_config *c, ir_diag *d)
     t->config = *c;
     t->eval_graph = compile_model(c, d);
     t->train_graph = t->eval_graph ? ir_graph_clone(t->eval_graph) : NULL;
-    if (!t->train_graph || add_backward(t->train_graph, d) != 0 || find_outputs(t, d) != 0) {
+    if (!t->train_graph || add_backward(t->train_graph, !c->no_fuse_elementwise, d) != 0 || find_outputs(t, d) != 0) {
         rt_trainer_free(t);
         return NULL;
     }

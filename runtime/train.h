@@ -46,6 +46,9 @@ typedef struct rt_train_config {
     /* The data files and split, or NULL. Checkpoints record it, and a
      * resume with other data gets a note that the losses will differ. */
     const char *data_description;
+    /* true: leave the training graph unfused, without the fuse-elementwise
+     * pass that runs after autodiff by default */
+    bool no_fuse_elementwise;
 } rt_train_config;
 
 /* Returns batch 4, seq 64, 100 steps, lr 6e-4, no warmup, floor 0.1,
