@@ -1,0 +1,315 @@
+/* The quantization flows of `quadc quantize` on a tiny random GPT-2
+ * (examples/gpt2.qd with 2 layers, 32 channels, 2 heads and a 256-token
+ * vocabulary whose tokens are the bytes of an English text), run by the
+ * interpreter:
+ *   - every method runs end to end and its output file loads back with the
+ *     same LM loss;
+ *   - Quadapter phase 1 lowers every block's output MSE, and the Quadapter
+ *     model has a lower quantized LM loss than the PTQ model;
+ *   - the Quadapter output is the input model with only alpha changed. The
+ *     params that folding does not touch are bit-identical. Alpha is
+ *     recovered as folded ln gamma / input ln gamma, and the float logits of
+ *     the input weights with that alpha match those of the folded weights
+ *     within 1e-5 of the largest logit. Unfolding returns every touched
+ *     param within 1e-5 relative.
+ * The layernorm gains have a few channels 20 times larger than the rest,
+ * the per-channel outliers that make 8-bit activation quantization lossy
+ * and that Quadapter is meant to absorb. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "passes/manager.h"
+#include "runtime/interp.h"
+#include "runtime/quantize_run.h"
+#include "runtime/safetensors.h"
+
+#define SEQ 16
+#define NSEQS 8
+
+static const char *text =
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+    "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
+    "it was the season of Darkness, it was the spring of hope, it was the winter of despair.";
+
+static const fe_define defines[] = {{"n_layer", 2}, {"n_embd", 32}, {"n_head", 2}, {"n_vocab", 256}, {"n_ctx", 64}};
+#define NDEFINES 5
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static double uniform(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return ((double)(rng_state >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double normal(void)
+{
+    return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
+}
+
+static ir_graph *compile_float(ir_diag *d)
+{
+    fe_define all[NDEFINES + 2];
+    memcpy(all, defines, sizeof defines);
+    all[NDEFINES] = (fe_define){"B", 1};
+    all[NDEFINES + 1] = (fe_define){"T", SEQ};
+    return fe_compile_file("examples/gpt2.qd", all, NDEFINES + 2, d);
+}
+
+/* N(0, 0.1) matrices, N(0, 0.05) biases, layernorm gains 1 + N(0, 0.1)
+ * with every 8th channel times 20. */
+static rt_weights *random_weights(const ir_graph *g)
+{
+    rt_weights *w = rt_weights_new();
+    for (int id = 0; id < g->nvalues; id++) {
+        const ir_value *v = g->values[id];
+        if (v->op != IR_OP_PARAM)
+            continue;
+        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
+        float *x = t->data;
+        bool gain = strcmp(ir_attr_str(v, "init"), "ones") == 0;
+        for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
+            if (v->type.rank == 2)
+                x[i] = (float)(0.1 * normal());
+            else if (gain)
+                x[i] = (float)((1.0 + 0.1 * normal()) * (i % 8 == 3 ? 20.0 : 1.0));
+            else
+                x[i] = (float)(0.05 * normal());
+        }
+        rt_weights_set(w, v->name, t);
+    }
+    return w;
+}
+
+static rt_weights *copy_weights(const rt_weights *w)
+{
+    rt_weights *out = rt_weights_new();
+    for (int i = 0; i < w->count; i++) {
+        rt_tensor *t = rt_tensor_new(w->tensors[i]->dtype, w->tensors[i]->rank, w->tensors[i]->dims);
+        memcpy(t->data, w->tensors[i]->data, rt_tensor_nbytes(t));
+        rt_weights_set(out, w->names[i], t);
+    }
+    return out;
+}
+
+static int32_t tokens[1024];
+static const int32_t *seqs[NSEQS];
+
+static void make_sequences(void)
+{
+    size_t n = strlen(text);
+    for (size_t i = 0; i < n; i++)
+        tokens[i] = (unsigned char)text[i];
+    for (int s = 0; s < NSEQS; s++)
+        seqs[s] = tokens + (size_t)s * 29;
+}
+
+static rt_quantize_config config_for(rt_quantize_method method)
+{
+    rt_quantize_config c = rt_quantize_default_config();
+    c.model_path = "examples/gpt2.qd";
+    c.defines = defines;
+    c.ndefines = NDEFINES;
+    c.method = method;
+    c.seq = SEQ;
+    c.phase1_steps = 30;
+    c.phase2_steps = 30;
+    c.lr = 1e-2f;
+    c.executor = rt_executor_interp();
+    c.threads = 1;
+    return c;
+}
+
+/* Runs one method, writes and reloads its output and checks the reloaded
+ * model's loss. Returns the output model. */
+static rt_quantized_model run_method(rt_quantize_method method, const rt_weights *input, rt_quantize_report *r,
+                                     ir_diag *d)
+{
+    rt_quantize_config c = config_for(method);
+    rt_quantized_model m = {0};
+    int rc = rt_quantize_run(&c, copy_weights(input), seqs, NSEQS, &m, r, d);
+    CHECK_EQ_INT(rc, 0);
+    if (rc != 0)
+        return m;
+    printf("%-11s float %.4f calibrated %.4f final %.4f\n", rt_quantize_method_name(method), r->fp_loss,
+           r->calibrated_loss, r->final_loss);
+    CHECK(isfinite(r->final_loss));
+
+    char path[] = "/tmp/quadc_quantize_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK_EQ_INT(rt_quantize_set_metadata(&m, &c, d), 0);
+    CHECK_EQ_INT(rt_safetensors_write(path, m.weights, d), 0);
+    rt_quantized_model loaded;
+    CHECK_EQ_INT(rt_quantized_model_load(c.model_path, defines, NDEFINES, path, SEQ, &loaded, d), 0);
+    if (loaded.graph) {
+        double loss = 0;
+        CHECK_EQ_INT(rt_quantize_mean_loss(loaded.graph, loaded.weights, seqs, NSEQS, SEQ, c.executor, 1, &loss, d),
+                     0);
+        CHECK_CLOSE(loss, r->final_loss, 1e-6, 1e-6);
+        rt_quantized_model_free(&loaded);
+    }
+    unlink(path);
+    return m;
+}
+
+static bool touched_by_fold(const char *name)
+{
+    return strstr(name, ".ln_") || strstr(name, ".c_attn.weight") || strstr(name, ".c_fc.weight");
+}
+
+static rt_tensor *float_logits(const ir_graph *g, const rt_weights *w, ir_diag *d)
+{
+    int64_t dims[2] = {1, SEQ};
+    rt_tensor *idx = rt_tensor_new(IR_I32, 2, dims), *targets = rt_tensor_new(IR_I32, 2, dims);
+    memcpy(idx->data, seqs[0], SEQ * sizeof(int32_t));
+    memcpy(targets->data, seqs[0] + 1, SEQ * sizeof(int32_t));
+    char *names[2] = {(char *)"idx", (char *)"targets"};
+    rt_tensor *tensors[2] = {idx, targets};
+    rt_weights in = rt_weights_borrow(names, tensors, 2);
+    rt_tensor *outputs[2] = {0};
+    CHECK_EQ_INT(g->noutputs, 2);
+    CHECK_EQ_INT(rt_interp_run(g, w, &in, outputs, d), 0);
+    rt_tensor_free(idx);
+    rt_tensor_free(targets);
+    rt_tensor_free(outputs[1]);
+    return outputs[0];
+}
+
+/* Checks that the Quadapter output differs from the input only by alpha. */
+static void check_only_alpha_changed(const ir_graph *fp, const rt_weights *input, const rt_quantized_model *m,
+                                     ir_diag *d)
+{
+    ir_graph *qa = ir_graph_clone(fp);
+    pass_pipeline pipeline;
+    char err[128];
+    CHECK_EQ_INT(pass_pipeline_parse("insert-quadapter{sites=ln}", &pipeline, err, sizeof err), 0);
+    pass_manager *pm = pass_manager_new(d);
+    CHECK_EQ_INT(pass_manager_run(pm, &pipeline, qa), 0);
+    pass_manager_free(pm);
+    pass_pipeline_free(&pipeline);
+
+    /* Params that the fold leaves alone are bit-identical. */
+    rt_weights *unfolded = copy_weights(input);
+    int identical = 0;
+    for (int i = 0; i < input->count; i++) {
+        rt_tensor *out = rt_weights_get(m->weights, input->names[i]);
+        CHECK(out != NULL);
+        if (!out || touched_by_fold(input->names[i]))
+            continue;
+        CHECK(memcmp(out->data, input->tensors[i]->data, rt_tensor_nbytes(out)) == 0);
+        identical++;
+    }
+    CHECK(identical >= 8);
+
+    /* alpha = folded gamma / input gamma, for both layernorms of each block. */
+    int changed = 0;
+    for (int b = 0; b < 2; b++)
+        for (int k = 1; k <= 2; k++) {
+            char gamma[64], alpha[64];
+            snprintf(gamma, sizeof gamma, "h.%d.ln_%d.weight", b, k);
+            snprintf(alpha, sizeof alpha, "h.%d.ln_%d.quadapter.alpha", b, k);
+            const float *g0 = rt_weights_get(input, gamma)->data;
+            const float *g1 = rt_weights_get(m->weights, gamma)->data;
+            rt_tensor *a = rt_tensor_new(IR_F32, 1, (int64_t[]){32});
+            for (int c = 0; c < 32; c++) {
+                ((float *)a->data)[c] = g1[c] / g0[c];
+                changed += fabsf(((float *)a->data)[c] - 1.0f) > 1e-3f;
+            }
+            rt_weights_set(unfolded, alpha, a);
+        }
+    printf("quadapter: %d of 128 alphas moved away from 1\n", changed);
+    CHECK(changed > 0);
+
+    /* The float model with the input weights and alpha gives the logits of
+     * the folded weights. */
+    rt_tensor *want = float_logits(qa, unfolded, d);
+    rt_tensor *got = float_logits(fp, m->weights, d);
+    double max_diff = 0, max_logit = 0;
+    for (int64_t i = 0; want && got && i < rt_tensor_numel(want); i++) {
+        float x = ((float *)want->data)[i], y = ((float *)got->data)[i];
+        max_diff = fmax(max_diff, fabs((double)x - (double)y));
+        max_logit = fmax(max_logit, fabs((double)x));
+    }
+    printf("folded vs unfolded float logits: max |diff| / max |logit| = %.3g\n", max_diff / max_logit);
+    CHECK(max_diff <= 1e-5 * max_logit);
+    rt_tensor_free(want);
+    rt_tensor_free(got);
+
+    /* Unfolding: folded ln bias / alpha and folded weight rows * alpha give
+     * back the input within 1e-5 relative. */
+    for (int b = 0; b < 2; b++)
+        for (int k = 1; k <= 2; k++) {
+            char name[64], alpha_name[64];
+            snprintf(alpha_name, sizeof alpha_name, "h.%d.ln_%d.quadapter.alpha", b, k);
+            const float *alpha = rt_weights_get(unfolded, alpha_name)->data;
+            snprintf(name, sizeof name, "h.%d.ln_%d.bias", b, k);
+            const float *b0 = rt_weights_get(input, name)->data, *b1 = rt_weights_get(m->weights, name)->data;
+            for (int c = 0; c < 32; c++)
+                CHECK_CLOSE(b1[c] / alpha[c], b0[c], 1e-7, 1e-5);
+            snprintf(name, sizeof name, k == 1 ? "h.%d.attn.c_attn.weight" : "h.%d.mlp.c_fc.weight", b);
+            const rt_tensor *w0 = rt_weights_get(input, name), *w1 = rt_weights_get(m->weights, name);
+            int64_t cols = w0->dims[1];
+            int bad = 0;
+            for (int64_t i = 0; i < rt_tensor_numel(w0); i++) {
+                double x = ((float *)w1->data)[i] * (double)alpha[i / cols], y = ((float *)w0->data)[i];
+                bad += fabs(x - y) > 1e-7 + 1e-5 * fabs(y);
+            }
+            CHECK_EQ_INT(bad, 0);
+        }
+    rt_weights_free(unfolded);
+    ir_graph_free(qa);
+}
+
+int main(void)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    make_sequences();
+    ir_graph *fp = compile_float(d);
+    CHECK(fp != NULL);
+    if (!fp)
+        return check_finish();
+    rt_weights *input = random_weights(fp);
+
+    rt_quantize_report ptq_report, report;
+    rt_quantized_model ptq = run_method(RT_QUANTIZE_PTQ, input, &ptq_report, d);
+    if (ptq.weights)
+        for (int i = 0; i < input->count; i++)
+            CHECK(memcmp(rt_weights_get(ptq.weights, input->names[i])->data, input->tensors[i]->data,
+                         rt_tensor_nbytes(input->tensors[i])) == 0);
+
+    rt_quantized_model sq = run_method(RT_QUANTIZE_SMOOTHQUANT, input, &report, d);
+    rt_quantized_model_free(&sq);
+    rt_quantize_report_free(&report);
+
+    rt_quantized_model qat = run_method(RT_QUANTIZE_QAT, input, &report, d);
+    CHECK(report.train_loss_after < report.train_loss_before);
+    rt_quantized_model_free(&qat);
+    rt_quantize_report_free(&report);
+
+    rt_quantized_model qa = run_method(RT_QUANTIZE_QUADAPTER, input, &report, d);
+    CHECK_EQ_INT(report.nblocks, 2);
+    for (int b = 0; report.block_loss_before && b < report.nblocks; b++) {
+        printf("phase 1 block %d: MSE %.6g -> %.6g\n", b, report.block_loss_before[b], report.block_loss_after[b]);
+        CHECK(report.block_loss_after[b] < 0.95 * report.block_loss_before[b]);
+    }
+    printf("phase 2: LM loss %.6f -> %.6f, PTQ %.6f\n", report.train_loss_before, report.train_loss_after,
+           ptq_report.final_loss);
+    CHECK(report.train_loss_after < report.train_loss_before);
+    CHECK(report.final_loss < ptq_report.final_loss);
+    if (qa.weights)
+        check_only_alpha_changed(fp, input, &qa, d);
+
+    rt_quantized_model_free(&qa);
+    rt_quantize_report_free(&report);
+    rt_quantized_model_free(&ptq);
+    rt_quantize_report_free(&ptq_report);
+    rt_weights_free(input);
+    ir_graph_free(fp);
+    ir_diag_free(d);
+    return check_finish();
+}
