@@ -82,6 +82,7 @@ typedef struct cg_emit {
     LLVMTypeRef tick_ty;
     LLVMValueRef tick;      /* cg_profile_tick, when profiling */
     LLVMValueRef entry_fn;  /* qc_bind or qc_run */
+    LLVMTargetMachineRef tm; /* the module's target, for the int8 GEMM shape */
     LLVMValueRef entry_bufs, entry_pool;
     LLVMValueRef kctx;      /* args parameter of the kernel being built */
     int kslots[CG_MAX_KERNEL_ARGS]; /* slot of each args entry of that kernel */

@@ -145,8 +145,13 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
     case IR_OP_GRAD_FQ_SCALE:
     case IR_OP_GRAD_FQ_ZERO_POINT:
         return cg_emit_quant_grad_sum(e, v);
-    case IR_OP_Q_LINEAR:
-        return cg_emit_qlinear(e, v);
+    case IR_OP_Q_LINEAR: {
+        LLVMValueRef saved_fn = e->entry_fn;
+        select_entry(e, true, fns, builders);
+        int packed = cg_emit_qlinear_pack(e, v);
+        select_entry(e, saved_fn == fns[0], fns, builders);
+        return packed != 0 ? packed : cg_emit_qlinear(e, v);
+    }
     case IR_OP_COUNT:
         break;
     }
@@ -206,6 +211,7 @@ LLVMModuleRef cg_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm, const
     cg_emit_init(&e, ctx, mod, gs);
     e.g = g;
     e.d = d;
+    e.tm = tm;
     e.plan = (cg_plan *)plan;
     e.pfor = LLVMAddFunction(e.mod, "rt_pool_parallel_for", e.pfor_ty);
     LLVMTypeRef tick_params[2] = {e.ptr, e.i64};

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "codegen/cg_internal.h"
+#include "codegen/emit_int8.h"
 
 bool cg_is_float(ir_dtype t)
 {
@@ -244,6 +245,12 @@ int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, bool
             gp->packed_slot = add_slot(p, cg_packed_bytes(g, v, gs));
             gp->pack_at_bind = !repack_weights &&
                                (p->storage[v->ops[1]] == CG_STORE_PARAM || p->storage[v->ops[1]] == CG_STORE_BIND);
+        } else if (v->op == IR_OP_Q_LINEAR) {
+            int64_t bytes[CG_QLINEAR_NSCRATCH];
+            cg_qlinear_scratch_bytes(g, v, bytes);
+            p->scratch_slot[i] = add_slot(p, bytes[0]);
+            for (int k = 1; k < CG_QLINEAR_NSCRATCH; k++)
+                add_slot(p, bytes[k]);
         } else if (v->op == IR_OP_CROSS_ENTROPY) {
             /* Per position: the loss and whether it counts, as doubles. */
             int64_t rows = ir_type_numel(&g->values[v->ops[1]]->type);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "codegen/codegen.h"
 #include "frontend/frontend.h"
 #include "ir/int8.h"
 #include "ir/quant.h"
@@ -71,6 +72,18 @@ static int run_passes(ir_graph *g, const char *text, ir_diag *d)
     int rc = pass_manager_run(pm, &pipeline, g);
     pass_manager_free(pm);
     pass_pipeline_free(&pipeline);
+    return rc;
+}
+
+/* Compiles g for the host and runs it once. Returns 0 or -1. */
+static int run_jit(const ir_graph *g, const rt_weights *w, const rt_weights *in, rt_tensor **outputs, ir_diag *d)
+{
+    cg_module *m = cg_compile(g, NULL, d);
+    CHECK(m != NULL);
+    if (!m)
+        return -1;
+    int rc = cg_run(m, w, in, outputs, d);
+    cg_free(m);
     return rc;
 }
 
@@ -229,27 +242,37 @@ static void test_qlinear_matches_fake_quant(void)
     for (int64_t i = 0; i < K * N; i++)
         ((float *)wh->data)[i] = ir_fake_quant(((const float *)fw->data)[i], ws[i % N], 0, s8n);
 
-    int over = 0;
-    double worst = 0;
-    for (int64_t m = 0; m < M; m++) {
-        for (int64_t n = 0; n < N; n++) {
-            double bound = DOT_RTOL * (abs_dot(xh->data, wh->data, m, n, K, N, false) + fabs(bias[n]));
-            double diff = fabs((double)((float *)got[0]->data)[m * N + n] - ((float *)want[0]->data)[m * N + n]);
-            worst = fmax(worst, diff / bound * DOT_RTOL);
-            over += diff > bound;
+    rt_tensor *jit[2] = {NULL, NULL};
+    CHECK_EQ_INT(run_jit(lowered, w, in, jit, d), 0);
+    rt_tensor *const *results[2] = {got, jit};
+    const char *names[2] = {"interpreter", "JIT"};
+    for (int r = 0; r < 2; r++) {
+        rt_tensor *const *y = results[r];
+        if (!y[0] || !y[1])
+            continue;
+        int over = 0;
+        double worst = 0;
+        for (int64_t m = 0; m < M; m++) {
+            for (int64_t n = 0; n < N; n++) {
+                double bound = DOT_RTOL * (abs_dot(xh->data, wh->data, m, n, K, N, false) + fabs(bias[n]));
+                double diff = fabs((double)((float *)y[0]->data)[m * N + n] - ((float *)want[0]->data)[m * N + n]);
+                worst = fmax(worst, diff / bound * DOT_RTOL);
+                over += diff > bound;
+            }
+            for (int64_t n = 0; n < V; n++) {
+                double bound = DOT_RTOL * abs_dot(hh->data, th->data, m, n, N, V, true);
+                double diff = fabs((double)((float *)y[1]->data)[m * V + n] - ((float *)want[1]->data)[m * V + n]);
+                over += diff > bound;
+            }
         }
-        for (int64_t n = 0; n < V; n++) {
-            double bound = DOT_RTOL * abs_dot(hh->data, th->data, m, n, N, V, true);
-            double diff = fabs((double)((float *)got[1]->data)[m * V + n] - ((float *)want[1]->data)[m * V + n]);
-            over += diff > bound;
-        }
+        printf("q.linear (%s) vs fake quant: largest difference %.3g of the product magnitude\n", names[r], worst);
+        CHECK_EQ_INT(over, 0);
     }
-    printf("q.linear vs fake quant: largest difference %.3g of the product magnitude\n", worst);
-    CHECK_EQ_INT(over, 0);
 
     for (int i = 0; i < 2; i++) {
         rt_tensor_free(want[i]);
         rt_tensor_free(got[i]);
+        rt_tensor_free(jit[i]);
     }
     rt_tensor_free(xh);
     rt_tensor_free(hh);
@@ -362,17 +385,28 @@ static void test_gpt2_lowered_matches_fake_quant(void)
     if (!want[0] || !got[0] || !want[1] || !got[1])
         return;
 
-    double logits_diff = relative_difference(got[0], want[0]);
-    double ppl_want = exp(((float *)want[1]->data)[0]), ppl_got = exp(((float *)got[1]->data)[0]);
-    double ppl_diff = fabs(ppl_got - ppl_want) / ppl_want;
-    printf("tiny GPT-2 W8A8, interpreter: logits max |diff| / max |logit| = %.3g, perplexity %.4f vs %.4f "
-           "(relative %.3g)\n", logits_diff, ppl_got, ppl_want, ppl_diff);
-    CHECK(logits_diff <= LOGITS_RTOL);
-    CHECK(ppl_diff < PERPLEXITY_RTOL);
+    rt_tensor *jit[2] = {NULL, NULL};
+    CHECK_EQ_INT(run_jit(lowered, w, in, jit, d), 0);
+    rt_tensor **results[2] = {got, jit};
+    const char *names[2] = {"interpreter", "JIT"};
+    for (int r = 0; r < 2; r++) {
+        rt_tensor **y = results[r];
+        if (!y[0] || !y[1])
+            continue;
+        double logits_diff = relative_difference(y[0], want[0]);
+        double ppl_want = exp(((float *)want[1]->data)[0]), ppl_got = exp(((float *)y[1]->data)[0]);
+        double ppl_diff = fabs(ppl_got - ppl_want) / ppl_want;
+        printf("tiny GPT-2 W8A8, lowered (%s) vs fake quant (interpreter): logits max |diff| / max |logit| = "
+               "%.3g, perplexity %.4f vs %.4f (relative %.3g)\n", names[r], logits_diff, ppl_got, ppl_want,
+               ppl_diff);
+        CHECK(logits_diff <= LOGITS_RTOL);
+        CHECK(ppl_diff < PERPLEXITY_RTOL);
+    }
 
     for (int i = 0; i < 2; i++) {
         rt_tensor_free(want[i]);
         rt_tensor_free(got[i]);
+        rt_tensor_free(jit[i]);
     }
     rt_weights_free(w);
     rt_weights_free(in);
@@ -400,10 +434,38 @@ static void test_lowered_needs_converted_weights(void)
     ir_diag_free(d);
 }
 
+/* The lowered graph's code uses vpdpbusd on a CPU with AVX-512 VNNI
+ * (znver4) and not on one without it (x86-64-v3, AVX2). */
+static void test_qlinear_asm_uses_vnni(void)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    ir_graph *g = ir_parse_string("small.qir", small_graph, strlen(small_graph), d);
+    CHECK(g != NULL);
+    if (!g)
+        return;
+    CHECK_EQ_INT(run_passes(g, "lower-int8", d), 0);
+    cg_options o = cg_default_options();
+    o.cpu = "znver4";
+    char *vnni = cg_emit_asm(g, &o, d);
+    o.cpu = "x86-64-v3";
+    char *avx2 = cg_emit_asm(g, &o, d);
+    CHECK(vnni != NULL);
+    CHECK(avx2 != NULL);
+    if (vnni)
+        CHECK(strstr(vnni, "vpdpbusd") != NULL);
+    if (avx2)
+        CHECK(strstr(avx2, "vpdpbusd") == NULL);
+    free(vnni);
+    free(avx2);
+    ir_graph_free(g);
+    ir_diag_free(d);
+}
+
 int main(void)
 {
     test_qlinear_matches_fake_quant();
     test_gpt2_lowered_matches_fake_quant();
     test_lowered_needs_converted_weights();
+    test_qlinear_asm_uses_vnni();
     return check_finish();
 }
