@@ -142,6 +142,8 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
     case IR_OP_GRAD_FQ_INPUT:
     case IR_OP_QA_SCALE:
         return cg_emit_quant(e, v);
+    case IR_OP_FUSED_ELEMENTWISE:
+        return cg_emit_fused_elementwise(e, v);
     case IR_OP_GRAD_FQ_SCALE:
     case IR_OP_GRAD_FQ_ZERO_POINT:
         return cg_emit_quant_grad_sum(e, v);

@@ -2,6 +2,7 @@
  * case, so -Wswitch (an error in CI builds) flags an op without a rule.
  * Messages show the shapes involved so a mismatch is easy to locate. */
 #include "ir/ir.h"
+#include "ir/fused.h"
 #include "ir/int8.h"
 #include "ir/quant.h"
 
@@ -552,6 +553,8 @@ static int infer_by_rule(ir_op op, const ir_type *const *ops, int nops, const ir
     case IR_OP_GRAD_FQ_ZERO_POINT:
     case IR_OP_QA_SCALE:
         return ir_infer_quant_type(op, ops, nops, attrs, out, err, cap);
+    case IR_OP_FUSED_ELEMENTWISE:
+        return ir_infer_fused_type(ops, nops, attrs, out, err, cap);
     case IR_OP_Q_LINEAR:
         return ir_infer_int8_type(op, ops, nops, attrs, out, err, cap);
     case IR_OP_COUNT:

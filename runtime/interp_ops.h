@@ -95,6 +95,9 @@ int rt_interp_fake_quant(const rt_interp_call *call);
 int rt_interp_grad_fake_quant(const rt_interp_call *call);
 int rt_interp_qa_scale(const rt_interp_call *call);
 
+/* fused.elementwise, in runtime/interp_fused.c. */
+int rt_interp_fused_elementwise(const rt_interp_call *call);
+
 /* q.linear, in runtime/interp_int8.c. */
 int rt_interp_qlinear(const rt_interp_call *call);
 
