@@ -71,9 +71,9 @@ static int fill_desc(cg_emit *e, const ir_value *v, cg_gemm_i8_desc *desc)
     return 0;
 }
 
-static int scratch(const cg_emit *e, const ir_value *v, int which)
+static int scratch(const cg_emit *e, const ir_value *v, int buffer)
 {
-    return e->plan->scratch_slot[v->id] + which;
+    return e->plan->scratch_slot[v->id] + buffer;
 }
 
 int cg_emit_qlinear_pack(cg_emit *e, const ir_value *v)
