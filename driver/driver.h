@@ -32,6 +32,7 @@ int driver_opt(int argc, char **argv);
 int driver_eval(int argc, char **argv);
 int driver_generate(int argc, char **argv);
 int driver_train(int argc, char **argv);
+int driver_quantize(int argc, char **argv);
 
 /* Prints "quadc CMD: error: MESSAGE" and a hint to run --help on stderr and
  * returns DRIVER_USAGE. */

@@ -25,6 +25,7 @@ static const driver_command commands[] = {
     {"compile", "compile a model file (.qd) to IR text, running a pass pipeline", driver_compile},
     {"opt", "run a pass pipeline on IR text (.qir) and print the result", driver_opt},
     {"train", "train a model file on text files with AdamW", driver_train},
+    {"quantize", "quantize a model with PTQ, SmoothQuant, QAT or Quadapter and write it", driver_quantize},
     {"build", "compile a model ahead of time to an object file, a C header and an executable", driver_build},
     {"eval", "measure a model's perplexity on texts and its LAMBADA accuracy", driver_eval},
     {"generate", "continue a text prompt with a model", driver_generate},

@@ -28,6 +28,19 @@ const char *rt_quantize_method_name(rt_quantize_method m)
     return method_names[m];
 }
 
+const char *rt_quantize_range_name(pass_calib_method m)
+{
+    switch (m) {
+    case PASS_CALIB_PERCENTILE:
+        return "percentile";
+    case PASS_CALIB_MSE:
+        return "mse";
+    case PASS_CALIB_MINMAX:
+        break;
+    }
+    return "minmax";
+}
+
 int rt_quantize_parse_bits(const char *text, int *weight_bits, int *act_bits, char *err, int errcap)
 {
     char tail;
@@ -471,8 +484,7 @@ int rt_quantize_set_metadata(rt_quantized_model *m, const rt_quantize_config *c,
         rc = rt_weights_set_meta(m->weights, h->name, value);
     }
     snprintf(value, sizeof value, "%llu", (unsigned long long)c->seed);
-    const char *range = c->range == PASS_CALIB_MINMAX ? "minmax" : c->range == PASS_CALIB_PERCENTILE ? "percentile"
-                                                                                                      : "mse";
+    const char *range = rt_quantize_range_name(c->range);
     if (rc == 0)
         rc = rt_weights_set_meta(m->weights, META_PREFIX "method", rt_quantize_method_name(c->method));
     if (rc == 0)

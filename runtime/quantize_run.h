@@ -31,6 +31,8 @@ typedef enum rt_quantize_method {
  * "quadapter"), or -1. */
 int rt_quantize_method_from_name(const char *name);
 const char *rt_quantize_method_name(rt_quantize_method m);
+/* Returns "minmax", "percentile" or "mse". */
+const char *rt_quantize_range_name(pass_calib_method m);
 
 /* Parses "w<b>a<b>" with both bit widths in [IR_QUANT_MIN_BITS,
  * IR_QUANT_MAX_BITS]. Returns 0, or -1 after writing the reason to err. */
