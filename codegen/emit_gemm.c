@@ -4,9 +4,10 @@
  * B is packed into panels of NR columns: panel p stores B[k, p*NR + j] at
  * ((p * K) + k) * NR + j, zero-padded past N, so the microkernel reads NR
  * contiguous floats per k. Weight operands (params and values computed
- * from params) are packed once by qc_bind; activations are packed on every
- * run. The microkernel keeps an MR x NR tile of C in MR * NVEC vector
- * registers and does MR * NVEC llvm.fma calls per k. Tasks are (batch,
+ * from params) are packed once by qc_bind, unless cg_options.repack_weights
+ * asks to pack them on every run like activations. The microkernel keeps
+ * an MR x NR tile of C in MR * NVEC vector registers and does MR * NVEC
+ * llvm.fma calls per k. Tasks are (batch,
  * MC-row block, NC-column block) tiles; each task walks K in KC blocks
  * (the B micro-panel of one block stays in L1/L2 while the MR-row strips
  * of the MC block reuse it), then NR panels, then MR-row strips. */
