@@ -20,13 +20,18 @@ static void print_opt_help(FILE *out)
  * file named by a loc(...) cannot be the model source. */
 #define MAX_LOC_SOURCE_BYTES ((size_t)16 << 20)
 
+/* The most distinct loc(...) files read for quoting. A compiled model names
+ * one file, and without a bound, IR text that names a different file on
+ * every line would make the search below quadratic. */
+enum { MAX_LOC_SOURCES = 64 };
+
 /* Lets errors about values parsed from IR text quote the model source
  * their loc(...) points at, when that file can be read. */
 static void load_loc_sources(const ir_graph *g, ir_diag *d)
 {
-    const char **tried = calloc((size_t)g->nvalues + 1, sizeof *tried);
+    const char *tried[MAX_LOC_SOURCES];
     int ntried = 0;
-    for (int i = 0; tried && i < g->nvalues; i++) {
+    for (int i = 0; i < g->nvalues && ntried < MAX_LOC_SOURCES; i++) {
         const char *file = g->values[i]->loc.file; /* interned, so pointers compare */
         bool seen = !file;
         for (int k = 0; k < ntried && !seen; k++)
@@ -40,7 +45,6 @@ static void load_loc_sources(const ir_graph *g, ir_diag *d)
             ir_diag_add_source(d, file, text, len);
         free(text);
     }
-    free(tried);
 }
 
 int driver_opt(int argc, char **argv)

@@ -18,6 +18,11 @@ struct ir_diag {
     diag_source *sources;
     int nsources;
     int cap;
+    /* Hash index into sources by path: a slot contains index + 1, or 0 when
+     * empty. IR text can name a different loc file on every line, so a
+     * linear search per interned path would be quadratic. */
+    int *index;
+    int index_cap; /* a power of two, at least twice nsources */
     int errors;
     int max_errors;
     char *context; /* prefix of error messages, or NULL */
@@ -42,16 +47,57 @@ void ir_diag_free(ir_diag *d)
         free(d->sources[i].text);
     }
     free(d->sources);
+    free(d->index);
     free(d->context);
     free(d);
 }
 
+static size_t hash_path(const char *path)
+{
+    size_t h = 14695981039346656037u; /* FNV-1a */
+    for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+        h = (h ^ *c) * 1099511628211u;
+    return h;
+}
+
+/* Returns the index slot of path: the one that contains it, or the empty
+ * slot where it would go. */
+static int index_slot(const ir_diag *d, const char *path)
+{
+    int mask = d->index_cap - 1;
+    int i = (int)(hash_path(path) & (size_t)mask);
+    while (d->index[i] && strcmp(d->sources[d->index[i] - 1].path, path) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
 static diag_source *find_source(ir_diag *d, const char *path)
 {
+    if (d->index_cap == 0)
+        return NULL;
+    int slot = d->index[index_slot(d, path)];
+    return slot ? &d->sources[slot - 1] : NULL;
+}
+
+/* Makes room in the index for one more source. Returns false when out of
+ * memory. */
+static bool grow_index(ir_diag *d)
+{
+    if (2 * (d->nsources + 1) <= d->index_cap)
+        return true;
+    int old_cap = d->index_cap;
+    int *old_index = d->index;
+    d->index_cap = old_cap ? 2 * old_cap : 16;
+    d->index = calloc((size_t)d->index_cap, sizeof *d->index);
+    if (!d->index) {
+        d->index = old_index;
+        d->index_cap = old_cap;
+        return false;
+    }
     for (int i = 0; i < d->nsources; i++)
-        if (d->sources[i].path == path || strcmp(d->sources[i].path, path) == 0)
-            return &d->sources[i];
-    return NULL;
+        d->index[index_slot(d, d->sources[i].path)] = i + 1;
+    free(old_index);
+    return true;
 }
 
 const char *ir_diag_add_source(ir_diag *d, const char *path, const char *text, size_t len)
@@ -66,10 +112,16 @@ const char *ir_diag_add_source(ir_diag *d, const char *path, const char *text, s
             d->sources = grown;
             d->cap = cap;
         }
+        char *copy = strdup(path);
+        if (!copy || !grow_index(d)) {
+            free(copy);
+            return path;
+        }
         s = &d->sources[d->nsources++];
-        s->path = strdup(path);
+        s->path = copy;
         s->text = NULL;
         s->len = 0;
+        d->index[index_slot(d, copy)] = d->nsources;
     }
     if (text && !s->text) {
         s->text = malloc(len + 1);
