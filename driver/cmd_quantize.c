@@ -74,6 +74,7 @@ static void print_help(FILE *out)
             "  --phase1-steps N     Quadapter phase 1 AdamW steps per block (default 100)\n"
             "  --phase2-steps N     Quadapter phase 2 and QAT AdamW steps (default 100)\n"
             "  --lr X               constant AdamW learning rate (default 1e-3)\n"
+            "  --train-ranges       also train the activation scales in phase 2 and QAT\n"
             "  --seed S             seed of the sequence choice and order (default 1)\n"
             "  --threads N          worker threads, 0 = one per core (default 0)\n"
             "  --executor NAME      jit (default) or interp, the reference interpreter\n"
@@ -197,6 +198,11 @@ static int parse_args(int argc, char **argv, quantize_args *a)
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             a->help = true;
             return DRIVER_OK;
+        }
+        if (strcmp(arg, "--train-ranges") == 0) {
+            a->config.train_ranges = true;
+            i++;
+            continue;
         }
         if (strncmp(arg, "-D", 2) == 0) {
             char *text = arg[2] ? argv[i] + 2 : (i + 1 < argc ? argv[++i] : NULL);

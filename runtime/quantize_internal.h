@@ -31,6 +31,10 @@ int qz_mean_loss(const ir_graph *g, const char *loss_name, const rt_weights *wei
  * graph has no such block. */
 int qz_block_values(const ir_graph *g, int block, int *input, int *output);
 int qz_count_blocks(const ir_graph *g);
+/* The lower bound of trained activation scales, so that a step never
+ * makes a quantizer's scale zero or negative. */
+#define QZ_MIN_SCALE 1e-8f
+
 /* The name of the phase 1 loss output. */
 #define QZ_BLOCK_LOSS "block_loss"
 
@@ -50,6 +54,7 @@ typedef struct qz_train_job {
     bool (*train)(const char *param); /* NULL: every param wrt selects */
     float weight_decay;
     bool clamp_alpha;        /* clamp the Quadapter alphas of forward after each step */
+    bool clamp_scales;       /* keep trained "*.input.scale" params at least QZ_MIN_SCALE */
     int steps;
     const char *phase;       /* for messages and on_step */
     int block;

@@ -272,7 +272,17 @@ static int quadapter_phase1(const rt_quantize_config *c, const ir_graph *fp, con
         snprintf(wrt, sizeof wrt, "h.%d.*.quadapter.alpha", b);
         step_inputs draw = {sets, nseqs, {{0}}};
         rt_rng_seed(&draw.rng, c->seed, 100 + (uint64_t)b);
-        qz_train_job job = {c, g, QZ_BLOCK_LOSS, wrt, is_alpha_param, 0.0f, true, c->phase1_steps, "phase1", b, draw_inputs, &draw};
+        qz_train_job job = {.config = c,
+                            .forward = g,
+                            .loss = QZ_BLOCK_LOSS,
+                            .wrt = wrt,
+                            .train = is_alpha_param,
+                            .clamp_alpha = true,
+                            .steps = c->phase1_steps,
+                            .phase = "phase1",
+                            .block = b,
+                            .inputs = draw_inputs,
+                            .ctx = &draw};
         if (rc == 0 && c->phase1_steps > 0)
             rc = qz_train(&job, w, d);
         if (rc == 0)
@@ -284,10 +294,27 @@ static int quadapter_phase1(const rt_quantize_config *c, const ir_graph *fp, con
     return rc;
 }
 
-/* QAT trains every model weight; the quantizer ranges stay as calibrated. */
+static bool is_activation_scale(const char *name)
+{
+    size_t len = strlen(name);
+    return len > 12 && strcmp(name + len - 12, ".input.scale") == 0;
+}
+
+/* QAT trains every model weight, and the quantizer ranges stay as
+ * calibrated unless train_ranges is set. */
 static bool is_model_weight(const char *name)
 {
     return !is_quantizer_param(name) && !is_alpha_param(name);
+}
+
+static bool is_model_weight_or_range(const char *name)
+{
+    return is_model_weight(name) || is_activation_scale(name);
+}
+
+static bool is_alpha_or_range(const char *name)
+{
+    return is_alpha_param(name) || is_activation_scale(name);
 }
 
 /* Phase 2 of Quadapter (all alphas) or QAT (every model weight), on the LM
@@ -299,18 +326,27 @@ static int train_end_to_end(const rt_quantize_config *c, const ir_graph *q, rt_w
     int rc = qz_mean_loss(q, "loss", w, lm, nseqs, c->executor, c->threads, &r->train_loss_before, d);
     step_inputs draw = {lm, nseqs, {{0}}};
     rt_rng_seed(&draw.rng, c->seed, 1);
-    qz_train_job job = {c,
-                        q,
-                        "loss",
-                        qat ? "all" : "*.quadapter.alpha",
-                        qat ? is_model_weight : is_alpha_param,
-                        qat ? rt_adamw_default_config().weight_decay : 0.0f,
-                        !qat,
-                        c->phase2_steps,
-                        qat ? "qat" : "phase2",
-                        -1,
-                        draw_inputs,
-                        &draw};
+    bool (*train)(const char *) = qat ? is_model_weight : is_alpha_param;
+    if (c->train_ranges)
+        train = qat ? is_model_weight_or_range : is_alpha_or_range;
+    const char *wrt = "*.quadapter.alpha";
+    if (qat)
+        wrt = "all";
+    else if (c->train_ranges)
+        wrt = "*.quadapter.alpha;*.input.scale";
+    qz_train_job job = {.config = c,
+                        .forward = q,
+                        .loss = "loss",
+                        .wrt = wrt,
+                        .train = train,
+                        .weight_decay = qat ? rt_adamw_default_config().weight_decay : 0.0f,
+                        .clamp_alpha = !qat,
+                        .clamp_scales = c->train_ranges,
+                        .steps = c->phase2_steps,
+                        .phase = qat ? "qat" : "phase2",
+                        .block = -1,
+                        .inputs = draw_inputs,
+                        .ctx = &draw};
     if (rc == 0 && c->phase2_steps > 0)
         rc = qz_train(&job, w, d);
     if (rc == 0)
@@ -493,6 +529,8 @@ int rt_quantize_set_metadata(rt_quantized_model *m, const rt_quantize_config *c,
         rc = rt_weights_set_meta(m->weights, META_PREFIX "seed", value);
     if (rc == 0)
         rc = rt_weights_set_meta(m->weights, META_PREFIX "range", range);
+    if (rc == 0)
+        rc = rt_weights_set_meta(m->weights, META_PREFIX "train_ranges", c->train_ranges ? "true" : "false");
     if (rc != 0)
         ir_diag_file_error(d, NULL, "out of memory for the output metadata");
     return rc;
@@ -569,8 +607,8 @@ int rt_quantized_model_load(const char *model_path, const fe_define *defines, in
             continue;
         rt_tensor *t = rt_weights_get(w, v->name);
         if (!t && is_quantizer_param(v->name)) {
-            ir_diag_file_error(d, path, "missing quantizer param '%s'; the file holds no quantized model of %s "
-                                        "(run quadc quantize)", v->name, model_path);
+            ir_diag_file_error(d, path, "missing quantizer param '%s', so the file is no complete "
+                                        "quantized model of %s; write it with quadc quantize", v->name, model_path);
             rc = -1;
         } else if (!t || t->dtype != IR_F32 || rt_tensor_numel(t) != ir_type_numel(&v->type)) {
             ir_diag_file_error(d, path, "missing or mis-shaped f32 tensor '%s'", v->name);

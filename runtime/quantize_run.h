@@ -3,7 +3,7 @@
  * and Quadapter training (Park et al., "Quadapter: Adapter for GPT-2
  * Quantization", Findings of EMNLP 2022), and the loader of the files they
  * write. The graph and weight steps are the passes and library functions of
- * passes/quantize.h; this file builds the training graphs and runs them
+ * passes/quantize.h. This file builds the training graphs and runs them
  * with an rt_executor and AdamW.
  *
  * Every graph runs with B = 1 and T = seq. A calibration sequence is seq + 1
@@ -50,6 +50,9 @@ typedef struct rt_quantize_config {
     int phase1_steps;         /* Quadapter phase 1 steps per block */
     int phase2_steps;         /* Quadapter phase 2 steps, and the QAT steps */
     float lr;                 /* AdamW learning rate, constant */
+    /* Also train the activation quantizer scales ("<site>.input.scale") in
+     * Quadapter phase 2 and QAT; zero points stay as calibrated. */
+    bool train_ranges;
     uint64_t seed;            /* order in which training visits the sequences */
     double migration;         /* SmoothQuant migration strength a */
     const rt_executor *executor;
@@ -69,9 +72,9 @@ typedef struct rt_quantize_config {
  * phase 2 steps, lr 1e-3, seed 1, migration 0.5, the JIT on every core. */
 rt_quantize_config rt_quantize_default_config(void);
 
-/* What a run measured. Losses are means over every calibration sequence;
- * block losses are the mean squared difference between the FP block output
- * and the quantized block output on the FP block input. */
+/* What a run measured. Losses are means over every calibration sequence.
+ * A block loss is the mean squared difference between the FP block output
+ * and the quantized block output, both computed from the FP block input. */
 typedef struct rt_quantize_report {
     int nblocks;
     double fp_loss;           /* LM loss of the float model */
@@ -99,11 +102,11 @@ typedef struct rt_quantized_model {
 
 void rt_quantized_model_free(rt_quantized_model *m);
 
-/* Quantizes the model of c with the float weights `weights` (f32 or
- * wider-convertible, named as the model's params; taken over and freed)
- * using nseqs calibration sequences of seq + 1 tokens each. On success
- * fills *out and *report. Returns 0, or -1 after reporting through d;
- * nothing is allocated in *out then. */
+/* Quantizes the model of c with the float weights `weights` using nseqs
+ * calibration sequences of seq + 1 tokens each. The weights are named as
+ * the model's params, in any float dtype, and are taken over and freed.
+ * On success fills *out and *report. Returns 0, or -1 after reporting
+ * through d, and then *out holds nothing. */
 int rt_quantize_run(const rt_quantize_config *c, rt_weights *weights, const int32_t *const *seqs, int nseqs,
                     rt_quantized_model *out, rt_quantize_report *report, ir_diag *d);
 

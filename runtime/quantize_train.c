@@ -234,6 +234,19 @@ static int collect_trained(const ir_graph *g, rt_weights *weights, bool (*train)
     return 0;
 }
 
+static void clamp_scales(char *const *names, rt_tensor *const *tensors, int count)
+{
+    for (int i = 0; i < count; i++) {
+        size_t len = strlen(names[i]);
+        if (len < 12 || strcmp(names[i] + len - 12, ".input.scale") != 0)
+            continue;
+        float *x = tensors[i]->data;
+        for (int64_t k = 0; k < rt_tensor_numel(tensors[i]); k++)
+            if (!(x[k] >= QZ_MIN_SCALE))
+                x[k] = QZ_MIN_SCALE;
+    }
+}
+
 int qz_train(const qz_train_job *job, rt_weights *weights, ir_diag *d)
 {
     const rt_quantize_config *c = job->config;
@@ -288,6 +301,8 @@ int qz_train(const qz_train_job *job, rt_weights *weights, ir_diag *d)
             rc = rt_adamw_update(opt, &trained, grads, c->lr, step + 1, norm.clip_scale, d);
         if (rc == 0 && job->clamp_alpha && pass_quadapter_clamp_alpha(job->forward, weights, d) < 0)
             rc = -1;
+        if (rc == 0 && job->clamp_scales)
+            clamp_scales(names, tensors, count);
         qz_free_outputs(outputs, g->noutputs);
         if (rc == 0 && c->on_step)
             c->on_step(c->ctx, job->phase, job->block, step + 1, job->steps, loss);

@@ -157,6 +157,33 @@ static rt_quantized_model run_method(rt_quantize_method method, const rt_weights
     return m;
 }
 
+/* A file whose metadata names quantizers but that lacks one of their params
+ * is rejected when loaded. */
+static void check_load_rejects_missing_scale(const rt_quantized_model *m, ir_diag *d)
+{
+    rt_weights *w = rt_weights_new();
+    for (int i = 0; i < m->weights->count; i++)
+        if (strcmp(m->weights->names[i], "h.0.attn.c_attn.input.scale") != 0) {
+            const rt_tensor *t = m->weights->tensors[i];
+            rt_tensor *copy = rt_tensor_new(t->dtype, t->rank, t->dims);
+            memcpy(copy->data, t->data, rt_tensor_nbytes(t));
+            rt_weights_set(w, m->weights->names[i], copy);
+        }
+    for (int i = 0; i < m->weights->nmeta; i++)
+        rt_weights_set_meta(w, m->weights->meta_keys[i], m->weights->meta_values[i]);
+    char path[] = "/tmp/quadc_quantize_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK_EQ_INT(rt_safetensors_write(path, w, d), 0);
+    rt_quantized_model loaded;
+    fprintf(stderr, "expected error follows:\n");
+    CHECK_EQ_INT(rt_quantized_model_load("examples/gpt2.qd", NULL, 0, path, SEQ, &loaded, d), -1);
+    CHECK(loaded.graph == NULL);
+    unlink(path);
+    rt_weights_free(w);
+}
+
 static bool touched_by_fold(const char *name)
 {
     return strstr(name, ".ln_") || strstr(name, ".c_attn.weight") || strstr(name, ".c_fc.weight");
@@ -277,6 +304,10 @@ int main(void)
 
     rt_quantize_report ptq_report, report;
     rt_quantized_model ptq = run_method(RT_QUANTIZE_PTQ, input, &ptq_report, d);
+    if (ptq.weights) {
+        CHECK_EQ_INT(rt_quantize_set_metadata(&ptq, &(rt_quantize_config){.bits = "w8a8"}, d), 0);
+        check_load_rejects_missing_scale(&ptq, d);
+    }
     if (ptq.weights)
         for (int i = 0; i < input->count; i++)
             CHECK(memcmp(rt_weights_get(ptq.weights, input->names[i])->data, input->tensors[i]->data,
@@ -304,6 +335,23 @@ int main(void)
     if (qa.weights)
         check_only_alpha_changed(fp, input, &qa, d);
 
+    rt_quantized_model_free(&qa);
+    rt_quantize_report_free(&report);
+
+    /* Phase 2 with trained activation scales keeps them positive. */
+    rt_quantize_config c = config_for(RT_QUANTIZE_QUADAPTER);
+    c.train_ranges = true;
+    c.phase1_steps = 0;
+    CHECK_EQ_INT(rt_quantize_run(&c, copy_weights(input), seqs, NSEQS, &qa, &report, d), 0);
+    printf("phase 2 with ranges: LM loss %.6f -> %.6f\n", report.train_loss_before, report.train_loss_after);
+    CHECK(report.train_loss_after < report.train_loss_before);
+    int scales = 0;
+    for (int i = 0; qa.weights && i < qa.weights->count; i++)
+        if (strstr(qa.weights->names[i], ".input.scale")) {
+            CHECK(*(const float *)qa.weights->tensors[i]->data > 0);
+            scales++;
+        }
+    CHECK_EQ_INT(scales, 9);
     rt_quantized_model_free(&qa);
     rt_quantize_report_free(&report);
     rt_quantized_model_free(&ptq);
