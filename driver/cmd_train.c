@@ -76,6 +76,8 @@ static void print_help(FILE *out)
             "  --seed S               seed of the init and of batch sampling (default 1337)\n"
             "  --threads N            worker threads, 0 = one per core (default 0)\n"
             "  --executor NAME        jit (default) or interp, the reference interpreter\n"
+            "  --no-fuse              leave elementwise chains unfused (the fuse-elementwise pass\n"
+            "                         runs on the training graph by default)\n"
             "\n"
             "Evaluation, checkpoints and output:\n"
             "  --eval-every N         evaluate on held-out data every N steps (default 0 = never)\n"
@@ -248,6 +250,11 @@ static int parse_option(int argc, char **argv, int *i, train_args *a)
     }
     if (strncmp(arg, "--resume", 8) == 0 && (arg[8] == '\0' || arg[8] == '=')) {
         a->resume = arg[8] == '=' ? arg + 9 : "";
+        (*i)++;
+        return DRIVER_OK;
+    }
+    if (strcmp(arg, "--no-fuse") == 0) {
+        a->config.no_fuse_elementwise = true;
         (*i)++;
         return DRIVER_OK;
     }
