@@ -72,6 +72,10 @@ void qz_inputs_free(qz_inputs *in)
 
 /* ---- evaluation ---- */
 
+/* NOTE: compiles g on every call, so a Quadapter run compiles the full
+ * quantized graph about five times. The interpreter does not mind, but
+ * with the JIT on GPT-2 sizes the compiles can take longer than the runs. */
+
 int qz_mean_loss(const ir_graph *g, const char *loss_name, const rt_weights *weights, const rt_weights *inputs,
                  int ninputs, const rt_executor *ex, int threads, double *loss, ir_diag *d)
 {
