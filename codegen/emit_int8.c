@@ -1,9 +1,11 @@
 /* Code generation of q.linear (ir/ops.def has its formula) in three run
  * time kernels and one bind time kernel:
  *   bind  pack the i8 weights and their column sums (cg_emit_pack_b_i8)
- *   run   1. quantize each input row to u8 (or s8 when symmetric)
+ *   run   1. quantize each input row to u8 (or s8 when symmetric) and sum
+ *            q - z_x over the row
  *         2. int8 GEMM with int32 output and no zero-point correction
- *         3. y = (s_x · s_w[n]) · (acc - z_x · colsum[n]) + bias[n] in f32
+ *         3. y = (s_x · s_w[n]) · (acc - z_x · colsum[n] - z_w[n] · rowsum[m])
+ *            + bias[n] in f32
  * The input zero point is a param, read at run time, which is why the
  * GEMM's compile-time zero-point correction is not used. Step 3 does the
  * same f32 operations in the same order as the interpreter kernel. */
@@ -45,6 +47,7 @@ void cg_qlinear_scratch_bytes(const ir_graph *g, const ir_value *v, int64_t *byt
     bytes[CG_QLINEAR_COLSUM] = n_padded * 4;
     bytes[CG_QLINEAR_A] = q.m * q.k;
     bytes[CG_QLINEAR_ACC] = q.m * q.n * 4;
+    bytes[CG_QLINEAR_ROWSUM] = q.m * 4;
 }
 
 static int fill_desc(cg_emit *e, const ir_value *v, cg_gemm_i8_desc *desc)
@@ -100,16 +103,19 @@ static LLVMValueRef zero_point(cg_emit *e, LLVMValueRef base)
     return LLVMBuildFPToSI(e->b, z, e->i32, "");
 }
 
-/* Step 1: q = clamp(roundeven(x / s_x) + z_x, qmin, qmax), one task per row. */
+/* Step 1: q = clamp(roundeven(x / s_x) + z_x, qmin, qmax) and the row sum
+ * of q - z_x, one task per row. */
 static void emit_quantize(cg_emit *e, const ir_value *v, const qlinear_dims *q, ir_quant_range range)
 {
     LLVMValueRef begin, end;
     LLVMValueRef fn = cg_kernel_begin(e, "q.linear.quantize", &begin, &end);
     LLVMValueRef x = cg_buf(e, e->plan->slot[v->ops[IR_QLINEAR_X]]);
     LLVMValueRef a = cg_buf(e, scratch(e, v, CG_QLINEAR_A));
+    LLVMValueRef rowsum = cg_buf(e, scratch(e, v, CG_QLINEAR_ROWSUM));
     LLVMValueRef s = LLVMBuildLoad2(e->b, e->f32, cg_buf(e, e->plan->slot[v->ops[IR_QLINEAR_X_SCALE]]), "");
     LLVMValueRef zf = LLVMBuildLoad2(e->b, e->f32, cg_buf(e, e->plan->slot[v->ops[IR_QLINEAR_X_ZERO_POINT]]), "");
     zf = cg_intrinsic(e, "llvm.roundeven", e->f32, &zf, 1);
+    LLVMValueRef zi = LLVMBuildFPToSI(e->b, zf, e->i32, "");
     LLVMValueRef lo = cg_constf(e, e->f32, (double)range.qmin), hi = cg_constf(e, e->f32, (double)range.qmax);
 
     cg_loop rows;
@@ -117,6 +123,7 @@ static void emit_quantize(cg_emit *e, const ir_value *v, const qlinear_dims *q, 
     LLVMValueRef row = LLVMBuildMul(e->b, m, cg_i64(e, q->k), "");
     cg_loop cols;
     LLVMValueRef k = cg_loop_begin(e, &cols, cg_i64(e, 0), cg_i64(e, q->k), cg_i64(e, 1));
+    LLVMValueRef sum = cg_loop_carry(e, &cols, cg_i32(e, 0));
     LLVMValueRef i = LLVMBuildAdd(e->b, row, k, "");
     LLVMValueRef t = LLVMBuildFDiv(e->b, cg_load(e, e->f32, x, i, 1), s, "");
     t = LLVMBuildFAdd(e->b, cg_intrinsic(e, "llvm.roundeven", e->f32, &t, 1), zf, "");
@@ -125,15 +132,18 @@ static void emit_quantize(cg_emit *e, const ir_value *v, const qlinear_dims *q, 
     args[0] = t;
     args[1] = hi;
     t = cg_intrinsic(e, "llvm.minnum", e->f32, args, 2);
-    LLVMValueRef byte = LLVMBuildTrunc(e->b, LLVMBuildFPToSI(e->b, t, e->i32, ""), e->i8, "");
-    cg_store(e, byte, e->i8, a, i);
-    cg_loop_end(e, &cols, NULL);
+    LLVMValueRef qi = LLVMBuildFPToSI(e->b, t, e->i32, "");
+    cg_store(e, LLVMBuildTrunc(e->b, qi, e->i8, ""), e->i8, a, i);
+    LLVMValueRef next = LLVMBuildAdd(e->b, sum, LLVMBuildSub(e->b, qi, zi, ""), "");
+    cg_loop_end(e, &cols, &next);
+    cg_store(e, sum, e->i32, rowsum, m);
     cg_loop_end(e, &rows, NULL);
     cg_kernel_end(e);
     cg_launch(e, fn, q->m, 1, q->m * q->k);
 }
 
-/* Step 3: y = (s_x · s_w[c]) · (acc - z_x · colsum[n]) + bias[n]. */
+/* Step 3: y = (s_x · s_w[c]) · (acc - z_x · colsum[n] - z_w[c] · rowsum[m])
+ * + bias[n], with c = n for per-channel weights and 0 otherwise. */
 static void emit_output(cg_emit *e, const ir_value *v, const qlinear_dims *q)
 {
     const ir_graph *g = e->g;
@@ -144,7 +154,9 @@ static void emit_output(cg_emit *e, const ir_value *v, const qlinear_dims *q)
     LLVMValueRef y = cg_buf(e, e->plan->slot[v->id]);
     LLVMValueRef acc = cg_buf(e, scratch(e, v, CG_QLINEAR_ACC));
     LLVMValueRef colsum = cg_buf(e, scratch(e, v, CG_QLINEAR_COLSUM));
+    LLVMValueRef rowsums = cg_buf(e, scratch(e, v, CG_QLINEAR_ROWSUM));
     LLVMValueRef w_scale = cg_buf(e, e->plan->slot[v->ops[IR_QLINEAR_W_SCALE]]);
+    LLVMValueRef w_zero = cg_buf(e, e->plan->slot[v->ops[IR_QLINEAR_W_ZERO_POINT]]);
     LLVMValueRef bias = has_bias ? cg_buf(e, e->plan->slot[v->ops[IR_QLINEAR_BIAS]]) : NULL;
     LLVMValueRef s_x = LLVMBuildLoad2(e->b, e->f32, cg_buf(e, e->plan->slot[v->ops[IR_QLINEAR_X_SCALE]]), "");
     LLVMValueRef z_x = zero_point(e, cg_buf(e, e->plan->slot[v->ops[IR_QLINEAR_X_ZERO_POINT]]));
@@ -152,12 +164,16 @@ static void emit_output(cg_emit *e, const ir_value *v, const qlinear_dims *q)
     cg_loop rows;
     LLVMValueRef m = cg_loop_begin(e, &rows, begin, end, cg_i64(e, 1));
     LLVMValueRef row = LLVMBuildMul(e->b, m, cg_i64(e, q->n), "");
+    LLVMValueRef rowsum = cg_load(e, e->i32, rowsums, m, 1);
     cg_loop cols;
     LLVMValueRef n = cg_loop_begin(e, &cols, cg_i64(e, 0), cg_i64(e, q->n), cg_i64(e, 1));
     LLVMValueRef i = LLVMBuildAdd(e->b, row, n, "");
+    LLVMValueRef c = per_channel ? n : cg_i64(e, 0);
     LLVMValueRef correction = LLVMBuildMul(e->b, z_x, cg_load(e, e->i32, colsum, n, 1), "");
     LLVMValueRef sum = LLVMBuildSub(e->b, cg_load(e, e->i32, acc, i, 1), correction, "");
-    LLVMValueRef s_w = cg_load(e, e->f32, w_scale, per_channel ? n : cg_i64(e, 0), 1);
+    LLVMValueRef z_w = zero_point(e, cg_gep(e, e->f32, w_zero, c));
+    sum = LLVMBuildSub(e->b, sum, LLVMBuildMul(e->b, z_w, rowsum, ""), "");
+    LLVMValueRef s_w = cg_load(e, e->f32, w_scale, c, 1);
     LLVMValueRef scale = LLVMBuildFMul(e->b, s_x, s_w, "");
     LLVMValueRef out = LLVMBuildFMul(e->b, scale, LLVMBuildSIToFP(e->b, sum, e->f32, ""), "");
     if (has_bias)
@@ -183,9 +199,6 @@ int cg_emit_qlinear(cg_emit *e, const ir_value *v)
 
     emit_quantize(e, v, &q, range);
 
-    /* NOTE: the weight zero point is not read here, because the lowered
-     * weights are symmetric and calibration sets it to 0. A nonzero
-     * weight zero point gives results that differ from the interpreter. */
     LLVMValueRef gemm = cg_emit_gemm_i8(e, &desc);
     if (!gemm)
         return -1;

@@ -12,6 +12,7 @@ enum {
     CG_QLINEAR_COLSUM, /* int32 column sums of the weights, written by qc_bind */
     CG_QLINEAR_A,      /* the quantized input, u8 or s8 [M, K] */
     CG_QLINEAR_ACC,    /* int32 [M, N] products before the zero-point correction */
+    CG_QLINEAR_ROWSUM, /* int32 [M]: Σ_k (q[m, k] - z_x), for the weight zero point */
     CG_QLINEAR_NSCRATCH,
 };
 

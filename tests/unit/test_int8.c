@@ -125,7 +125,8 @@ static const char *small_graph =
     "}\n";
 
 /* Random weights and hand-set quantizer params. The input scale clips
- * the largest inputs, so the clamp is exercised. */
+ * the largest inputs, so the clamp is exercised, and some weight channels
+ * have a nonzero zero point. */
 static rt_weights *small_weights(void)
 {
     rt_weights *w = rt_weights_new();
@@ -141,7 +142,9 @@ static rt_weights *small_weights(void)
         for (int k = 0; k < K; k++)
             max = fmaxf(max, fabsf(fw[k * N + n]));
         scales[n] = max / 127.0f;
-        zeros[n] = 0;
+        /* Zero points -1, 0 and 1 exercise the weight zero-point
+         * correction of q.linear. */
+        zeros[n] = (float)(n % 3) - 1.0f;
     }
     set_values(w, "fc.w.scale", 1, bdims, scales);
     set_values(w, "fc.w.zero_point", 1, bdims, zeros);
@@ -158,12 +161,13 @@ static rt_weights *small_weights(void)
 
 /* Checks that every dequantized i8 weight, (q - z) · s, equals the f32
  * fake-quant value of fq.weight exactly. */
-static void check_converted_weight(const rt_weights *w, const char *name, const char *scale_name, bool transposed)
+static void check_converted_weight(const rt_weights *w, const char *name, const char *scale_name,
+                                   const char *zero_name, bool transposed)
 {
     char qname[128];
     snprintf(qname, sizeof qname, "%s.q", name);
     const rt_tensor *f = rt_weights_get(w, name), *q = rt_weights_get(w, qname);
-    const rt_tensor *s = rt_weights_get(w, scale_name);
+    const rt_tensor *s = rt_weights_get(w, scale_name), *z = rt_weights_get(w, zero_name);
     CHECK(q != NULL);
     if (!q)
         return;
@@ -172,9 +176,9 @@ static void check_converted_weight(const rt_weights *w, const char *name, const 
     int64_t rows = f->dims[0], cols = f->dims[1], mismatches = 0;
     for (int64_t i = 0; i < rows * cols; i++) {
         int64_t c = rt_tensor_numel(s) == 1 ? 0 : transposed ? i / cols : i % cols;
-        float scale = ((const float *)s->data)[c];
-        float want = ir_fake_quant(((const float *)f->data)[i], scale, 0, r);
-        float got = (float)((const int8_t *)q->data)[i] * scale;
+        float scale = ((const float *)s->data)[c], zero = ((const float *)z->data)[c];
+        float want = ir_fake_quant(((const float *)f->data)[i], scale, zero, r);
+        float got = ((float)((const int8_t *)q->data)[i] - zero) * scale;
         mismatches += got != want;
     }
     CHECK_EQ_INT((int)mismatches, 0);
@@ -217,8 +221,8 @@ static void test_qlinear_matches_fake_quant(void)
     CHECK_EQ_INT(rt_interp_run(g, w, in, want, d), 0);
 
     CHECK_EQ_INT(pass_int8_convert_weights(g, w, d), 2);
-    check_converted_weight(w, "fc.weight", "fc.w.scale", false);
-    check_converted_weight(w, "wte", "head.w.scale", true);
+    check_converted_weight(w, "fc.weight", "fc.w.scale", "fc.w.zero_point", false);
+    check_converted_weight(w, "wte", "head.w.scale", "head.w.zero_point", true);
 
     ir_graph *lowered = ir_graph_clone(g);
     CHECK_EQ_INT(run_passes(lowered, "lower-int8", d), 0);
@@ -238,9 +242,10 @@ static void test_qlinear_matches_fake_quant(void)
     rt_tensor *th = fake_quant_copy(rt_weights_get(w, "wte"), 0.15f / 127.0f, 0, s8n);
     const rt_tensor *fw = rt_weights_get(w, "fc.weight");
     const float *ws = rt_weights_get(w, "fc.w.scale")->data, *bias = rt_weights_get(w, "fc.bias")->data;
+    const float *wz = rt_weights_get(w, "fc.w.zero_point")->data;
     rt_tensor *wh = rt_tensor_new(IR_F32, 2, fw->dims);
     for (int64_t i = 0; i < K * N; i++)
-        ((float *)wh->data)[i] = ir_fake_quant(((const float *)fw->data)[i], ws[i % N], 0, s8n);
+        ((float *)wh->data)[i] = ir_fake_quant(((const float *)fw->data)[i], ws[i % N], wz[i % N], s8n);
 
     rt_tensor *jit[2] = {NULL, NULL};
     CHECK_EQ_INT(run_jit(lowered, w, in, jit, d), 0);
