@@ -257,6 +257,11 @@ static int quadapter_phase1(const rt_quantize_config *c, const ir_graph *fp, con
                             const rt_weights *lm, int nseqs, rt_quantize_report *r, ir_diag *d)
 {
     int nblocks = r->nblocks;
+    if (nblocks == 0) {
+        ir_diag_file_error(d, c->model_path, "Quadapter phase 1 found no GPT-2 block: expected values named "
+                                             "h0.ln1 (a layernorm) and h0.out as in examples/gpt2.qd");
+        return -1;
+    }
     rt_tensor **acts = float_block_activations(c, fp, w, nblocks, lm, nseqs, d);
     rt_weights *sets = calloc((size_t)nseqs, sizeof *sets);
     char *names[2] = {(char *)"block_input", (char *)"block_target"};
