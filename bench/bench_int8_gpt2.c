@@ -9,9 +9,14 @@
  *
  * With --check 1 it also runs the fake-quant graph in the interpreter
  * and compares both JIT results with it (slow at 12 layers).
+ * With --decode 1 it times one decoding step of examples/gpt2_kv.qd
+ * instead: T=1 at position --pos (128 by default) against zero-filled
+ * key-value caches of n_ctx = 1024 rows, calibrated on that same step.
  *
- * usage: bench_int8_gpt2 [--threads N] [--runs N] [--T N] [--layers N] [--check 1] */
+ * usage: bench_int8_gpt2 [--threads N] [--runs N] [--T N] [--layers N] [--check 1]
+ *        bench_int8_gpt2 --decode 1 [--pos N] [--threads N] [--runs N] [--layers N] */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,7 +141,7 @@ static int time_forward(const ir_graph *g, const rt_weights *w, const rt_weights
     out->wall = median_of(wall, runs);
     out->cpu = median_of(cpu, runs);
     out->logits = outputs[0];
-    out->loss = ((float *)outputs[1]->data)[0];
+    out->loss = outputs[1] ? ((float *)outputs[1]->data)[0] : NAN;
     rt_tensor_free(outputs[1]);
     free(wall);
     free(cpu);
@@ -150,11 +155,16 @@ int main(int argc, char **argv)
     int runs = parse_int_flag(argc, argv, "--runs", 5);
     int seq = parse_int_flag(argc, argv, "--T", 128);
     int layers = parse_int_flag(argc, argv, "--layers", 12);
+    bool decode = parse_int_flag(argc, argv, "--decode", 0) != 0;
+    int pos = parse_int_flag(argc, argv, "--pos", 128);
     if (runs < 1)
         runs = 1;
+    if (decode)
+        seq = 1;
     ir_diag *d = ir_diag_new(stderr);
     fe_define defs[] = {{"B", 1}, {"T", seq}, {"n_layer", layers}};
-    ir_graph *g = fe_compile_file(QUADC_SOURCE_DIR "/examples/gpt2.qd", defs, 3, d);
+    const char *model = decode ? QUADC_SOURCE_DIR "/examples/gpt2_kv.qd" : QUADC_SOURCE_DIR "/examples/gpt2.qd";
+    ir_graph *g = fe_compile_file(model, defs, 3, d);
     if (!g)
         return 1;
     ir_graph *fq = ir_graph_clone(g);
@@ -174,11 +184,24 @@ int main(int argc, char **argv)
     rt_weights *in = rt_weights_new();
     int64_t dims[2] = {1, seq};
     const char *names[2] = {"idx", "targets"};
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < (decode ? 1 : 2); k++) {
         rt_tensor *ids = rt_tensor_new(IR_I32, 2, dims);
         for (int64_t i = 0; i < seq; i++)
             ((int32_t *)ids->data)[i] = (int32_t)((i * 7919 + k) % 50257);
         rt_weights_set(in, names[k], ids);
+    }
+    if (decode) {
+        /* The step's position and zero-filled caches (inputs of f32 type). */
+        rt_tensor *p = rt_tensor_new(IR_I32, 0, NULL), *positions = rt_tensor_new(IR_I32, 1, dims + 1);
+        *(int32_t *)p->data = pos;
+        *(int32_t *)positions->data = pos;
+        rt_weights_set(in, "pos", p);
+        rt_weights_set(in, "positions", positions);
+        for (int i = 0; i < fq->nvalues; i++) {
+            const ir_value *v = fq->values[i];
+            if (v->op == IR_OP_INPUT && v->type.dtype == IR_F32)
+                rt_weights_set(in, v->name, rt_tensor_new(IR_F32, v->type.rank, v->type.dims));
+        }
     }
 
     const rt_weights *batches[1] = {in};
@@ -198,10 +221,18 @@ int main(int argc, char **argv)
         if (time_forward(graphs[i], w, in, threads, runs, &t[i], d) != 0)
             return 1;
 
-    printf("model: GPT-2, %d layers, B=1 T=%d, %d threads, median of %d runs\n", layers, seq, threads, runs);
-    for (int i = 0; i < 3; i++)
-        printf("%-18s wall %8.2f ms  CPU %8.2f ms per forward, %.3f ms CPU per token, loss %.4f\n", labels[i],
-               t[i].wall * 1e3, t[i].cpu * 1e3, t[i].cpu * 1e3 / seq, t[i].loss);
+    if (decode)
+        printf("model: GPT-2 decoding step at position %d, %d layers, %d threads, median of %d runs\n", pos, layers,
+               threads, runs);
+    else
+        printf("model: GPT-2, %d layers, B=1 T=%d, %d threads, median of %d runs\n", layers, seq, threads, runs);
+    for (int i = 0; i < 3; i++) {
+        printf("%-18s wall %8.2f ms  CPU %8.2f ms per forward, %.3f ms CPU per token", labels[i], t[i].wall * 1e3,
+               t[i].cpu * 1e3, t[i].cpu * 1e3 / seq);
+        if (!decode)
+            printf(", loss %.4f", t[i].loss);
+        printf("\n");
+    }
     printf("int8 vs fake-quant logits (both JIT): max |diff| / max |logit| = %.3g\n",
            relative_difference(t[2].logits, t[1].logits));
     if (parse_int_flag(argc, argv, "--check", 0)) {
