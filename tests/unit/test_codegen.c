@@ -336,6 +336,7 @@ static void test_casts(void)
             ir_attrs attrs = ir_attrs_for(IR_OP_CAST);
             ir_attrs_str(&attrs, "to", cases[k].to);
             ir_add_output(f.g, op1(&f, IR_OP_CAST, x, &attrs));
+            ir_attrs_clear(&attrs);
             char label[64];
             snprintf(label, sizeof label, "cast %s to %s size %lld", ir_dtype_name(cases[k].from), cases[k].to,
                      (long long)sizes[s]);

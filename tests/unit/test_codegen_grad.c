@@ -545,6 +545,7 @@ static void test_grad_half_precision(void)
             ir_attrs cast = ir_attrs_for(IR_OP_CAST);
             ir_attrs_str(&cast, "to", "f32");
             f.g->outputs[i] = add_op(&f, IR_OP_CAST, &results[i], 1, &cast);
+            ir_attrs_clear(&cast);
         }
         rt_tensor **got = run_jit(&f, 2);
         for (int i = 0; got && i < 4; i++) {
