@@ -15,6 +15,7 @@
 
 #include "driver/driver.h"
 #include "runtime/dataset.h"
+#include "runtime/model.h"
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
 #include "runtime/train_llmc.h"
@@ -497,7 +498,8 @@ static int train(rt_trainer *t, const train_args *a, const rt_train_data *data, 
     if (status != RT_TRAIN_DONE)
         return DRIVER_ERROR;
     if (a->out) {
-        if (rt_safetensors_write(a->out, t->params, d) != 0)
+        if (rt_model_record_hparams(t->params, t->eval_graph) != 0 ||
+            rt_safetensors_write(a->out, t->params, d) != 0)
             return DRIVER_ERROR;
         fprintf(stderr, "wrote weights %s\n", a->out);
     }

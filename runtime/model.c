@@ -363,3 +363,17 @@ int64_t rt_model_hparam(const rt_model *m, const char *name, int64_t fallback)
             return m->hparams[i].value;
     return fallback;
 }
+
+int rt_model_record_hparams(rt_weights *w, const ir_graph *g)
+{
+    char value[32];
+    for (int i = 0; i < g->nhparams; i++) {
+        const ir_hparam *h = &g->hparams[i];
+        if (strcmp(h->name, "B") == 0 || strcmp(h->name, "T") == 0)
+            continue;
+        snprintf(value, sizeof value, "%lld", (long long)h->value);
+        if (rt_weights_set_meta(w, h->name, value) != 0)
+            return -1;
+    }
+    return 0;
+}

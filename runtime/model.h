@@ -62,6 +62,13 @@ typedef struct rt_model rt_model;
 rt_model *rt_model_open(const rt_model_options *o, ir_diag *d);
 void rt_model_free(rt_model *m);
 
+/* Records the bound hyperparameters of g as decimal metadata entries of w,
+ * except the batch size B and sequence length T, which belong to one
+ * compiled graph and not to the weights. rt_model_open reads them back, so
+ * a file written with them loads without repeating -D. Returns 0 or -1
+ * when out of memory. */
+int rt_model_record_hparams(rt_weights *w, const ir_graph *g);
+
 /* Vocabulary size V, the last dimension of `logits`. */
 int rt_model_vocab_size(const rt_model *m);
 /* Maximum sequence length: the hparam n_ctx, or for a cache model the

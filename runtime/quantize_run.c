@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "ir/quant.h"
+#include "runtime/model.h"
 #include "runtime/optim.h"
 #include "runtime/quantize_internal.h"
 #include "runtime/safetensors.h"
@@ -516,14 +517,7 @@ int rt_quantize_mean_loss(const ir_graph *g, const rt_weights *weights, const in
 int rt_quantize_set_metadata(rt_quantized_model *m, const rt_quantize_config *c, ir_diag *d)
 {
     char value[64];
-    int rc = 0;
-    for (int i = 0; i < m->graph->nhparams && rc == 0; i++) {
-        const ir_hparam *h = &m->graph->hparams[i];
-        if (strcmp(h->name, "B") == 0 || strcmp(h->name, "T") == 0)
-            continue;
-        snprintf(value, sizeof value, "%lld", (long long)h->value);
-        rc = rt_weights_set_meta(m->weights, h->name, value);
-    }
+    int rc = rt_model_record_hparams(m->weights, m->graph);
     snprintf(value, sizeof value, "%llu", (unsigned long long)c->seed);
     const char *range = rt_quantize_range_name(c->range);
     if (rc == 0)
@@ -563,16 +557,20 @@ int rt_quantize_weight_hparams(const char *model_path, const rt_weights *w, cons
         if (!is_hparam || *end != '\0' || end == w->meta_values[i] || strcmp(key, "B") == 0 ||
             strcmp(key, "T") == 0)
             continue;
-        int j = 0;
-        while (j < ndefines && strcmp(defines[j].name, key) != 0)
-            j++;
-        if (j < ndefines && defines[j].value != value) {
-            ir_diag_file_error(d, weights_name, "hparam %s is %lld in the weights but -D %s=%lld was given", key, value, key,
-                               (long long)defines[j].value);
-            rc = -1;
-        } else if (j == ndefines) {
-            (*out)[(*nout)++] = (fe_define){key, value};
+        /* Every -D of this name must agree, not only the first. */
+        bool given = false;
+        for (int j = 0; j < ndefines && rc == 0; j++) {
+            if (strcmp(defines[j].name, key) != 0)
+                continue;
+            given = true;
+            if (defines[j].value != value) {
+                ir_diag_file_error(d, weights_name, "hparam %s is %lld in the weights but -D %s=%lld was given", key,
+                                   value, key, (long long)defines[j].value);
+                rc = -1;
+            }
         }
+        if (!given && rc == 0)
+            (*out)[(*nout)++] = (fe_define){key, value};
     }
     fe_free_hparam_names(names, count);
     if (rc != 0) {
