@@ -15,6 +15,7 @@ typedef struct eval_args {
     long long ctx;        /* 0: the model's context length */
     long long stride;     /* 0: half the window */
     long long max_tokens; /* 0: every token */
+    long long max_examples; /* LAMBADA examples to score; 0: all */
     const char *cache_dir; /* token cache; NULL: the default directory */
 } eval_args;
 
@@ -37,6 +38,8 @@ static void print_eval_help(FILE *out)
             "                          first window with at least ctx - stride tokens of\n"
             "                          context\n"
             "  --max-tokens N          score only the first N tokens of each text\n"
+            "                          (default 0: all of them)\n"
+            "  --max-examples N        score only the first N LAMBADA examples\n"
             "                          (default 0: all of them)\n"
             "  --cache-dir DIR         directory of the token cache (default:\n"
             "                          $XDG_CACHE_HOME/quadc, else ~/.cache/quadc)\n");
@@ -77,6 +80,8 @@ static int parse_eval_args(int argc, char **argv, eval_args *a)
             rc = parse_eval_int(cmd, argc, argv, &i, "--stride", 1, &a->stride);
         if (rc == 0)
             rc = parse_eval_int(cmd, argc, argv, &i, "--max-tokens", 0, &a->max_tokens);
+        if (rc == 0)
+            rc = parse_eval_int(cmd, argc, argv, &i, "--max-examples", 0, &a->max_examples);
         if (rc == 0)
             rc = driver_parse_model_option(cmd, argc, argv, &i, &a->model);
         if (rc < 0)
@@ -133,11 +138,17 @@ static int eval_text(const eval_args *a, const char *path, rt_model *m, const rt
     return 0;
 }
 
-static int eval_lambada(const char *path, rt_model *m, rt_dataset_tokenizer *tok, int ctx, ir_diag *d)
+static int eval_lambada(const char *path, rt_model *m, rt_dataset_tokenizer *tok, int ctx, long long max_examples,
+                        ir_diag *d)
 {
     rt_lambada set;
     if (rt_lambada_load(path, tok->tok, &set, d) != 0)
         return -1;
+    /* Score a prefix of the examples; the full count is restored before
+     * rt_lambada_free, which frees every loaded example. */
+    size_t loaded = set.count;
+    if (max_examples > 0 && set.count > (size_t)max_examples)
+        set.count = (size_t)max_examples;
     /* A window as long as the longest example, so short examples are not
      * padded to the whole context. */
     size_t longest = 1;
@@ -148,6 +159,7 @@ static int eval_lambada(const char *path, rt_model *m, rt_dataset_tokenizer *tok
     eval_model em = {m, longest < (size_t)ctx ? (int)longest : ctx};
     rt_lambada_result r;
     int rc = rt_eval_lambada(&set, ctx, rt_model_vocab_size(m), model_logits, &em, &r, d);
+    set.count = loaded;
     rt_lambada_free(&set);
     if (rc != 0)
         return -1;
@@ -197,7 +209,7 @@ static int run_eval(const eval_args *a, ir_diag *d)
             for (int i = 0; i < a->ntexts; i++)
                 if (eval_text(a, a->texts[i], m, tok, ctx, d) != 0)
                     status = DRIVER_ERROR;
-            if (a->lambada && eval_lambada(a->lambada, m, tok, ctx, d) != 0)
+            if (a->lambada && eval_lambada(a->lambada, m, tok, ctx, a->max_examples, d) != 0)
                 status = DRIVER_ERROR;
         }
     }
