@@ -15,6 +15,7 @@
 
 #include "driver/driver.h"
 #include "runtime/dataset.h"
+#include "runtime/llmc.h"
 #include "runtime/model.h"
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
@@ -88,7 +89,8 @@ static void print_help(FILE *out)
             "  --resume[=CKPT]        continue from CKPT, or from the latest checkpoint in --ckpt-dir;\n"
             "                         the checkpoint's batch, seq, schedule, AdamW settings and seed\n"
             "                         replace those on the command line\n"
-            "  --out FILE             write the final weights as safetensors\n"
+            "  --out FILE             write the final weights: an llm.c checkpoint when FILE\n"
+            "                         ends in .bin, else safetensors with the hyperparameters\n"
             "  --stats                print param, gradient, optimizer and activation memory and exit\n"
             "  --export-llmc-state FILE  write llm.c's debug state (logits, loss, gradients) for the\n"
             "                         current weights and the first B x T training tokens, and exit\n"
@@ -469,6 +471,31 @@ static void on_sigint(int signo)
 }
 
 /* Trains and writes --out. Returns a DRIVER_ status. */
+/* Writes the trained weights: an llm.c fp32 checkpoint when the path ends
+ * in ".bin", else safetensors with the hyperparameters in the metadata. */
+static int write_weights(const char *path, const rt_trainer *t, ir_diag *d)
+{
+    size_t len = strlen(path);
+    if (len < 4 || strcmp(path + len - 4, ".bin") != 0) {
+        if (rt_model_record_hparams(t->params, t->eval_graph) != 0)
+            return -1;
+        return rt_safetensors_write(path, t->params, d);
+    }
+    int64_t heads = 0;
+    for (int i = 0; i < t->eval_graph->nhparams; i++)
+        if (strcmp(t->eval_graph->hparams[i].name, "n_head") == 0)
+            heads = t->eval_graph->hparams[i].value;
+    if (heads <= 0) {
+        ir_diag_file_error(d, path, "the model has no hparam n_head, which an llm.c checkpoint needs; "
+                           "write safetensors instead");
+        return -1;
+    }
+    rt_llmc_config config;
+    if (rt_llmc_infer_config(t->params, (int)heads, &config, d, path) != 0)
+        return -1;
+    return rt_llmc_write_checkpoint(path, t->params, &config, d);
+}
+
 static int train(rt_trainer *t, const train_args *a, const rt_train_data *data, ir_diag *d)
 {
     struct sigaction action, previous;
@@ -498,8 +525,7 @@ static int train(rt_trainer *t, const train_args *a, const rt_train_data *data, 
     if (status != RT_TRAIN_DONE)
         return DRIVER_ERROR;
     if (a->out) {
-        if (rt_model_record_hparams(t->params, t->eval_graph) != 0 ||
-            rt_safetensors_write(a->out, t->params, d) != 0)
+        if (write_weights(a->out, t, d) != 0)
             return DRIVER_ERROR;
         fprintf(stderr, "wrote weights %s\n", a->out);
     }
