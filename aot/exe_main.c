@@ -44,7 +44,7 @@ static void print_usage(FILE *out)
 {
     fprintf(out,
             "usage: %s generate --prompt TEXT [--max-new N] [--temperature F] [--top-k K] [--seed S]\n"
-            "       %s perplexity FILE [--ctx N] [--stride N]\n"
+            "       %s perplexity FILE [--ctx N] [--stride N] [--max-tokens N]\n"
             "\n"
             "Runs the GPT-2 model compiled into this program by `quadc build`.\n"
             "\n"
@@ -62,6 +62,7 @@ static void print_usage(FILE *out)
             "                          its cache rows)\n"
             "  --stride N              tokens the window moves each step (default: half the\n"
             "                          window)\n"
+            "  --max-tokens N          score only the first N tokens of FILE (default 0: all)\n"
             "Both:\n"
             "  --threads N             threads per parallel loop (default: online cores, at\n"
             "                          most the bundle's THREADS_MAX)\n"
@@ -288,6 +289,7 @@ typedef struct exe_args {
     const char *file;
     const char *weights;
     long long max_new, top_k, seed, ctx, stride, threads;
+    long long max_tokens; /* perplexity: tokens of FILE to score; 0: all */
     double temperature;
 } exe_args;
 
@@ -393,6 +395,8 @@ static int run_perplexity(exe_model *m, rt_tokenizer *tok, const exe_args *a, ir
     free(text);
     if (rc != 0)
         return EXIT_ERROR;
+    if (a->max_tokens > 0 && n > (size_t)a->max_tokens)
+        n = (size_t)a->max_tokens;
     int ctx = a->ctx ? (int)a->ctx : m->context;
     int stride = a->stride ? (int)a->stride : (ctx + 1) / 2;
     rt_eval_result r;
@@ -430,6 +434,8 @@ static int parse_args(int argc, char **argv, exe_args *a)
             rc = parse_long(arg, value, 2, 1 << 30, &a->ctx);
         else if (strcmp(arg, "--stride") == 0)
             rc = parse_long(arg, value, 1, 1 << 30, &a->stride);
+        else if (strcmp(arg, "--max-tokens") == 0)
+            rc = parse_long(arg, value, 0, INT64_MAX, &a->max_tokens);
         else if (strcmp(arg, "--threads") == 0)
             rc = parse_long(arg, value, 1, 1 << 16, &a->threads);
         else if (strcmp(arg, "--temperature") == 0)
@@ -460,7 +466,7 @@ int main(int argc, char **argv)
         print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
-    exe_args a = {argv[1], NULL, NULL, NULL, 64, 40, 1, 0, 0, 0, 1.0};
+    exe_args a = {.command = argv[1], .max_new = 64, .top_k = 40, .seed = 1, .temperature = 1.0};
     if (strcmp(a.command, "generate") != 0 && strcmp(a.command, "perplexity") != 0)
         return usage_error("unknown command '%s'; use generate or perplexity", a.command);
     int status = parse_args(argc, argv, &a);
