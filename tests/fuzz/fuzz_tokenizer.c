@@ -2,10 +2,8 @@
  * Valid UTF-8 must encode to in-range ids that decode to the same bytes,
  * twice in a row (the second time through the word cache). Invalid UTF-8
  * must fail with one reported error and no ids.
- *
- * NOTE: tests/CMakeLists.txt instruments only this file, so libFuzzer sees
- * no coverage of runtime/tokenizer.c unless the -DQUADC_FUZZ=ON configure
- * line also passes -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link,address,undefined. */
+ * Build and run it with scripts/fuzz.sh, which instruments the whole
+ * library so libFuzzer gets coverage inside runtime/tokenizer.c. */
 #include "runtime/tokenizer.h"
 
 #include <stdbool.h>

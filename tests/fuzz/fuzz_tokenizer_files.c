@@ -4,10 +4,8 @@
  * a small valid vocab.bpe), or vocab.bpe (next to a small valid
  * encoder.json), or both, split at the first NUL byte. A load must either
  * fail with exactly one error or give a tokenizer that round-trips text.
- *
- * NOTE: tests/CMakeLists.txt instruments only this file, so libFuzzer sees
- * no coverage of runtime/tokenizer.c unless the -DQUADC_FUZZ=ON configure
- * line also passes -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link,address,undefined. */
+ * Build and run it with scripts/fuzz.sh, which instruments the whole
+ * library so libFuzzer gets coverage inside runtime/tokenizer.c. */
 #include "runtime/tokenizer.h"
 
 #include <stdbool.h>

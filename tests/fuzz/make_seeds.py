@@ -8,8 +8,7 @@ creates OUT_DIR/safetensors/ and OUT_DIR/llmc/. To build and run the targets
 (libFuzzer needs clang):
 
     cmake -S . -B /tmp/fuzzst -DQUADC_FUZZ=ON -DCMAKE_C_COMPILER=clang-19 \\
-        -DCMAKE_CXX_COMPILER=clang++-19 \\
-        -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined"
+        -DCMAKE_CXX_COMPILER=clang++-19
     cmake --build /tmp/fuzzst --target fuzz_safetensors fuzz_llmc
     tests/fuzz/make_seeds.py /tmp/fuzzst/seeds
     mkdir -p /tmp/fuzzst/corpus_st /tmp/fuzzst/corpus_llmc
@@ -17,8 +16,8 @@ creates OUT_DIR/safetensors/ and OUT_DIR/llmc/. To build and run the targets
         -dict=tests/fuzz/safetensors.dict /tmp/fuzzst/corpus_st /tmp/fuzzst/seeds/safetensors
     /tmp/fuzzst/tests/fuzz_llmc -max_total_time=60 /tmp/fuzzst/corpus_llmc /tmp/fuzzst/seeds/llmc
 
-The extra C flags instrument quadc_core too, so that the fuzzer records
-coverage inside the readers and not only in the target file.
+QUADC_FUZZ instruments quadc_core too, so the fuzzer records coverage
+inside the readers and not only in the target file.
 """
 
 import json
