@@ -21,8 +21,12 @@ static char *read_model_text(const char *path, size_t *len, ir_diag *d)
     int read_error = ferror(f) ? errno : 0;
     fclose(f);
     if (!text || read_error || *len > FE_MAX_FILE_BYTES) {
-        ir_diag_file_error(d, path, "cannot read model file: %s",
-                           !text ? "out of memory" : read_error ? strerror(read_error) : "larger than 16 MiB");
+        const char *reason = "larger than 16 MiB";
+        if (!text)
+            reason = "out of memory";
+        else if (read_error)
+            reason = strerror(read_error);
+        ir_diag_file_error(d, path, "cannot read model file: %s", reason);
         free(text);
         return NULL;
     }

@@ -62,7 +62,9 @@ static int convert_site(const ir_graph *g, const pass_int8_site *s, rt_weights *
     int8_t *qs = q->data;
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t col = 0; col < cols; col++) {
-            int64_t c = !per_channel ? 0 : s->transpose_b ? r : col;
+            int64_t c = 0; /* the channel whose scale applies */
+            if (per_channel)
+                c = s->transpose_b ? r : col;
             float z = ir_quant_zero_point(zs[c]);
             float v = nearbyintf(ws[r * cols + col] / ss[c]) + z;
             v = fminf(fmaxf(v, (float)spec.range.qmin), (float)spec.range.qmax);
