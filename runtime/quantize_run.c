@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "ir/quant.h"
+#include "passes/manager.h"
 #include "runtime/model.h"
 #include "runtime/optim.h"
 #include "runtime/quantize_internal.h"
@@ -385,7 +386,21 @@ static int quantize_graph(const rt_quantize_config *c, ir_graph *q, ir_diag *d)
     bool scales = c->method == RT_QUANTIZE_SMOOTHQUANT || c->method == RT_QUANTIZE_QUADAPTER;
     snprintf(text, sizeof text, "%sinsert-fakequant{bits=%s}", scales ? "insert-quadapter{sites=ln}," : "",
              c->bits);
-    return qz_run_pipeline(q, text, d);
+    if (!c->print_ir_dir)
+        return qz_run_pipeline(q, text, d);
+
+    pass_pipeline pipeline;
+    char err[256];
+    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
+        ir_diag_file_error(d, NULL, "invalid pass pipeline '%s': %s", text, err);
+        return -1;
+    }
+    pass_dump_options dump = {.print_dir = c->print_ir_dir};
+    pass_manager *pm = pass_manager_new(d);
+    int rc = pm && pass_manager_add_standard_instruments(pm, &dump) == 0 ? pass_manager_run(pm, &pipeline, q) : -1;
+    pass_manager_free(pm);
+    pass_pipeline_free(&pipeline);
+    return rc;
 }
 
 static int run_flow(const rt_quantize_config *c, const ir_graph *fp, ir_graph *q, rt_weights *w,

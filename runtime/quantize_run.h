@@ -66,6 +66,10 @@ typedef struct rt_quantize_config {
      * float and the output model, or none. */
     const int32_t *const *heldout;
     int nheldout;
+    /* Directory that receives the graph before (00-input.qir) and after
+     * each pass of the quantizer-insertion pipeline, one numbered .qir
+     * file per pass, or NULL. */
+    const char *print_ir_dir;
 } rt_quantize_config;
 
 /* Returns ptq, w8a8, seq 64, min-max ranges, 100 phase 1 steps, 100
