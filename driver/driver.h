@@ -28,6 +28,7 @@ typedef struct driver_command {
 
 int driver_build(int argc, char **argv);
 int driver_compile(int argc, char **argv);
+int driver_convert(int argc, char **argv);
 int driver_opt(int argc, char **argv);
 int driver_eval(int argc, char **argv);
 int driver_generate(int argc, char **argv);

@@ -27,6 +27,7 @@ static const driver_command commands[] = {
     {"train", "train a model file on text files with AdamW", driver_train},
     {"quantize", "quantize a model with PTQ, SmoothQuant, QAT or Quadapter and write it", driver_quantize},
     {"build", "compile a model ahead of time to an object file, a C header and an executable", driver_build},
+    {"convert", "rewrite a weight file as safetensors (f32, f16, bf16) or an llm.c checkpoint", driver_convert},
     {"eval", "measure a model's perplexity on texts and its LAMBADA accuracy", driver_eval},
     {"generate", "continue a text prompt with a model", driver_generate},
     {"version", "print the quadc version", run_version},

@@ -652,6 +652,26 @@ int rt_llmc_write_checkpoint(const char *path, const rt_weights *w, const rt_llm
     return rt_atomic_file_commit(&out);
 }
 
+int rt_llmc_config_to_meta(rt_weights *w, const rt_llmc_config *config, ir_diag *d, const char *path)
+{
+    const struct {
+        const char *name;
+        int value;
+    } header[] = {
+        {"n_layer", config->num_layers}, {"n_embd", config->channels},   {"n_head", config->num_heads},
+        {"n_vocab", config->vocab_size}, {"n_ctx", config->max_seq_len},
+    };
+    for (size_t i = 0; i < sizeof header / sizeof header[0]; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "%d", header[i].value);
+        if (rt_weights_set_meta(w, header[i].name, text) != 0) {
+            ir_diag_file_error(d, path, "out of memory recording the checkpoint header");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int rt_llmc_infer_config(const rt_weights *w, int num_heads, rt_llmc_config *config,
                          ir_diag *d, const char *path)
 {

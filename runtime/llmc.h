@@ -69,6 +69,12 @@ typedef struct rt_llmc_config {
  * 1024 + 4 * (parameter count). Returns NULL on error. */
 rt_weights *rt_llmc_read_checkpoint(const char *path, rt_llmc_config *config, ir_diag *d);
 
+/* Records the header of an llm.c checkpoint in w's metadata under the
+ * names of examples/gpt2.qd's hparams (n_layer, n_embd, n_head, n_vocab,
+ * n_ctx), as safetensors files written by quadc carry them. `path` names
+ * the checkpoint in diagnostics. Returns 0, or -1 after reporting. */
+int rt_llmc_config_to_meta(rt_weights *w, const rt_llmc_config *config, ir_diag *d, const char *path);
+
 /* Derives maxT, V, L and C from the shapes of a Hugging Face GPT-2 weight
  * set (wte.weight, wpe.weight and the h.{i}.ln_1.weight tensors), takes NH
  * from the caller because no tensor shape implies it, and rounds V up to a

@@ -85,21 +85,9 @@ static rt_weights *read_weights(const char *path, ir_diag *d)
     rt_weights *w = rt_llmc_read_checkpoint(path, &config, d);
     if (!w)
         return NULL;
-    const struct {
-        const char *name;
-        int value;
-    } header[] = {
-        {"n_layer", config.num_layers}, {"n_embd", config.channels},   {"n_head", config.num_heads},
-        {"n_vocab", config.vocab_size}, {"n_ctx", config.max_seq_len},
-    };
-    for (size_t i = 0; i < sizeof header / sizeof header[0]; i++) {
-        char text[32];
-        snprintf(text, sizeof text, "%d", header[i].value);
-        if (rt_weights_set_meta(w, header[i].name, text) != 0) {
-            ir_diag_file_error(d, path, "out of memory reading the checkpoint header");
-            rt_weights_free(w);
-            return NULL;
-        }
+    if (rt_llmc_config_to_meta(w, &config, d, path) != 0) {
+        rt_weights_free(w);
+        return NULL;
     }
     return w;
 }

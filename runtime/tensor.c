@@ -176,6 +176,30 @@ rt_tensor *rt_tensor_to_f32(const rt_tensor *t)
     return out;
 }
 
+static bool is_float_dtype(ir_dtype t)
+{
+    return t == IR_F32 || t == IR_F16 || t == IR_BF16;
+}
+
+rt_tensor *rt_tensor_to_float_dtype(const rt_tensor *t, ir_dtype to)
+{
+    if (!is_float_dtype(t->dtype) || !is_float_dtype(to))
+        return NULL;
+    rt_tensor *wide = rt_tensor_to_f32(t);
+    if (!wide || to == IR_F32)
+        return wide;
+    rt_tensor *out = rt_tensor_new(to, t->rank, t->dims);
+    if (out) {
+        int64_t n = rt_tensor_numel(t);
+        const float *src = wide->data;
+        uint16_t *dst = out->data;
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = to == IR_F16 ? rt_f32_to_f16(src[i]) : rt_f32_to_bf16(src[i]);
+    }
+    rt_tensor_free(wide);
+    return out;
+}
+
 rt_weights *rt_weights_new(void)
 {
     return calloc(1, sizeof(rt_weights));

@@ -25,6 +25,10 @@ int64_t rt_tensor_numel(const rt_tensor *t);
 size_t rt_tensor_nbytes(const rt_tensor *t);
 /* Converts any floating tensor to a new f32 tensor (f16 and bf16 widen). */
 rt_tensor *rt_tensor_to_f32(const rt_tensor *t);
+/* Converts a floating tensor (f32, f16 or bf16) to a new tensor of the
+ * floating dtype `to`, rounding to nearest even when narrowing. Returns
+ * NULL when either dtype is not floating or when out of memory. */
+rt_tensor *rt_tensor_to_float_dtype(const rt_tensor *t, ir_dtype to);
 
 /* A named set of tensors (model weights), kept in insertion order. */
 typedef struct rt_weights {

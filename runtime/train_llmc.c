@@ -25,7 +25,12 @@ rt_weights *rt_train_load_weights(const char *path, ir_diag *d)
 {
     if (has_llmc_magic(path)) {
         rt_llmc_config config;
-        return rt_llmc_read_checkpoint(path, &config, d);
+        rt_weights *w = rt_llmc_read_checkpoint(path, &config, d);
+        if (w && rt_llmc_config_to_meta(w, &config, d, path) != 0) {
+            rt_weights_free(w);
+            return NULL;
+        }
+        return w;
     }
     rt_weights *w = rt_safetensors_read(path, d);
     if (w && rt_gpt2_canonicalize_names(w, d, path) != 0) {

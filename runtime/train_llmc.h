@@ -8,8 +8,9 @@
 #include "runtime/train.h"
 
 /* Reads weights from path: an llm.c fp32 checkpoint when the file starts
- * with llm.c's checkpoint magic, else a safetensors file whose GPT-2 names
- * are canonicalized (rt_gpt2_canonicalize_names). Returns NULL after
+ * with llm.c's checkpoint magic (its header becomes hparam metadata, see
+ * rt_llmc_config_to_meta), else a safetensors file whose GPT-2 names are
+ * canonicalized (rt_gpt2_canonicalize_names). Returns NULL after
  * reporting. */
 rt_weights *rt_train_load_weights(const char *path, ir_diag *d);
 
