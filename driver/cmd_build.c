@@ -1,38 +1,19 @@
-/* `quadc build`: compiles a model ahead of time into an object file with
- * a C header, a weights file, and optionally a native executable linked by
- * the system C compiler with aot/exe_main.c (codegen/aot.h). */
+/* `quadc build`: the command line of the ahead-of-time build. It parses
+ * and checks the options into a driver_build_request and runs
+ * driver_build (driver/build.c). */
 #include <errno.h>
-#include <limits.h>
-#include <spawn.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include "codegen/aot.h"
 #include "driver/driver.h"
-#include "frontend/frontend.h"
 #include "passes/manager.h"
-#include "runtime/safetensors.h"
 
-extern char **environ;
-
+/* The parsed command line. The request's defines point into `defines`. */
 typedef struct build_args {
-    const char *model;
-    const char *weights;
+    driver_build_request request;
     fe_define *defines;
     int ndefines;
-    const char *passes;
-    const char *obj;
-    const char *header;
-    const char *weights_mode;
-    const char *weights_out;
-    const char *exe;
-    const char *prefix;
-    const char *tokenizer;
-    cg_aot_options aot;
 } build_args;
 
 static void print_build_help(FILE *out)
@@ -69,7 +50,9 @@ static void print_build_help(FILE *out)
             "  -O N                    LLVM optimization level 0-3 (default 3)\n"
             "  --tokenizer DIR         directory with encoder.json and vocab.bpe embedded in\n"
             "                          the executable (default: data/tokenizer of the\n"
-            "                          quadc source tree)\n");
+            "                          quadc source tree)\n"
+            "  --print-ir-dir DIR      write the graph before and after every pass, one\n"
+            "                          numbered .qir file per pass, into DIR\n");
 }
 
 static bool is_identifier(const char *s, size_t n)
@@ -119,33 +102,34 @@ static int parse_build_option(const char *cmd, int argc, char **argv, int *i, bu
         const char *name;
         size_t field;
     } strings[] = {
-        {"--weights", offsetof(build_args, weights)},
-        {"--passes", offsetof(build_args, passes)},
-        {"--emit-obj", offsetof(build_args, obj)},
-        {"--emit-header", offsetof(build_args, header)},
-        {"--weights-mode", offsetof(build_args, weights_mode)},
-        {"--weights-out", offsetof(build_args, weights_out)},
-        {"-o", offsetof(build_args, exe)},
-        {"--prefix", offsetof(build_args, prefix)},
-        {"--tokenizer", offsetof(build_args, tokenizer)},
-        {"--target-cpu", offsetof(build_args, aot.cpu)},
-        {"--triple", offsetof(build_args, aot.triple)},
+        {"--weights", offsetof(driver_build_request, weights)},
+        {"--passes", offsetof(driver_build_request, passes)},
+        {"--emit-obj", offsetof(driver_build_request, obj)},
+        {"--emit-header", offsetof(driver_build_request, header)},
+        {"--weights-mode", offsetof(driver_build_request, weights_mode)},
+        {"--weights-out", offsetof(driver_build_request, weights_out)},
+        {"-o", offsetof(driver_build_request, exe)},
+        {"--prefix", offsetof(driver_build_request, prefix)},
+        {"--tokenizer", offsetof(driver_build_request, tokenizer)},
+        {"--target-cpu", offsetof(driver_build_request, aot.cpu)},
+        {"--triple", offsetof(driver_build_request, aot.triple)},
+        {"--print-ir-dir", offsetof(driver_build_request, print_ir_dir)},
     };
     const char *value;
     for (size_t k = 0; k < sizeof strings / sizeof *strings; k++) {
         int rc = driver_option_value(cmd, argc, argv, i, strings[k].name, &value);
         if (rc != 0) {
             if (rc > 0)
-                *(const char **)((char *)a + strings[k].field) = value;
+                *(const char **)((char *)&a->request + strings[k].field) = value;
             return rc;
         }
     }
     int rc = driver_option_value(cmd, argc, argv, i, "--threads-max", &value);
     if (rc != 0)
-        return rc < 0 || parse_int(cmd, "--threads-max", value, 1, 4096, &a->aot.threads_max) != DRIVER_OK ? -1 : 1;
+        return rc < 0 || parse_int(cmd, "--threads-max", value, 1, 4096, &a->request.aot.threads_max) != DRIVER_OK ? -1 : 1;
     rc = driver_option_value(cmd, argc, argv, i, "-O", &value);
     if (rc != 0)
-        return rc < 0 || parse_int(cmd, "-O", value, 0, 3, &a->aot.opt_level) != DRIVER_OK ? -1 : 1;
+        return rc < 0 || parse_int(cmd, "-O", value, 0, 3, &a->request.aot.opt_level) != DRIVER_OK ? -1 : 1;
     const char *arg = argv[*i];
     if (strncmp(arg, "-D", 2) == 0) {
         char *text = arg[2] ? argv[*i] + 2 : (*i + 1 < argc ? argv[*i + 1] : NULL);
@@ -162,240 +146,41 @@ static int parse_build_option(const char *cmd, int argc, char **argv, int *i, bu
 
 static int check_build_args(const char *cmd, build_args *a)
 {
-    if (!a->model)
+    driver_build_request *r = &a->request;
+    if (!r->model)
         return driver_usage_error(cmd, "no model file; give one such as examples/gpt2.qd");
-    if (!a->weights)
+    if (!r->weights)
         return driver_usage_error(cmd, "--weights is required: give the safetensors file of the model");
-    if (!a->obj && !a->header && !a->exe && !a->weights_out)
+    if (!r->obj && !r->header && !r->exe && !r->weights_out)
         return driver_usage_error(cmd, "nothing to write; give --emit-obj, --emit-header, -o or --weights-out");
-    if (strcmp(a->weights_mode, "embed") == 0) {
-        a->aot.embed_weights = true;
-        if (a->weights_out)
+    if (strcmp(r->weights_mode, "embed") == 0) {
+        if (r->weights_out)
             return driver_usage_error(cmd, "--weights-out needs --weights-mode file; embedded weights need no file");
-    } else if (strcmp(a->weights_mode, "file") == 0) {
-        a->aot.embed_weights = false;
-        if (!a->weights_out)
+    } else if (strcmp(r->weights_mode, "file") == 0) {
+        if (!r->weights_out)
             return driver_usage_error(cmd, "--weights-mode file needs --weights-out FILE for the weights");
     } else {
-        return driver_usage_error(cmd, "invalid --weights-mode '%s': use embed or file", a->weights_mode);
+        return driver_usage_error(cmd, "invalid --weights-mode '%s': use embed or file", r->weights_mode);
     }
-    if (a->prefix && !is_identifier(a->prefix, strlen(a->prefix)))
-        return driver_usage_error(cmd, "invalid --prefix '%s': it must be a C identifier", a->prefix);
-    if (a->passes) {
+    if (r->prefix && !is_identifier(r->prefix, strlen(r->prefix)))
+        return driver_usage_error(cmd, "invalid --prefix '%s': it must be a C identifier", r->prefix);
+    if (r->passes) {
         pass_pipeline pipeline;
         char err[256];
-        if (pass_pipeline_parse(a->passes, &pipeline, err, sizeof err) != 0)
-            return driver_usage_error(cmd, "invalid --passes '%s': %s", a->passes, err);
+        if (pass_pipeline_parse(r->passes, &pipeline, err, sizeof err) != 0)
+            return driver_usage_error(cmd, "invalid --passes '%s': %s", r->passes, err);
         pass_pipeline_free(&pipeline);
     }
     return DRIVER_OK;
 }
 
-static int run_passes(const char *passes, ir_graph *g, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(passes, &pipeline, err, sizeof err) != 0) {
-        ir_diag_file_error(d, NULL, "invalid --passes '%s': %s", passes, err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pm ? pass_manager_run(pm, &pipeline, g) : -1;
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
-/* Makes a C identifier from the graph name, for the default prefix. */
-static char *default_prefix(const char *graph_name)
-{
-    const char *name = graph_name && graph_name[0] ? graph_name : "model";
-    size_t n = strlen(name);
-    char *s = malloc(n + 2);
-    if (!s)
-        return NULL;
-    size_t o = 0;
-    if (name[0] >= '0' && name[0] <= '9')
-        s[o++] = '_';
-    for (size_t i = 0; i < n; i++)
-        s[o++] = is_identifier(&name[i], 1) || (name[i] >= '0' && name[i] <= '9') ? name[i] : '_';
-    s[o] = '\0';
-    return s;
-}
-
-static char *read_whole(const char *dir, const char *name, size_t *len, ir_diag *d)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *path = malloc(n);
-    if (!path)
-        return NULL;
-    snprintf(path, n, "%s/%s", dir, name);
-    char *text = driver_read_file(path, len, d);
-    free(path);
-    return text;
-}
-
-/* Runs argv (argv[0] looked up in PATH) and waits. Returns 0 when it
- * exited with status 0, else -1 after reporting. */
-static int run_program(char *const *argv, ir_diag *d)
-{
-    pid_t pid;
-    int rc = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
-    if (rc != 0) {
-        ir_diag_file_error(d, NULL, "cannot run the C compiler '%s': %s; install one or set CC", argv[0],
-                           strerror(rc));
-        return -1;
-    }
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        ir_diag_file_error(d, NULL, "linking the executable with '%s' failed (see the messages above)", argv[0]);
-        return -1;
-    }
-    return 0;
-}
-
-/* A temporary path beside `path`, created empty. */
-static char *temp_beside(const char *path, const char *suffix, ir_diag *d)
-{
-    size_t n = strlen(path) + strlen(suffix) + 16;
-    char *temp = malloc(n);
-    if (!temp)
-        return NULL;
-    snprintf(temp, n, "%s.%s.XXXXXX", path, suffix);
-    int fd = mkstemp(temp);
-    if (fd < 0) {
-        ir_diag_file_error(d, path, "cannot create the output file: %s", strerror(errno));
-        free(temp);
-        return NULL;
-    }
-    close(fd);
-    return temp;
-}
-
-/* Links the executable: the bundle object (the --emit-obj file when one
- * was written, else a temporary one), a stub object with the tokenizer and
- * the runtime archive, with the system C compiler. The temporary files are
- * removed on every path. */
-static int link_executable(const build_args *a, const cg_aot_layout *l, ir_diag *d)
-{
-    if (!cg_aot_targets_host(l)) {
-        ir_diag_file_error(d, a->exe, "-o links only for the host target; drop --triple, or build the object with "
-                           "--emit-obj and link it on the target machine");
-        return -1;
-    }
-    const char *dir = a->tokenizer ? a->tokenizer : QUADC_SOURCE_DIR "/data/tokenizer";
-    size_t encoder_len = 0, vocab_len = 0;
-    char *encoder = read_whole(dir, "encoder.json", &encoder_len, d);
-    char *vocab = encoder ? read_whole(dir, "vocab.bpe", &vocab_len, d) : NULL;
-    char *weights_path = NULL;
-    if (a->weights_out)
-        weights_path = realpath(a->weights_out, NULL);
-    char *model_obj = NULL, *stub_obj = NULL, *exe_temp = NULL;
-    int status = -1;
-    if (!vocab)
-        goto done;
-    if (!a->obj) {
-        model_obj = temp_beside(a->exe, "model.o", d);
-        if (!model_obj || cg_aot_write_object(l, model_obj, d) != 0)
-            goto done;
-    }
-    stub_obj = temp_beside(a->exe, "stub.o", d);
-    exe_temp = stub_obj ? temp_beside(a->exe, "tmp", d) : NULL;
-    if (!exe_temp ||
-        cg_aot_write_exe_stub(l, stub_obj, encoder, encoder_len, vocab, vocab_len, weights_path, d) != 0)
-        goto done;
-
-    const char *cc = getenv("CC");
-    char *argv[16];
-    int n = 0;
-    argv[n++] = (char *)(cc && cc[0] ? cc : "cc");
-    argv[n++] = "-o";
-    argv[n++] = exe_temp;
-    argv[n++] = stub_obj;
-    argv[n++] = (char *)(model_obj ? model_obj : a->obj);
-    argv[n++] = QUADC_EXE_ARCHIVE;
-    argv[n++] = QUADC_EXE_PCRE2;
-    argv[n++] = "-lcjson";
-    argv[n++] = "-lm";
-    argv[n++] = "-lpthread";
-    argv[n] = NULL;
-    if (run_program(argv, d) != 0)
-        goto done;
-    /* mkstemp made the file 0600; give it the mode of a new executable. */
-    mode_t mask = umask(0);
-    umask(mask);
-    chmod(exe_temp, 0777 & ~mask);
-    if (rename(exe_temp, a->exe) != 0) {
-        ir_diag_file_error(d, a->exe, "cannot move the executable into place: %s", strerror(errno));
-        goto done;
-    }
-    free(exe_temp);
-    exe_temp = NULL;
-    status = 0;
-done:
-    if (model_obj)
-        unlink(model_obj);
-    if (stub_obj)
-        unlink(stub_obj);
-    if (exe_temp)
-        unlink(exe_temp);
-    free(model_obj);
-    free(stub_obj);
-    free(exe_temp);
-    free(weights_path);
-    free(encoder);
-    free(vocab);
-    return status;
-}
-
-static int build(build_args *a, ir_diag *d)
-{
-    ir_graph *g = fe_compile_file(a->model, a->defines, a->ndefines, d);
-    if (!g)
-        return DRIVER_ERROR;
-    int status = DRIVER_ERROR;
-    rt_weights *w = NULL;
-    cg_aot_layout *l = NULL;
-    char *prefix = a->prefix ? strdup(a->prefix) : default_prefix(g->name);
-    if (!prefix || (a->passes && run_passes(a->passes, g, d) != 0))
-        goto done;
-    w = rt_safetensors_read(a->weights, d);
-    if (!w || rt_gpt2_canonicalize_names(w, d, a->weights) != 0)
-        goto done;
-    a->aot.prefix = prefix;
-    a->aot.source = a->model;
-    a->aot.weights_source = a->weights;
-    l = cg_aot_plan(g, w, &a->aot, d);
-    if (!l)
-        goto done;
-    /* The weights file first, so the executable can record its path. */
-    if (a->weights_out && cg_aot_write_weights(l, a->weights_out, d) != 0)
-        goto done;
-    if (a->obj && cg_aot_write_object(l, a->obj, d) != 0)
-        goto done;
-    if (a->header && cg_aot_write_header(l, a->header, d) != 0)
-        goto done;
-    if (a->exe && link_executable(a, l, d) != 0)
-        goto done;
-    status = DRIVER_OK;
-done:
-    cg_aot_layout_free(l);
-    rt_weights_free(w);
-    free(prefix);
-    ir_graph_free(g);
-    return status;
-}
-
-int driver_build(int argc, char **argv)
+int driver_build_command(int argc, char **argv)
 {
     const char *cmd = "build";
     build_args a;
     memset(&a, 0, sizeof a);
-    a.aot = cg_aot_default_options();
-    a.weights_mode = "embed";
+    a.request.aot = cg_aot_default_options();
+    a.request.weights_mode = "embed";
     a.defines = calloc((size_t)argc + 1, sizeof *a.defines);
     if (!a.defines)
         return DRIVER_ERROR;
@@ -417,17 +202,19 @@ int driver_build(int argc, char **argv)
             driver_usage_error(cmd, "unknown option '%s'", arg);
             goto done;
         }
-        if (a.model) {
-            driver_usage_error(cmd, "more than one model file given ('%s' and '%s')", a.model, arg);
+        if (a.request.model) {
+            driver_usage_error(cmd, "more than one model file given ('%s' and '%s')", a.request.model, arg);
             goto done;
         }
-        a.model = arg;
+        a.request.model = arg;
         i++;
     }
+    a.request.defines = a.defines;
+    a.request.ndefines = a.ndefines;
     if (check_build_args(cmd, &a) != DRIVER_OK)
         goto done;
     ir_diag *d = ir_diag_new(stderr);
-    status = d ? build(&a, d) : DRIVER_ERROR;
+    status = d && driver_build(&a.request, d) == 0 ? DRIVER_OK : DRIVER_ERROR;
     ir_diag_free(d);
 done:
     free(a.defines);

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "codegen/aot.h"
+#include "frontend/frontend.h"
 #include "ir/ir.h"
 #include "passes/manager.h"
 
@@ -26,7 +28,7 @@ typedef struct driver_command {
     int (*run)(int argc, char **argv);
 } driver_command;
 
-int driver_build(int argc, char **argv);
+int driver_build_command(int argc, char **argv);
 int driver_compile(int argc, char **argv);
 int driver_convert(int argc, char **argv);
 int driver_opt(int argc, char **argv);
@@ -34,6 +36,28 @@ int driver_eval(int argc, char **argv);
 int driver_generate(int argc, char **argv);
 int driver_train(int argc, char **argv);
 int driver_quantize(int argc, char **argv);
+
+/* One ahead-of-time build, as `quadc build` runs it (docs/aot.md). */
+typedef struct driver_build_request {
+    const char *model;            /* the .qd file */
+    const char *weights;          /* float or quantized (quadc quantize) safetensors */
+    const fe_define *defines; int ndefines;
+    const char *obj, *header, *exe, *weights_out; /* NULL = not written */
+    const char *weights_mode;     /* "embed" or "file" */
+    const char *prefix, *tokenizer;
+    const char *print_ir_dir;     /* write the IR after every pass there, or NULL */
+    bool quiet;                   /* no progress lines on stderr */
+    cg_aot_options aot;
+    /* Pass list run on the graph before code generation, or NULL. */
+    const char *passes;
+} driver_build_request;
+
+/* Compiles r->model with r->weights and writes the requested object,
+ * header, weights file and executable, each atomically: a failure leaves
+ * none of them half written. r->aot supplies the target and code options;
+ * its prefix, source, weights_source and embed_weights are set from the
+ * other fields. Returns 0, or -1 after reporting through d. */
+int driver_build(const driver_build_request *r, ir_diag *d);
 
 /* Prints "quadc CMD: error: MESSAGE" and a hint to run --help on stderr and
  * returns DRIVER_USAGE. */

@@ -26,7 +26,7 @@ static const driver_command commands[] = {
     {"opt", "run a pass pipeline on IR text (.qir) and print the result", driver_opt},
     {"train", "train a model file on text files with AdamW", driver_train},
     {"quantize", "quantize a model with PTQ, SmoothQuant, QAT or Quadapter and write it", driver_quantize},
-    {"build", "compile a model ahead of time to an object file, a C header and an executable", driver_build},
+    {"build", "compile a model ahead of time to an object file, a C header and an executable", driver_build_command},
     {"convert", "rewrite a weight file as safetensors (f32, f16, bf16) or an llm.c checkpoint", driver_convert},
     {"eval", "measure a model's perplexity on texts and its LAMBADA accuracy", driver_eval},
     {"generate", "continue a text prompt with a model", driver_generate},
