@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "passes/manager.h"
 #include "runtime/llmc.h"
 #include "runtime/model_internal.h"
+#include "runtime/quantize_run.h"
 #include "runtime/safetensors.h"
 
 /* Hparams the session sets itself, never taken from the weights. */
@@ -196,6 +198,42 @@ static int check_params(const rt_model *m, const ir_graph *g, const char *path, 
 
 /* ---- opening ---- */
 
+static int run_session_passes(const rt_model *m, ir_graph *g, ir_diag *d)
+{
+    pass_pipeline pipeline;
+    char err[256];
+    if (pass_pipeline_parse(m->passes, &pipeline, err, sizeof err) != 0) {
+        ir_diag_file_error(d, m->model_path, "invalid pass pipeline '%s': %s", m->passes, err);
+        return -1;
+    }
+    pass_manager *pm = pass_manager_new(d);
+    int rc = pm ? pass_manager_run(pm, &pipeline, g) : -1;
+    pass_manager_free(pm);
+    pass_pipeline_free(&pipeline);
+    return rc;
+}
+
+/* Sets the session's passes when the weights were written by quadc
+ * quantize, which records the bit widths in "quadc.quantize.bits". The pass
+ * is the insert-fakequant that quantize ran, so the file's scales and zero
+ * points become params, as in rt_quantized_model_load. */
+static int set_quantizer_passes(rt_model *m, const char *weights_path, ir_diag *d)
+{
+    const char *bits = rt_weights_get_meta(m->weights, "quadc.quantize.bits");
+    if (!bits)
+        return 0;
+    int weight_bits, act_bits;
+    char err[128];
+    if (rt_quantize_parse_bits(bits, &weight_bits, &act_bits, err, sizeof err) != 0) {
+        ir_diag_file_error(d, weights_path, "invalid metadata quadc.quantize.bits = '%s': %s", bits, err);
+        return -1;
+    }
+    char text[64];
+    snprintf(text, sizeof text, "insert-fakequant{bits=w%da%d}", weight_bits, act_bits);
+    m->passes = strdup(text);
+    return m->passes ? 0 : -1;
+}
+
 ir_graph *rt_model_compile_graph(const rt_model *m, int T, ir_diag *d)
 {
     fe_define *defines = malloc(sizeof *defines * (size_t)(m->ndefines + 1));
@@ -207,6 +245,10 @@ ir_graph *rt_model_compile_graph(const rt_model *m, int T, ir_diag *d)
         defines[n++] = (fe_define){"T", T};
     ir_graph *g = fe_compile_file(m->model_path, defines, n, d);
     free(defines);
+    if (g && m->passes && run_session_passes(m, g, d) != 0) {
+        ir_graph_free(g);
+        return NULL;
+    }
     return g;
 }
 
@@ -269,6 +311,8 @@ static int open_checked(rt_model *m, const rt_model_options *o, ir_diag *d)
         m->weights = read_weights(o->weights_path, d);
     if (!m->weights || rt_gpt2_canonicalize_names(m->weights, d, o->weights_path) != 0)
         return -1;
+    if (set_quantizer_passes(m, o->weights_path, d) != 0)
+        return -1;
     hparam_names declared;
     if (fe_hparam_names(o->model_path, &declared.names, &declared.count, d) != 0)
         return -1;
@@ -325,6 +369,7 @@ void rt_model_free(rt_model *m)
     for (int i = 0; i < m->ndefines; i++)
         free((char *)m->defines[i].name);
     free(m->defines);
+    free(m->passes);
     free(m->model_path);
     free(m);
 }

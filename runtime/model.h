@@ -5,7 +5,10 @@
  * recognized by its magic number), applies the hyperparameters they record,
  * and checks every param of the model against them. Graphs are compiled on
  * first use for each sequence length T, with the LLVM JIT or, for checking,
- * the reference interpreter.
+ * the reference interpreter. Weights written by `quadc quantize` (metadata
+ * "quadc.quantize.bits") open as their fake-quantized model: every graph
+ * gets the insert-fakequant pass with those bits, so the file's scales and
+ * zero points are params like any weight.
  *
  * A model is one of two kinds, recognized by its inputs:
  *   - full-sequence models (examples/gpt2.qd) take `idx` i32[B, T] and

@@ -22,6 +22,9 @@ struct rt_model {
     fe_define *defines; /* names owned */
     int ndefines;
     bool declares_T;
+    /* Pass pipeline that runs on every compiled graph, or NULL. A file
+     * written by quadc quantize gets its quantizers here. */
+    char *passes;
     rt_weights *weights;
     ir_graph *hparam_graph; /* the T = 1 graph, kept for its hparams */
     const ir_hparam *hparams;
