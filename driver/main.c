@@ -28,6 +28,7 @@ static const driver_command commands[] = {
     {"quantize", "quantize a model with PTQ, SmoothQuant, QAT or Quadapter and write it", driver_quantize},
     {"build", "compile a model ahead of time to an object file, a C header and an executable", driver_build_command},
     {"convert", "rewrite a weight file as safetensors (f32, f16, bf16) or an llm.c checkpoint", driver_convert},
+    {"run", "run float evaluation, PTQ, Quadapter, the INT8 build and the executable's evaluation", driver_run},
     {"eval", "measure a model's perplexity on texts and its LAMBADA accuracy", driver_eval},
     {"generate", "continue a text prompt with a model", driver_generate},
     {"version", "print the quadc version", run_version},
