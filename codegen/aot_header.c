@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "codegen/aot_internal.h"
+#include "ir/int8.h"
 #include "runtime/safetensors.h"
 
 static void put_upper(FILE *out, const char *s)
@@ -154,6 +155,55 @@ static void put_weights_table(FILE *out, const cg_aot_layout *l)
     fprintf(out, " */\n");
 }
 
+/* Returns the first f32 element of param `value` in the weights blob. */
+static float blob_f32(const cg_aot_layout *l, int value)
+{
+    for (int k = 0; k < l->nparams; k++) {
+        if (l->params[k].value == value) {
+            float x;
+            memcpy(&x, l->blob + l->params[k].offset, sizeof x);
+            return x;
+        }
+    }
+    return 0.0f;
+}
+
+/* Documents the integer ops of a graph built from a quantized model: how
+ * they compute and the activation quantizer of each. Writes nothing for a
+ * float graph. */
+static void put_int8_ops(FILE *out, const cg_aot_layout *l)
+{
+    const ir_graph *g = l->g;
+    int nlinear = 0;
+    for (int i = 0; i < g->nvalues; i++)
+        nlinear += !g->values[i]->dead && g->values[i]->op == IR_OP_Q_LINEAR;
+    if (nlinear == 0)
+        return;
+    fprintf(out,
+            "\n/* INT8: %d q.linear ops run on integers. Each quantizes its f32 input per\n"
+            " * tensor, q = clamp(round_half_even(x / scale) + zero_point, qmin, qmax)\n"
+            " * with the zero point rounded half to even, multiplies q - zero_point by\n"
+            " * the i8 weights <weight>.q of the blob (symmetric, per output channel or\n"
+            " * per tensor) with exact int32 sums, and returns\n"
+            " * (scale * weight_scale[n]) * sum + bias[n] in f32. The scales and zero\n"
+            " * points are params of the blob too; their values:\n"
+            " *   op                       input scale     zero point  range         i8 weights\n",
+            nlinear);
+    for (int i = 0; i < g->nvalues; i++) {
+        const ir_value *v = g->values[i];
+        ir_quant_range range;
+        if (v->dead || v->op != IR_OP_Q_LINEAR || ir_qlinear_range(v, &range) != 0)
+            continue;
+        char bounds[32];
+        snprintf(bounds, sizeof bounds, "[%lld, %lld]", (long long)range.qmin, (long long)range.qmax);
+        fprintf(out, " *   %-24s %-15.9g %-11.9g %-13s %s\n", v->name,
+                (double)blob_f32(l, v->ops[IR_QLINEAR_X_SCALE]),
+                (double)ir_quant_zero_point(blob_f32(l, v->ops[IR_QLINEAR_X_ZERO_POINT])),
+                bounds, g->values[v->ops[IR_QLINEAR_W]]->name);
+    }
+    fprintf(out, " */\n");
+}
+
 static void put_prototypes(FILE *out, const cg_aot_layout *l)
 {
     const char *p = l->prefix;
@@ -225,6 +275,7 @@ static char *header_text(const cg_aot_layout *l, size_t *len)
         put_tensor_defines(out, l, &l->outputs[k], "output", k);
     put_status_codes(out, l);
     put_weights_table(out, l);
+    put_int8_ops(out, l);
     put_prototypes(out, l);
     fprintf(out, "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
     if (fclose(out) != 0) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "codegen/aot.h"
+#include "driver/build_int8.h"
 #include "driver/driver.h"
 #include "frontend/frontend.h"
 #include "passes/manager.h"
@@ -152,11 +153,29 @@ static char *temp_beside(const char *path, const char *suffix, ir_diag *d)
     return temp;
 }
 
-/* Links the executable: the bundle object (the r->obj file when one was
- * written, else a temporary one), a stub object with the tokenizer and
- * the runtime archive, with the system C compiler. The temporary files are
- * removed on every path. */
-static int link_executable(const driver_build_request *r, const cg_aot_layout *l, ir_diag *d)
+/* Returns the absolute path of `path`, whose directory must exist but
+ * which itself need not, or NULL. */
+static char *absolute_path(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, (size_t)(slash - path + 1)) : strdup(".");
+    char *real = dir ? realpath(dir, NULL) : NULL;
+    const char *base = slash ? slash + 1 : path;
+    size_t n = (real ? strlen(real) : 0) + strlen(base) + 2;
+    char *out = real ? malloc(n) : NULL;
+    if (out)
+        snprintf(out, n, "%s/%s", real, base);
+    free(real);
+    free(dir);
+    return out;
+}
+
+/* Links the executable into exe_temp with the system C compiler. It links
+ * the bundle object (obj_path when the build writes one, else a temporary
+ * one), a stub object with the tokenizer and the runtime archive. The
+ * temporary objects are removed on every path. */
+static int link_executable(const driver_build_request *r, const cg_aot_layout *l, const char *obj_path,
+                           const char *exe_temp, ir_diag *d)
 {
     if (!cg_aot_targets_host(l)) {
         ir_diag_file_error(d, r->exe, "-o links only for the host target; drop --triple, or build the object with "
@@ -167,21 +186,21 @@ static int link_executable(const driver_build_request *r, const cg_aot_layout *l
     size_t encoder_len = 0, vocab_len = 0;
     char *encoder = read_whole(dir, "encoder.json", &encoder_len, d);
     char *vocab = encoder ? read_whole(dir, "vocab.bpe", &vocab_len, d) : NULL;
+    /* The path the weights file will have once every output is in place. */
     char *weights_path = NULL;
     if (r->weights_out)
-        weights_path = realpath(r->weights_out, NULL);
-    char *model_obj = NULL, *stub_obj = NULL, *exe_temp = NULL;
+        weights_path = absolute_path(r->weights_out);
+    char *model_obj = NULL, *stub_obj = NULL;
     int status = -1;
-    if (!vocab)
+    if (!vocab || (r->weights_out && !weights_path))
         goto done;
-    if (!r->obj) {
+    if (!obj_path) {
         model_obj = temp_beside(r->exe, "model.o", d);
         if (!model_obj || cg_aot_write_object(l, model_obj, d) != 0)
             goto done;
     }
     stub_obj = temp_beside(r->exe, "stub.o", d);
-    exe_temp = stub_obj ? temp_beside(r->exe, "tmp", d) : NULL;
-    if (!exe_temp ||
+    if (!stub_obj ||
         cg_aot_write_exe_stub(l, stub_obj, encoder, encoder_len, vocab, vocab_len, weights_path, d) != 0)
         goto done;
 
@@ -190,9 +209,9 @@ static int link_executable(const driver_build_request *r, const cg_aot_layout *l
     int n = 0;
     argv[n++] = (char *)(cc && cc[0] ? cc : "cc");
     argv[n++] = "-o";
-    argv[n++] = exe_temp;
+    argv[n++] = (char *)exe_temp;
     argv[n++] = stub_obj;
-    argv[n++] = (char *)(model_obj ? model_obj : r->obj);
+    argv[n++] = (char *)(model_obj ? model_obj : obj_path);
     argv[n++] = QUADC_EXE_ARCHIVE;
     argv[n++] = QUADC_EXE_PCRE2;
     argv[n++] = "-lcjson";
@@ -205,42 +224,104 @@ static int link_executable(const driver_build_request *r, const cg_aot_layout *l
     mode_t mask = umask(0);
     umask(mask);
     chmod(exe_temp, 0777 & ~mask);
-    if (rename(exe_temp, r->exe) != 0) {
-        ir_diag_file_error(d, r->exe, "cannot move the executable into place: %s", strerror(errno));
-        goto done;
-    }
-    free(exe_temp);
-    exe_temp = NULL;
     status = 0;
 done:
     if (model_obj)
         unlink(model_obj);
     if (stub_obj)
         unlink(stub_obj);
-    if (exe_temp)
-        unlink(exe_temp);
     free(model_obj);
     free(stub_obj);
-    free(exe_temp);
     free(weights_path);
     free(encoder);
     free(vocab);
     return status;
 }
 
-/* Writes the outputs of a planned bundle, the weights file first so the
- * executable can record its path. */
+/* The outputs of a build, in the order they are written: the weights
+ * file first, so the executable can record its path. */
+enum { OUT_WEIGHTS, OUT_OBJECT, OUT_HEADER, OUT_EXE, OUT_COUNT };
+
+/* Writes every requested output to a temporary file beside it and renames
+ * them into place only when all of them were written. A failed build thus
+ * leaves no output behind, neither a partial file nor a complete one.
+ * Returns 0, or -1 after reporting. */
 static int write_outputs(const driver_build_request *r, const cg_aot_layout *l, ir_diag *d)
 {
-    if (r->weights_out && cg_aot_write_weights(l, r->weights_out, d) != 0)
+    const char *paths[OUT_COUNT] = {r->weights_out, r->obj, r->header, r->exe};
+    char *temps[OUT_COUNT] = {NULL};
+    int rc = 0;
+    for (int k = 0; k < OUT_COUNT && rc == 0; k++)
+        if (paths[k] && !(temps[k] = temp_beside(paths[k], "tmp", d)))
+            rc = -1;
+
+    if (rc == 0 && temps[OUT_WEIGHTS])
+        rc = cg_aot_write_weights(l, temps[OUT_WEIGHTS], d);
+    if (rc == 0 && temps[OUT_OBJECT])
+        rc = cg_aot_write_object(l, temps[OUT_OBJECT], d);
+    if (rc == 0 && temps[OUT_HEADER])
+        rc = cg_aot_write_header(l, temps[OUT_HEADER], d);
+    if (rc == 0 && temps[OUT_EXE])
+        rc = link_executable(r, l, temps[OUT_OBJECT], temps[OUT_EXE], d);
+
+    for (int k = 0; k < OUT_COUNT && rc == 0; k++) {
+        if (!temps[k])
+            continue;
+        if (rename(temps[k], paths[k]) != 0) {
+            ir_diag_file_error(d, paths[k], "cannot move the output file into place: %s", strerror(errno));
+            rc = -1;
+            break;
+        }
+        free(temps[k]);
+        temps[k] = NULL;
+    }
+    for (int k = 0; k < OUT_COUNT; k++) {
+        if (temps[k])
+            unlink(temps[k]);
+        free(temps[k]);
+    }
+    return rc;
+}
+
+/* Counts the q.linear ops of g. */
+static int count_qlinear(const ir_graph *g)
+{
+    int n = 0;
+    for (int id = 0; id < g->nvalues; id++)
+        n += g->values[id]->op == IR_OP_Q_LINEAR && !g->values[id]->dead;
+    return n;
+}
+
+/* Replaces *g and *w by the fake-quant graph of the quantized file and its
+ * weights with the i8 copies that lower-int8 reads. */
+static int load_int8(const driver_build_request *r, ir_graph **g, rt_weights **w, ir_diag *d)
+{
+    rt_weights_free(*w);
+    *w = NULL;
+    ir_graph *quantized;
+    int nsites;
+    if (driver_load_int8(r, *g, &quantized, w, &nsites, d) != 0)
         return -1;
-    if (r->obj && cg_aot_write_object(l, r->obj, d) != 0)
-        return -1;
-    if (r->header && cg_aot_write_header(l, r->header, d) != 0)
-        return -1;
-    if (r->exe && link_executable(r, l, d) != 0)
-        return -1;
+    ir_graph_free(*g);
+    *g = quantized;
+    if (!r->quiet)
+        fprintf(stderr, "quadc build: %s is quantized (%s %s); %d weights converted to i8\n", r->weights,
+                rt_weights_get_meta(*w, "quadc.quantize.method") ? rt_weights_get_meta(*w, "quadc.quantize.method")
+                                                                 : "unknown method",
+                rt_weights_get_meta(*w, DRIVER_QUANTIZE_BITS_KEY), nsites);
     return 0;
+}
+
+/* The pass list of the build: lower-int8 first for a quantized model, then
+ * r->passes. Returns a malloc'd text, or NULL when there is nothing to run. */
+static char *build_pipeline(const driver_build_request *r, bool int8)
+{
+    const char *user = r->passes && r->passes[0] ? r->passes : NULL;
+    size_t n = 32 + (user ? strlen(user) : 0);
+    char *text = malloc(n);
+    if (text)
+        snprintf(text, n, "%s%s%s", int8 ? "lower-int8" : "", int8 && user ? "," : "", user ? user : "");
+    return text;
 }
 
 int driver_build(const driver_build_request *r, ir_diag *d)
@@ -253,14 +334,30 @@ int driver_build(const driver_build_request *r, ir_diag *d)
     int status = -1;
     rt_weights *w = NULL;
     cg_aot_layout *l = NULL;
+    char *passes = NULL;
     char *prefix = r->prefix ? strdup(r->prefix) : default_prefix(g->name);
     if (!prefix)
-        goto done;
-    if ((r->passes || r->print_ir_dir) && run_passes(r, r->passes ? r->passes : "", g, d) != 0)
         goto done;
     w = rt_safetensors_read(r->weights, d);
     if (!w || rt_gpt2_canonicalize_names(w, d, r->weights) != 0)
         goto done;
+    bool int8 = driver_is_quantized(w);
+    if (r->int8 && !int8) {
+        driver_report_missing_quantizers(r, w, d);
+        goto done;
+    }
+    if (int8 && load_int8(r, &g, &w, d) != 0)
+        goto done;
+
+    passes = build_pipeline(r, int8);
+    if (!passes)
+        goto done;
+    if ((passes[0] || r->print_ir_dir) && run_passes(r, passes, g, d) != 0)
+        goto done;
+    if (int8 && driver_keep_graph_params(g, &w, d) != 0)
+        goto done;
+    if (int8 && !r->quiet)
+        fprintf(stderr, "quadc build: %d layers run as q.linear on i8 weights\n", count_qlinear(g));
 
     cg_aot_options aot = r->aot;
     aot.prefix = prefix;
@@ -274,6 +371,7 @@ int driver_build(const driver_build_request *r, ir_diag *d)
 done:
     cg_aot_layout_free(l);
     rt_weights_free(w);
+    free(passes);
     free(prefix);
     ir_graph_free(g);
     return status;

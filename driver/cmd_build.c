@@ -29,7 +29,10 @@ static void print_build_help(FILE *out)
             "  cc main.c FILE.o -lm -lpthread\n"
             "See docs/aot.md.\n"
             "\n"
-            "  --weights FILE          safetensors file with one tensor per param (required)\n"
+            "  --weights FILE          safetensors file with one tensor per param (required);\n"
+            "                          a file written by quadc quantize gives an INT8 build\n"
+            "  --int8                  require an INT8 build: fail unless --weights has the\n"
+            "                          quantizer params of quadc quantize\n"
             "  -D name=value           set hyperparameter `name` to the integer `value`;\n"
             "                          repeatable\n"
             "  --passes LIST           run these passes on the graph before code generation\n"
@@ -51,8 +54,10 @@ static void print_build_help(FILE *out)
             "  --tokenizer DIR         directory with encoder.json and vocab.bpe embedded in\n"
             "                          the executable (default: data/tokenizer of the\n"
             "                          quadc source tree)\n"
-            "  --print-ir-dir DIR      write the graph before and after every pass, one\n"
-            "                          numbered .qir file per pass, into DIR\n");
+            "  --quiet                 print no progress lines\n"
+            "  --print-ir-dir DIR      write the graph before the first pass and after every\n"
+            "                          pass (lower-int8 in an INT8 build, then --passes)\n"
+            "                          into DIR, one numbered .qir file each\n");
 }
 
 static bool is_identifier(const char *s, size_t n)
@@ -131,6 +136,16 @@ static int parse_build_option(const char *cmd, int argc, char **argv, int *i, bu
     if (rc != 0)
         return rc < 0 || parse_int(cmd, "-O", value, 0, 3, &a->request.aot.opt_level) != DRIVER_OK ? -1 : 1;
     const char *arg = argv[*i];
+    if (strcmp(arg, "--int8") == 0) {
+        a->request.int8 = true;
+        (*i)++;
+        return 1;
+    }
+    if (strcmp(arg, "--quiet") == 0) {
+        a->request.quiet = true;
+        (*i)++;
+        return 1;
+    }
     if (strncmp(arg, "-D", 2) == 0) {
         char *text = arg[2] ? argv[*i] + 2 : (*i + 1 < argc ? argv[*i + 1] : NULL);
         if (!text)

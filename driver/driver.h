@@ -51,6 +51,10 @@ typedef struct driver_build_request {
     cg_aot_options aot;
     /* Pass list run on the graph before code generation, or NULL. */
     const char *passes;
+    /* Require a quantized weights file. Without it, a file written by
+     * quadc quantize still gives an INT8 build, and float weights a float
+     * one. */
+    bool int8;
 } driver_build_request;
 
 /* Compiles r->model with r->weights and writes the requested object,
