@@ -55,6 +55,15 @@ int cg_bind_weights(cg_module *m, const rt_weights *weights, ir_diag *d);
 int cg_run(cg_module *m, const rt_weights *weights, const rt_weights *inputs, rt_tensor **outputs,
            ir_diag *d);
 
+/* Runs the graph like cg_run, but fills outputs[i] with a view of graph
+ * output i instead of a new tensor: its dtype, shape and a data pointer
+ * into the module's buffers. f16 and bf16 outputs, which the module stores
+ * as f32, point into a converted copy that the module owns. The views stay
+ * valid until the next cg_run, cg_run_views or cg_bind_weights of m, or
+ * cg_free. */
+int cg_run_views(cg_module *m, const rt_weights *weights, const rt_weights *inputs, rt_tensor *outputs,
+                 ir_diag *d);
+
 /* Returns the wall-clock seconds spent in each value's kernels, indexed by
  * value id and summed over all runs since compilation, or NULL when the
  * module was compiled without profile. Time is charged to the value whose

@@ -31,6 +31,7 @@ struct cg_module {
     const rt_weights *bound; /* weights of the last successful bind */
     bool is_bound;           /* false until a bind succeeds, even for NULL weights */
     cg_profile profile;
+    rt_tensor **converted; /* per output: the f16 or bf16 copy behind its view, or NULL */
 };
 
 static double now_seconds(void)
@@ -220,6 +221,10 @@ void cg_free(cg_module *m)
     free(m->owned);
     free(m->bufs);
     free(m->profile.seconds);
+    if (m->converted)
+        for (int i = 0; i < m->g->noutputs; i++)
+            rt_tensor_free(m->converted[i]);
+    free(m->converted);
     rt_pool_free(m->pool);
     if (m->jit)
         LLVMOrcDisposeLLJIT(m->jit);
@@ -349,7 +354,9 @@ static rt_tensor *copy_output(cg_module *m, const ir_value *v)
     return t;
 }
 
-int cg_run(cg_module *m, const rt_weights *weights, const rt_weights *inputs, rt_tensor **outputs, ir_diag *d)
+/* Binds the weights unless bound already, binds the inputs and runs
+ * qc_run, leaving the outputs in the module's buffers. */
+static int run_entry(cg_module *m, const rt_weights *weights, const rt_weights *inputs, ir_diag *d)
 {
     if ((!m->is_bound || m->bound != weights) && cg_bind_weights(m, weights, d) != 0)
         return -1;
@@ -365,6 +372,47 @@ int cg_run(cg_module *m, const rt_weights *weights, const rt_weights *inputs, rt
     int32_t code = m->run_fn(m->bufs, m->pool);
     if (code != 0)
         return report_status(m, code, d);
+    return 0;
+}
+
+int cg_run_views(cg_module *m, const rt_weights *weights, const rt_weights *inputs, rt_tensor *outputs,
+                 ir_diag *d)
+{
+    if (!m->converted)
+        m->converted = calloc((size_t)m->g->noutputs + 1, sizeof *m->converted);
+    if (!m->converted) {
+        ir_diag_file_error(d, NULL, "out of memory for the outputs of graph '%s'", m->g->name);
+        return -1;
+    }
+    if (run_entry(m, weights, inputs, d) != 0)
+        return -1;
+    for (int i = 0; i < m->g->noutputs; i++) {
+        const ir_value *v = m->g->values[m->g->outputs[i]];
+        memset(&outputs[i], 0, sizeof outputs[i]);
+        outputs[i].dtype = v->type.dtype;
+        outputs[i].rank = v->type.rank;
+        memcpy(outputs[i].dims, v->type.dims, sizeof(int64_t) * (size_t)v->type.rank);
+        outputs[i].data = m->bufs[m->plan.slot[v->id]];
+        if (v->type.dtype != IR_F16 && v->type.dtype != IR_BF16)
+            continue;
+        /* The module stores these as f32, so the view shows a converted
+         * copy that the module keeps until the next run. */
+        rt_tensor_free(m->converted[i]);
+        m->converted[i] = copy_output(m, v);
+        if (!m->converted[i]) {
+            ir_diag_file_error(d, NULL, "out of memory converting output '%s' of graph '%s'", v->name,
+                               m->g->name);
+            return -1;
+        }
+        outputs[i].data = m->converted[i]->data;
+    }
+    return 0;
+}
+
+int cg_run(cg_module *m, const rt_weights *weights, const rt_weights *inputs, rt_tensor **outputs, ir_diag *d)
+{
+    if (run_entry(m, weights, inputs, d) != 0)
+        return -1;
     for (int i = 0; i < m->g->noutputs; i++) {
         outputs[i] = copy_output(m, m->g->values[m->g->outputs[i]]);
         if (!outputs[i]) {

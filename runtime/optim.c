@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "passes/manager.h"
+
 /* The compiled graphs for all parameters of one size. */
 struct rt_adamw_kernels {
     int64_t n;
@@ -96,10 +98,14 @@ ir_graph *rt_adamw_build_update_graph(int64_t n, const rt_adamw_config *c, ir_di
     int one_minus_beta2 = add_scalar_const(g, "one_minus_beta2", 1.0f - c->beta2);
     int eps = add_scalar_const(g, "eps", c->eps);
 
-    int g_clipped = add_binary(g, IR_OP_MUL, "grad_clipped", grad, clip);
+    /* Every use of the clipped gradient computes it anew, so that m_new
+     * and v_new are chains of single-use values, which the
+     * fuse-elementwise pass turns into one loop each. */
     int m_new = add_binary(g, IR_OP_ADD, "m_new", add_binary(g, IR_OP_MUL, "m_decayed", m, beta1),
-                           add_binary(g, IR_OP_MUL, "m_step", g_clipped, one_minus_beta1));
-    int g_squared = add_binary(g, IR_OP_MUL, "grad_squared", g_clipped, g_clipped);
+                           add_binary(g, IR_OP_MUL, "m_step", add_binary(g, IR_OP_MUL, "grad_clipped", grad, clip),
+                                      one_minus_beta1));
+    int g_squared = add_binary(g, IR_OP_MUL, "grad_squared", add_binary(g, IR_OP_MUL, "grad_clipped_a", grad, clip),
+                               add_binary(g, IR_OP_MUL, "grad_clipped_b", grad, clip));
     int v_new = add_binary(g, IR_OP_ADD, "v_new", add_binary(g, IR_OP_MUL, "v_decayed", v, beta2),
                            add_binary(g, IR_OP_MUL, "v_step", g_squared, one_minus_beta2));
 
@@ -143,12 +149,33 @@ ir_graph *rt_adamw_build_sqnorm_graph(int64_t n, ir_diag *d)
     return g;
 }
 
+/* Fuses the elementwise chains of an update graph, so the JIT runs the
+ * update in four loops instead of one loop per op. */
+static int fuse_update_graph(ir_graph *g, ir_diag *d)
+{
+    pass_pipeline pipeline;
+    char err[256];
+    if (pass_pipeline_parse("fuse-elementwise", &pipeline, err, sizeof err) != 0) {
+        ir_diag_file_error(d, NULL, "cannot fuse the AdamW update graph: %s", err);
+        return -1;
+    }
+    pass_manager *pm = pass_manager_new(d);
+    int rc = pm ? pass_manager_run(pm, &pipeline, g) : -1;
+    pass_manager_free(pm);
+    pass_pipeline_free(&pipeline);
+    return rc;
+}
+
 /* NOTE: with the JIT every compiled module starts its own thread pool, so
  * k distinct chunk lengths keep 2k pools of idle workers (14 for GPT-2
  * with the default chunk). */
 static int compile_kernels(rt_adamw *o, rt_adamw_kernels *k, int threads, ir_diag *d)
 {
     ir_graph *update = rt_adamw_build_update_graph(k->n, &o->config, d);
+    if (update && fuse_update_graph(update, d) != 0) {
+        ir_graph_free(update);
+        update = NULL;
+    }
     ir_graph *sqnorm = update ? rt_adamw_build_sqnorm_graph(k->n, d) : NULL;
     if (sqnorm) {
         k->update = o->executor->compile(update, threads, d);
@@ -328,13 +355,12 @@ static int grad_sqnorm(rt_adamw *o, const rt_tensor *grad, double *out, ir_diag 
         char *names[1] = {"grad"};
         rt_tensor *tensors[1] = {&view};
         rt_weights inputs = rt_weights_borrow(names, tensors, 1);
-        rt_tensor *result = NULL;
+        rt_tensor result;
         /* These graphs have no params, so "weights changed" costs only the
          * JIT's evaluation of their constants. */
-        if (o->executor->run(o->kernels[find_kernel(o, n)].sqnorm, NULL, true, &inputs, &result, d) != 0)
+        if (o->executor->run_views(o->kernels[find_kernel(o, n)].sqnorm, NULL, true, &inputs, &result, d) != 0)
             return -1;
-        sum += *(const float *)result->data;
-        rt_tensor_free(result);
+        sum += *(const float *)result.data;
     }
     *out = sum;
     return 0;
@@ -393,16 +419,14 @@ static int update_chunk(rt_adamw *o, int i, rt_tensor *p, const rt_tensor *grad,
         tensors[k] = &views[k];
     rt_weights inputs = rt_weights_borrow(names, tensors, 9);
 
-    rt_tensor *outputs[3] = {NULL, NULL, NULL};
-    if (o->executor->run(o->kernels[find_kernel(o, n)].update, NULL, true, &inputs, outputs, d) != 0) {
+    rt_tensor outputs[3];
+    if (o->executor->run_views(o->kernels[find_kernel(o, n)].update, NULL, true, &inputs, outputs, d) != 0) {
         ir_diag_file_error(d, NULL, "the AdamW update of '%s' failed", o->names[i]);
         return -1;
     }
     /* The outputs are the new param, m and v, in the order of state[]. */
-    for (int k = 0; k < 3; k++) {
-        memcpy((float *)state[k]->data + offset, outputs[k]->data, (size_t)n * sizeof(float));
-        rt_tensor_free(outputs[k]);
-    }
+    for (int k = 0; k < 3; k++)
+        memcpy((float *)state[k]->data + offset, outputs[k].data, (size_t)n * sizeof(float));
     return 0;
 }
 

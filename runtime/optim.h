@@ -46,8 +46,8 @@ typedef struct rt_adamw_config {
 } rt_adamw_config;
 
 /* 2^18 elements, 1 MiB per f32 tensor: small enough that the JIT's
- * buffers for the ~17 intermediate values of an update stay small, large
- * enough that a run's fixed cost is negligible. */
+ * buffers for the outputs and the one intermediate of an update stay
+ * small, large enough that a run's fixed cost is negligible. */
 #define RT_ADAMW_CHUNK ((int64_t)1 << 18)
 
 /* Returns beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1 on matrices

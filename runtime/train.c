@@ -322,13 +322,6 @@ int rt_trainer_forward_backward(rt_trainer *t, const int32_t *idx, const int32_t
     return run_train_graph(t, outputs, d);
 }
 
-static void free_outputs(rt_tensor **outputs, int n)
-{
-    for (int i = 0; i < n; i++)
-        rt_tensor_free(outputs[i]);
-    free(outputs);
-}
-
 static bool all_finite(const rt_tensor *t)
 {
     if (t->dtype != IR_F32)
@@ -343,7 +336,7 @@ static bool all_finite(const rt_tensor *t)
 
 /* Names the first non-finite tensor: a weight if any, else the first
  * graph output in order (logits before gradients). */
-static void report_nonfinite_loss(const rt_trainer *t, float loss, rt_tensor *const *outputs, ir_diag *d)
+static void report_nonfinite_loss(const rt_trainer *t, float loss, const rt_tensor *outputs, ir_diag *d)
 {
     for (int i = 0; i < t->params->count; i++) {
         if (!all_finite(t->params->tensors[i])) {
@@ -356,7 +349,7 @@ static void report_nonfinite_loss(const rt_trainer *t, float loss, rt_tensor *co
     }
     const ir_graph *g = t->train_graph;
     for (int i = 0; i < g->noutputs; i++) {
-        if (i != t->loss_output && !all_finite(outputs[i])) {
+        if (i != t->loss_output && !all_finite(&outputs[i])) {
             ir_diag_file_error(d, NULL,
                                "step %d: the loss is %g; every weight is finite and the first non-finite "
                                "tensor is output '%s'; lower --lr",
@@ -369,12 +362,15 @@ static void report_nonfinite_loss(const rt_trainer *t, float loss, rt_tensor *co
 }
 
 /* Runs the forward and backward graph on the current batch, checks the
- * results and applies AdamW. */
-static int step_on_batch(rt_trainer *t, rt_tensor **outputs, rt_train_step_result *r, ir_diag *d)
+ * results and applies AdamW. The outputs are views of the module's
+ * buffers, so the gradients are neither copied nor allocated per step. */
+static int step_on_batch(rt_trainer *t, rt_tensor *outputs, rt_train_step_result *r, ir_diag *d)
 {
-    if (run_train_graph(t, outputs, d) != 0)
+    int rc = t->config.executor->run_views(t->train_module, t->params, t->train_stale, t->batch, outputs, d);
+    if (rc != 0)
         return -1;
-    r->loss = *(const float *)outputs[t->loss_output]->data;
+    t->train_stale = false;
+    r->loss = *(const float *)outputs[t->loss_output].data;
     if (!isfinite(r->loss)) {
         report_nonfinite_loss(t, r->loss, outputs, d);
         return 1;
@@ -385,9 +381,9 @@ static int step_on_batch(rt_trainer *t, rt_tensor **outputs, rt_train_step_resul
     if (!grads)
         return -1;
     for (int i = 0; i < nparams; i++)
-        grads[i] = outputs[t->grad_output[i]];
+        grads[i] = &outputs[t->grad_output[i]];
     rt_adamw_norm norm;
-    int rc = rt_adamw_grad_norm(t->opt, grads, &norm, d);
+    rc = rt_adamw_grad_norm(t->opt, grads, &norm, d);
     if (rc == 0 && norm.first_nonfinite >= 0) {
         ir_diag_file_error(d, NULL, "step %d: the gradient of '%s' contains a non-finite value (loss %.6g); "
                            "lower --lr or check the weights", t->step + 1, t->params->names[norm.first_nonfinite],
@@ -418,11 +414,11 @@ int rt_trainer_step(rt_trainer *t, const rt_train_data *data, rt_train_step_resu
     if (rt_train_sample_batch(data, &t->sampler, t->config.batch, t->config.seq, idx->data, targets->data, d) != 0)
         return -1;
     int noutputs = t->train_graph->noutputs;
-    rt_tensor **outputs = calloc((size_t)noutputs, sizeof *outputs);
+    rt_tensor *outputs = calloc((size_t)noutputs, sizeof *outputs);
     if (!outputs)
         return -1;
     int rc = step_on_batch(t, outputs, r, d);
-    free_outputs(outputs, noutputs);
+    free(outputs);
     return rc;
 }
 

@@ -7,25 +7,74 @@
 #include "codegen/codegen.h"
 #include "runtime/interp.h"
 
+/* An interpreter module: its graph, and the outputs of the last
+ * run_views call, which the module owns. */
+typedef struct interp_module {
+    ir_graph *g;
+    rt_tensor **views;
+} interp_module;
+
+static void free_views(interp_module *m)
+{
+    if (!m->views)
+        return;
+    for (int i = 0; i < m->g->noutputs; i++)
+        rt_tensor_free(m->views[i]);
+    free(m->views);
+    m->views = NULL;
+}
+
 static void *interp_compile(const ir_graph *g, int threads, ir_diag *d)
 {
     (void)threads;
-    ir_graph *copy = ir_graph_clone(g);
-    if (!copy)
+    interp_module *m = calloc(1, sizeof *m);
+    if (m)
+        m->g = ir_graph_clone(g);
+    if (!m || !m->g) {
         ir_diag_file_error(d, NULL, "out of memory copying graph '%s' for the interpreter", g->name);
-    return copy;
+        free(m);
+        return NULL;
+    }
+    return m;
 }
 
 static int interp_run(void *module, const rt_weights *weights, bool weights_changed, const rt_weights *inputs,
                       rt_tensor **outputs, ir_diag *d)
 {
     (void)weights_changed;
-    return rt_interp_run(module, weights, inputs, outputs, d);
+    interp_module *m = module;
+    return rt_interp_run(m->g, weights, inputs, outputs, d);
+}
+
+static int interp_run_views(void *module, const rt_weights *weights, bool weights_changed,
+                            const rt_weights *inputs, rt_tensor *outputs, ir_diag *d)
+{
+    (void)weights_changed;
+    interp_module *m = module;
+    free_views(m);
+    m->views = calloc((size_t)m->g->noutputs + 1, sizeof *m->views);
+    if (!m->views) {
+        ir_diag_file_error(d, NULL, "out of memory for the outputs of graph '%s'", m->g->name);
+        return -1;
+    }
+    if (rt_interp_run(m->g, weights, inputs, m->views, d) != 0) {
+        free(m->views);
+        m->views = NULL;
+        return -1;
+    }
+    for (int i = 0; i < m->g->noutputs; i++)
+        outputs[i] = *m->views[i];
+    return 0;
 }
 
 static void interp_free(void *module)
 {
-    ir_graph_free(module);
+    interp_module *m = module;
+    if (!m)
+        return;
+    free_views(m);
+    ir_graph_free(m->g);
+    free(m);
 }
 
 static void *jit_compile(const ir_graph *g, int threads, ir_diag *d)
@@ -35,6 +84,7 @@ static void *jit_compile(const ir_graph *g, int threads, ir_diag *d)
     /* The trainer rebinds after every optimizer step, so packing weights
      * at bind time would only keep a second copy of them alive. */
     options.repack_weights = 1;
+    if (getenv("QZ_OPT")) options.opt_level = atoi(getenv("QZ_OPT"));
     return cg_compile(g, &options, d);
 }
 
@@ -49,13 +99,21 @@ static int jit_run(void *module, const rt_weights *weights, bool weights_changed
     return cg_run(module, weights, inputs, outputs, d);
 }
 
+static int jit_run_views(void *module, const rt_weights *weights, bool weights_changed, const rt_weights *inputs,
+                         rt_tensor *outputs, ir_diag *d)
+{
+    if (weights_changed && cg_bind_weights(module, weights, d) != 0)
+        return -1;
+    return cg_run_views(module, weights, inputs, outputs, d);
+}
+
 static void jit_free(void *module)
 {
     cg_free(module);
 }
 
-static const rt_executor interp_executor = {"interp", interp_compile, interp_run, interp_free};
-static const rt_executor jit_executor = {"jit", jit_compile, jit_run, jit_free};
+static const rt_executor interp_executor = {"interp", interp_compile, interp_run, interp_run_views, interp_free};
+static const rt_executor jit_executor = {"jit", jit_compile, jit_run, jit_run_views, jit_free};
 
 const rt_executor *rt_executor_interp(void)
 {

@@ -23,6 +23,11 @@ typedef struct rt_executor {
      * because the JIT binds weights in place and caches derived values. */
     int (*run)(void *module, const rt_weights *weights, bool weights_changed, const rt_weights *inputs,
                rt_tensor **outputs, ir_diag *d);
+    /* Runs like run, but stores in outputs[i] a header of output i whose
+     * data the module owns and keeps until its next run or free, so no
+     * output is copied or allocated by the caller. */
+    int (*run_views)(void *module, const rt_weights *weights, bool weights_changed, const rt_weights *inputs,
+                     rt_tensor *outputs, ir_diag *d);
     void (*free)(void *module);
 } rt_executor;
 
