@@ -67,6 +67,7 @@ int run_stage_build(run_state *s)
         r.tokenizer = a->tokenizer;
         r.print_ir_dir = ir_dir;
         r.quiet = true;
+        r.int8 = true;
         r.aot = cg_aot_default_options();
         r.aot.cpu = a->target_cpu;
         r.aot.triple = a->triple;
