@@ -11,7 +11,6 @@ enum {
     CG_QLINEAR_PACKED, /* packed i8 weights, written by qc_bind */
     CG_QLINEAR_COLSUM, /* int32 column sums of the weights, written by qc_bind */
     CG_QLINEAR_A,      /* the quantized input, u8 or s8 [M, K] */
-    CG_QLINEAR_ACC,    /* int32 [M, N] products before the zero-point correction */
     CG_QLINEAR_ROWSUM, /* int32 [M]: Σ_k (q[m, k] - z_x), for the weight zero point */
     CG_QLINEAR_NSCRATCH,
 };
@@ -24,8 +23,9 @@ void cg_qlinear_scratch_bytes(const ir_graph *g, const ir_value *v, int64_t *byt
  * Call it with qc_bind selected. Returns 0, or -1 after reporting. */
 int cg_emit_qlinear_pack(cg_emit *e, const ir_value *v);
 
-/* Emits the run-time part of q.linear value v: quantizing the input, the
- * int8 GEMM and the f32 output. Returns 0, or -1 after reporting. */
+/* Emits the run-time part of q.linear value v: quantizing the input and
+ * the int8 GEMM with its dequantizing output stage. Returns 0, or -1
+ * after reporting. */
 int cg_emit_qlinear(cg_emit *e, const ir_value *v);
 
 #endif

@@ -98,10 +98,3 @@ void cg_gemm_i8_pack_b(const cg_gemm_i8_shape *s, int64_t k, int64_t n, const in
         }
     }
 }
-
-int64_t cg_gemm_i8_tasks(const cg_gemm_i8_desc *d)
-{
-    int64_t mblocks = (d->m + d->shape.mc - 1) / d->shape.mc;
-    int64_t nblocks = (d->n + d->shape.nc - 1) / d->shape.nc;
-    return mblocks * nblocks;
-}

@@ -10,6 +10,13 @@
  *   CG_GEMM_I8_OUT_U8/S8  clamp(requantize(acc) + out_zero_point), where the
  *                      fixed-point multiplier per channel comes from
  *                      cg_qmul_from_real (quant_arith.h) at compile time.
+ *   CG_GEMM_I8_OUT_DEQUANT  (s_x · s_w[c]) · (acc − z_x · Σ_k b[k,n]
+ *                      − z_w[c] · rowsum[m]) + bias[n] in f32, with the
+ *                      input scale s_x and zero point z_x read at run time,
+ *                      c = n for per-channel weights and 0 otherwise, and
+ *                      rowsum[m] = Σ_k (a[m,k] − z_x) computed by the
+ *                      caller. It is q.linear's dequantization (ir/ops.def)
+ *                      with the same f32 operations in the same order.
  * The column sums Σ_k b[k,n] are computed when B is packed.
  *
  * Two instruction paths exist. CG_GEMM_I8_VNNI multiplies u8 x s8 byte
@@ -29,6 +36,12 @@
  * ((p·G + g)·NR + j)·4 + i, with G = ceil(K / 4), and zeros past K and N.
  * One 64-byte load is thus 16 columns x 4 consecutive k, the operand
  * layout vpdpbusd multiplies against 4 broadcast activation bytes.
+ *
+ * Products of at most CG_GEMV_I8_MAX_M rows, such as one decoding step,
+ * use a GEMV kernel instead of the tiled GEMM (emit_gemv_i8.c). It takes
+ * the same packed layout and args and streams every packed panel once,
+ * one task per panel, with independent accumulators over consecutive
+ * groups.
  *
  * Usage: pick a shape with cg_gemm_i8_shape_for, pack the weights with
  * cg_gemm_i8_pack_b (or at bind time with the kernel from
@@ -55,7 +68,11 @@ typedef enum cg_gemm_i8_output {
     CG_GEMM_I8_OUT_F32,
     CG_GEMM_I8_OUT_U8,
     CG_GEMM_I8_OUT_S8,
+    CG_GEMM_I8_OUT_DEQUANT,
 } cg_gemm_i8_output;
+
+/* Products with at most this many rows take the GEMV kernel. */
+#define CG_GEMV_I8_MAX_M 4
 
 /* Instruction path and blocking. The packed layout depends on nr only. */
 typedef struct cg_gemm_i8_shape {
@@ -74,7 +91,13 @@ enum {
     CG_GEMM_I8_ARG_COLSUM, /* i32 column sums from cg_gemm_i8_pack_b */
     CG_GEMM_I8_ARG_C,      /* output [M, ldc] of the output stage's type */
     CG_GEMM_I8_ARG_SCALE,  /* f32 [N] s_a · s_w[n], read by OUT_F32 only */
-    CG_GEMM_I8_ARG_BIAS,   /* [N]: f32 for OUT_F32, else i32; read when has_bias */
+    CG_GEMM_I8_ARG_BIAS,   /* [N]: f32 for OUT_F32 and OUT_DEQUANT, else i32; read when has_bias */
+    /* Read by OUT_DEQUANT only: */
+    CG_GEMM_I8_ARG_ROWSUM,       /* i32 [M] Σ_k (a[m,k] − z_x) */
+    CG_GEMM_I8_ARG_X_SCALE,      /* f32 scalar s_x */
+    CG_GEMM_I8_ARG_X_ZERO_POINT, /* f32 scalar, an integer value z_x (rounded half to even) */
+    CG_GEMM_I8_ARG_W_SCALE,      /* f32 [N], or [1] unless per_channel */
+    CG_GEMM_I8_ARG_W_ZERO_POINT, /* f32 [N], or [1] unless per_channel, integer values */
     CG_GEMM_I8_NARGS,
 };
 
@@ -92,6 +115,8 @@ typedef struct cg_gemm_i8_desc {
     const double *requant;
     int64_t nrequant;
     int32_t out_zero_point;
+    /* OUT_DEQUANT: one weight scale and zero point per column (else one). */
+    bool per_channel;
     /* The packing kernel reads B as [N, K] (a PyTorch Linear weight)
      * instead of [K, N]. The GEMM kernel ignores it. */
     bool b_transposed;
@@ -119,7 +144,7 @@ void cg_gemm_i8_pack_b(const cg_gemm_i8_shape *s, int64_t k, int64_t n, const in
                        bool transposed, int8_t *packed, int32_t *colsum);
 
 /* Returns the number of tasks of the kernel for d: one per (MC rows,
- * NC columns) tile. */
+ * NC columns) tile, or one per panel for the GEMV kernel. */
 int64_t cg_gemm_i8_tasks(const cg_gemm_i8_desc *d);
 
 /* Emits the kernel for d as a function void(ptr args, i64 begin, i64 end)

@@ -1,10 +1,12 @@
-/* The int8 GEMM kernels against plain C references, on the VNNI path
- * (when the host has AVX-512 VNNI) and on the portable path. int32
+/* The int8 GEMM and GEMV kernels against plain C references, on the VNNI
+ * path (when the host has AVX-512 VNNI) and on the portable path. int32
  * outputs must equal the reference for every shape. Requantized outputs
  * must equal cg_requantize and be within one unit of rounding the real
  * product. Dequantized f32 outputs must match double math within
- * rtol 1e-6. The fixed-point helpers are checked on known values, and the
- * assembly for named CPUs is checked for vpdpbusd. */
+ * rtol 1e-6, and q.linear's dequantizing stage must equal the same f32
+ * operations in C exactly. Products of at most CG_GEMV_I8_MAX_M rows take
+ * the GEMV kernel. The fixed-point helpers are checked on known values,
+ * and the assembly for named CPUs is checked for vpdpbusd. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -47,6 +49,11 @@ typedef struct gemm_case {
     float *scale;
     int32_t *acc;
     bool misalign_packed; /* place packed B 4 bytes past a 64-byte boundary */
+    /* OUT_DEQUANT inputs: rowsum[m] = Σ_k (a[m,k] - z_x), with z_x the
+     * integer value of x_zero, and weight scales and zero points. */
+    float x_scale, x_zero;
+    float *w_scale, *w_zero;
+    int32_t *rowsum;
 } gemm_case;
 
 static void case_init(gemm_case *c, const char *name, int64_t m, int64_t k, int64_t n)
@@ -88,8 +95,9 @@ static void case_fill(gemm_case *c, int32_t a_spread, int32_t b_spread)
      * cannot overflow: |sum| <= 3072 · 255 · 128 + bias < 2^31. */
     for (int64_t i = 0; i < d->m; i++) {
         int32_t *row = c->acc + i * d->n;
+        bool integer_bias = d->output != CG_GEMM_I8_OUT_F32 && d->output != CG_GEMM_I8_OUT_DEQUANT;
         for (int64_t j = 0; j < d->n; j++)
-            row[j] = d->has_bias && d->output != CG_GEMM_I8_OUT_F32 ? c->bias_i32[j] : 0;
+            row[j] = d->has_bias && integer_bias ? c->bias_i32[j] : 0;
         for (int64_t kk = 0; kk < d->k; kk++) {
             uint8_t raw = c->a[i * lda + kk];
             int32_t a = (d->a_signed ? (int32_t)(int8_t)raw : (int32_t)raw) - d->a_zero_point;
@@ -108,11 +116,14 @@ static void case_free(gemm_case *c)
     free(c->bias_f32);
     free(c->scale);
     free(c->acc);
+    free(c->w_scale);
+    free(c->w_zero);
+    free(c->rowsum);
 }
 
 static size_t out_elem_size(cg_gemm_i8_output out)
 {
-    return out == CG_GEMM_I8_OUT_I32 || out == CG_GEMM_I8_OUT_F32 ? 4 : 1;
+    return out == CG_GEMM_I8_OUT_U8 || out == CG_GEMM_I8_OUT_S8 ? 1 : 4;
 }
 
 /* Packs B for d->shape and runs kernel fn of d on the pool into a new
@@ -133,7 +144,13 @@ static void *case_run(const gemm_case *c, const cg_gemm_i8_desc *d, rt_task_fn f
     args[CG_GEMM_I8_ARG_COLSUM] = colsum;
     args[CG_GEMM_I8_ARG_C] = out;
     args[CG_GEMM_I8_ARG_SCALE] = c->scale;
-    args[CG_GEMM_I8_ARG_BIAS] = d->output == CG_GEMM_I8_OUT_F32 ? (void *)c->bias_f32 : (void *)c->bias_i32;
+    bool f32_bias = d->output == CG_GEMM_I8_OUT_F32 || d->output == CG_GEMM_I8_OUT_DEQUANT;
+    args[CG_GEMM_I8_ARG_BIAS] = f32_bias ? (void *)c->bias_f32 : (void *)c->bias_i32;
+    args[CG_GEMM_I8_ARG_ROWSUM] = c->rowsum;
+    args[CG_GEMM_I8_ARG_X_SCALE] = (void *)&c->x_scale;
+    args[CG_GEMM_I8_ARG_X_ZERO_POINT] = (void *)&c->x_zero;
+    args[CG_GEMM_I8_ARG_W_SCALE] = c->w_scale;
+    args[CG_GEMM_I8_ARG_W_ZERO_POINT] = c->w_zero;
     rt_pool_parallel_for(pool, fn, args, cg_gemm_i8_tasks(d), 1);
     free(packed_block);
     free(colsum);
@@ -342,7 +359,7 @@ static void test_pack_kernel(rt_pool *pool, const code_path *path)
 
 /* ---- int32 outputs over all shapes ---- */
 
-static const int64_t sweep_m[] = {1, 3, 17, 128};
+static const int64_t sweep_m[] = {1, 3, 17, 128}; /* 1 and 3 take the GEMV kernel */
 static const int64_t sweep_k[] = {1, 3, 5, 64, 768, 3072};
 static const int64_t sweep_n[] = {1, 7, 33, 768, 2304};
 #define SWEEP_CASES (4 * 6 * 5)
@@ -547,6 +564,110 @@ static void test_output_stages(rt_pool *pool, const code_path *path)
     cg_gemm_i8_module_free(m);
 }
 
+/* ---- q.linear's dequantizing output stage ---- */
+
+typedef struct dequant_case {
+    int64_t m, k, n;
+    bool a_signed, per_channel, has_bias;
+    float x_zero; /* rounded half to even by the kernel */
+} dequant_case;
+
+/* GEMV (M <= 4) and GEMM shapes with K and N tails, including an edge
+ * panel of one column, and zero points that round half to even. */
+static const dequant_case dequant_cases[] = {
+    {1, 768, 2304, false, true, true, 121.0f},  {1, 67, 50, true, true, false, 0.0f},
+    {2, 5, 7, false, false, true, 2.5f},        {3, 130, 97, false, true, true, 255.0f},
+    {4, 64, 49, true, false, false, -3.5f},     {5, 67, 50, false, true, true, 17.0f},
+    {9, 3, 1, false, true, false, 128.0f},      {130, 768, 97, false, true, true, 64.0f},
+    {1, 3072, 768, false, false, true, 100.0f}, {17, 1, 33, true, true, true, 0.0f},
+};
+#define NDEQUANT_CASES ((int)(sizeof dequant_cases / sizeof *dequant_cases))
+
+/* Fills the OUT_DEQUANT inputs: scales, integer-valued weight zero points
+ * in -2 .. 2 and the row sums of a - z_x. */
+static void dequant_fill(gemm_case *c, const dequant_case *dc)
+{
+    const cg_gemm_i8_desc *d = &c->desc;
+    int64_t count = dc->per_channel ? d->n : 1;
+    c->x_scale = (float)random_real(1e-3, 2e-2);
+    c->x_zero = dc->x_zero;
+    c->w_scale = malloc(sizeof *c->w_scale * (size_t)count);
+    c->w_zero = malloc(sizeof *c->w_zero * (size_t)count);
+    for (int64_t j = 0; j < count; j++) {
+        c->w_scale[j] = (float)random_real(1e-4, 1e-2);
+        c->w_zero[j] = (float)random_int(-2, 2);
+    }
+    int32_t z_x = (int32_t)nearbyintf(dc->x_zero);
+    c->rowsum = malloc(sizeof *c->rowsum * (size_t)d->m);
+    for (int64_t i = 0; i < d->m; i++) {
+        int32_t sum = 0;
+        for (int64_t kk = 0; kk < d->k; kk++) {
+            uint8_t raw = c->a[i * d->k + kk];
+            sum += (d->a_signed ? (int32_t)(int8_t)raw : (int32_t)raw) - z_x;
+        }
+        c->rowsum[i] = sum;
+    }
+}
+
+/* Returns the number of outputs that differ from the f32 operations of
+ * q.linear done in C: (s_x · s_w[c]) · (acc - z_x · colsum - z_w · rowsum) + bias. */
+static int64_t count_dequant_mismatches(const gemm_case *c, const dequant_case *dc, const float *out,
+                                        const char *path)
+{
+    const cg_gemm_i8_desc *d = &c->desc;
+    int32_t z_x = (int32_t)nearbyintf(dc->x_zero);
+    int64_t bad = 0;
+    for (int64_t j = 0; j < d->n; j++) {
+        int64_t ch = dc->per_channel ? j : 0;
+        int32_t colsum = 0;
+        for (int64_t kk = 0; kk < d->k; kk++)
+            colsum += c->b[kk * d->n + j];
+        for (int64_t i = 0; i < d->m; i++) {
+            int32_t sum = c->acc[i * d->n + j] - z_x * colsum - (int32_t)c->w_zero[ch] * c->rowsum[i];
+            float scale = c->x_scale * c->w_scale[ch];
+            float want = scale * (float)sum;
+            if (d->has_bias)
+                want += c->bias_f32[j];
+            float got = out[i * d->n + j];
+            if (got != want && bad++ == 0)
+                fprintf(stderr, "%s %s: y[%lld, %lld] = %.9g, expected %.9g\n", path, d->name, (long long)i,
+                        (long long)j, (double)got, (double)want);
+        }
+    }
+    return bad;
+}
+
+static void test_dequant_stage(rt_pool *pool, const code_path *path)
+{
+    static char names[NDEQUANT_CASES][64];
+    gemm_case cases[NDEQUANT_CASES];
+    cg_gemm_i8_desc descs[NDEQUANT_CASES];
+    for (int i = 0; i < NDEQUANT_CASES; i++) {
+        const dequant_case *dc = &dequant_cases[i];
+        snprintf(names[i], sizeof names[i], "dequant%d_%lldx%lldx%lld", i, (long long)dc->m, (long long)dc->k,
+                 (long long)dc->n);
+        case_init(&cases[i], names[i], dc->m, dc->k, dc->n);
+        cg_gemm_i8_desc *d = &cases[i].desc;
+        d->output = CG_GEMM_I8_OUT_DEQUANT;
+        d->a_signed = dc->a_signed;
+        d->per_channel = dc->per_channel;
+        d->has_bias = dc->has_bias;
+        cases[i].misalign_packed = i % 3 == 1;
+        descs[i] = *d;
+    }
+    cg_gemm_i8_module *m = compile_path(path, descs, NDEQUANT_CASES);
+    CHECK(m != NULL);
+    for (int i = 0; i < NDEQUANT_CASES && m; i++) {
+        case_fill(&cases[i], 255, 128);
+        dequant_fill(&cases[i], &dequant_cases[i]);
+        float *out = case_run(&cases[i], &descs[i], cg_gemm_i8_kernel(m, i), pool);
+        CHECK_EQ_INT(count_dequant_mismatches(&cases[i], &dequant_cases[i], out, path->name), 0);
+        free(out);
+        case_free(&cases[i]);
+    }
+    cg_gemm_i8_module_free(m);
+}
+
 /* ---- assembly and descriptor checks ---- */
 
 static bool contains(const char *text, const char *needle)
@@ -554,14 +675,16 @@ static bool contains(const char *text, const char *needle)
     return text && strstr(text, needle) != NULL;
 }
 
-static char *kernel_asm(const char *cpu, bool allow_vnni, cg_gemm_i8_isa *isa)
+/* Returns the assembly of an m x 64 x 33 product: the GEMM kernel, or
+ * the GEMV kernel for m <= CG_GEMV_I8_MAX_M. */
+static char *kernel_asm(const char *cpu, bool allow_vnni, int64_t m, cg_gemm_i8_isa *isa)
 {
     cg_options o = cg_default_options();
     o.cpu = cpu;
     cg_gemm_i8_desc desc;
     memset(&desc, 0, sizeof desc);
     desc.name = "asm";
-    desc.m = 17;
+    desc.m = m;
     desc.k = 64;
     desc.n = 33;
     desc.a_zero_point = 128;
@@ -574,26 +697,29 @@ static char *kernel_asm(const char *cpu, bool allow_vnni, cg_gemm_i8_isa *isa)
 
 static void test_assembly(void)
 {
-    cg_gemm_i8_isa isa;
-    char *text = kernel_asm("znver4", true, &isa);
-    CHECK(text != NULL);
-    CHECK_EQ_INT(isa, CG_GEMM_I8_VNNI);
-    CHECK(contains(text, "vpdpbusd"));
-    free(text);
+    static const int64_t rows[2] = {17, 1}; /* the GEMM, then the GEMV */
+    for (int i = 0; i < 2; i++) {
+        cg_gemm_i8_isa isa;
+        char *text = kernel_asm("znver4", true, rows[i], &isa);
+        CHECK(text != NULL);
+        CHECK_EQ_INT(isa, CG_GEMM_I8_VNNI);
+        CHECK(contains(text, "vpdpbusd"));
+        free(text);
 
-    text = kernel_asm("x86-64-v3", true, &isa);
-    CHECK(text != NULL);
-    CHECK_EQ_INT(isa, CG_GEMM_I8_PORTABLE);
-    CHECK(!contains(text, "vpdpbusd"));
-    CHECK(!contains(text, "vpmaddubsw"));
-    CHECK(contains(text, "vpmaddwd"));
-    free(text);
+        text = kernel_asm("x86-64-v3", true, rows[i], &isa);
+        CHECK(text != NULL);
+        CHECK_EQ_INT(isa, CG_GEMM_I8_PORTABLE);
+        CHECK(!contains(text, "vpdpbusd"));
+        CHECK(!contains(text, "vpmaddubsw"));
+        CHECK(contains(text, "vpmaddwd"));
+        free(text);
 
-    text = kernel_asm("znver4", false, &isa);
-    CHECK(text != NULL);
-    CHECK_EQ_INT(isa, CG_GEMM_I8_PORTABLE);
-    CHECK(!contains(text, "vpdpbusd"));
-    free(text);
+        text = kernel_asm("znver4", false, rows[i], &isa);
+        CHECK(text != NULL);
+        CHECK_EQ_INT(isa, CG_GEMM_I8_PORTABLE);
+        CHECK(!contains(text, "vpdpbusd"));
+        free(text);
+    }
 }
 
 static void test_invalid_descs(void)
@@ -653,6 +779,7 @@ int main(void)
         test_pack_kernel(pool, &code_paths[p]);
         test_sweep_i32(pool, &code_paths[p]);
         test_output_stages(pool, &code_paths[p]);
+        test_dequant_stage(pool, &code_paths[p]);
     }
     rt_pool_free(pool);
     return check_finish();

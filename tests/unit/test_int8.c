@@ -1,5 +1,7 @@
 /* Tests of the lower-int8 pass, the int8 weight conversion and the
- * interpreter's q.linear against the fake-quant simulation they replace.
+ * interpreter's q.linear against the fake-quant simulation they replace,
+ * and of the JIT's q.linear (GEMM and GEMV kernels) against the
+ * interpreter's, which must agree exactly.
  *
  * Tolerance: q.linear sums the same integer products as the simulation
  * multiplies in f32, exactly, so the two differ only by the f32 rounding
@@ -420,6 +422,208 @@ static void test_gpt2_lowered_matches_fake_quant(void)
     ir_diag_free(d);
 }
 
+/* ---- JIT q.linear against the interpreter, exactly ---- */
+
+typedef struct qlinear_case {
+    int64_t m, k, n;
+    bool transpose_b, symmetric, per_channel, has_bias;
+} qlinear_case;
+
+/* GEMV (M <= 4) and GEMM shapes with K and N tails, an N edge panel of
+ * one column, and the LM head's transposed weight. */
+static const qlinear_case qlinear_cases[] = {
+    {1, 768, 2304, false, false, true, true},  {1, 67, 97, true, true, true, false},
+    {2, 5, 7, false, true, false, true},       {3, 130, 50, false, false, true, true},
+    {4, 64, 49, true, false, false, false},    {5, 67, 50, false, false, true, true},
+    {17, 3, 1, false, true, true, false},      {130, 768, 97, false, false, true, true},
+    {1, 3072, 768, false, false, true, true},  {33, 768, 1001, true, true, true, false},
+};
+#define NQLINEAR_CASES ((int)(sizeof qlinear_cases / sizeof *qlinear_cases))
+
+/* Returns the text of a graph with one q.linear of case c. */
+static char *qlinear_graph_text(const qlinear_case *c)
+{
+    char *text = malloc(2048);
+    long long m = c->m, k = c->k, n = c->n, channels = c->per_channel ? c->n : 1;
+    char channel_type[32];
+    if (c->per_channel)
+        snprintf(channel_type, sizeof channel_type, "f32[%lld]", channels);
+    else
+        snprintf(channel_type, sizeof channel_type, "f32[]");
+    snprintf(text, 2048,
+             "graph @q {\n"
+             "  %%x = input : f32[%lld,%lld]\n"
+             "  @w.q = param : i8[%lld,%lld]\n"
+             "  @x.scale = param : f32[]\n"
+             "  @x.zero_point = param : f32[]\n"
+             "  @w.scale = param : %s\n"
+             "  @w.zero_point = param : %s\n"
+             "  @b = param : f32[%lld]\n"
+             "  %%y = q.linear %%x, @w.q, @x.scale, @x.zero_point, @w.scale, @w.zero_point%s "
+             "{transpose_b=%d, bits=8, symmetric=%d, narrow=0} : f32[%lld,%lld]\n"
+             "  return %%y\n"
+             "}\n",
+             m, k, c->transpose_b ? n : k, c->transpose_b ? k : n, channel_type, channel_type, n,
+             c->has_bias ? ", @b" : "", (int)c->transpose_b, (int)c->symmetric, m, n);
+    return text;
+}
+
+static void set_scalar(rt_weights *w, const char *name, float value)
+{
+    set_values(w, name, 0, NULL, &value);
+}
+
+/* Random i8 weights, scales and zero points (integers -2 .. 2 for the
+ * weights; the input's rounds half to even), and inputs that the input
+ * scale partly clips. */
+static void qlinear_data(const qlinear_case *c, rt_weights *w, rt_weights *in)
+{
+    int64_t wdims[2] = {c->transpose_b ? c->n : c->k, c->transpose_b ? c->k : c->n};
+    rt_tensor *wq = rt_tensor_new(IR_I8, 2, wdims);
+    for (int64_t i = 0; i < c->k * c->n; i++)
+        ((int8_t *)wq->data)[i] = (int8_t)(floor(uniform() * 255.0) - 127.0);
+    rt_weights_set(w, "w.q", wq);
+    int64_t channels = c->per_channel ? c->n : 1, cdims[1] = {channels}, bdims[1] = {c->n};
+    float *scales = malloc(sizeof *scales * (size_t)channels), *zeros = malloc(sizeof *zeros * (size_t)channels);
+    for (int64_t j = 0; j < channels; j++) {
+        scales[j] = (float)(1e-3 + 1e-2 * uniform());
+        zeros[j] = (float)floor(uniform() * 5.0) - 2.0f;
+    }
+    set_values(w, "w.scale", c->per_channel ? 1 : 0, cdims, scales);
+    set_values(w, "w.zero_point", c->per_channel ? 1 : 0, cdims, zeros);
+    free(scales);
+    free(zeros);
+    rt_weights_set(w, "b", random_tensor(1, bdims, 0.1));
+    set_scalar(w, "x.scale", 2.0f / 255.0f);
+    set_scalar(w, "x.zero_point", c->symmetric ? 0.0f : 120.5f);
+    int64_t xdims[2] = {c->m, c->k};
+    rt_weights_set(in, "x", random_tensor(2, xdims, 0.6));
+}
+
+static void test_qlinear_jit_equals_interpreter(void)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    cg_options o = cg_default_options();
+    o.threads = 2;
+    for (int i = 0; i < NQLINEAR_CASES; i++) {
+        const qlinear_case *c = &qlinear_cases[i];
+        char *text = qlinear_graph_text(c);
+        ir_graph *g = ir_parse_string("q.qir", text, strlen(text), d);
+        free(text);
+        CHECK(g != NULL);
+        if (!g)
+            continue;
+        rt_weights *w = rt_weights_new(), *in = rt_weights_new();
+        qlinear_data(c, w, in);
+        rt_tensor *want = NULL, *got = NULL;
+        CHECK_EQ_INT(rt_interp_run(g, w, in, &want, d), 0);
+        cg_module *m = cg_compile(g, &o, d);
+        CHECK(m != NULL);
+        if (m)
+            CHECK_EQ_INT(cg_run(m, w, in, &got, d), 0);
+        if (want && got) {
+            int64_t bad = 0;
+            for (int64_t x = 0; x < c->m * c->n; x++) {
+                float a = ((float *)got->data)[x], b = ((float *)want->data)[x];
+                if (a != b && bad++ == 0)
+                    fprintf(stderr, "q.linear %lldx%lldx%lld: JIT y[%lld] = %.9g, interpreter %.9g\n",
+                            (long long)c->m, (long long)c->k, (long long)c->n, (long long)x, (double)a, (double)b);
+            }
+            CHECK_EQ_INT(bad, 0);
+        }
+        rt_tensor_free(want);
+        rt_tensor_free(got);
+        cg_free(m);
+        rt_weights_free(w);
+        rt_weights_free(in);
+        ir_graph_free(g);
+    }
+    ir_diag_free(d);
+}
+
+/* ---- tiny GPT-2 decoding step with a key-value cache ---- */
+
+enum { KV_CACHE = 12, KV_POS = 7 };
+
+/* One decoding step of the tiny examples/gpt2_kv.qd at position KV_POS,
+ * with caches whose first KV_POS rows hold N(0, 0.5) keys and values,
+ * the same on every call. */
+static rt_weights *decode_inputs(const ir_graph *g)
+{
+    uint64_t saved_state = rng_state;
+    rng_state = 0x853c49e6748fea9bull;
+    rt_weights *in = rt_weights_new();
+    int64_t one[2] = {1, 1};
+    rt_tensor *idx = rt_tensor_new(IR_I32, 2, one), *pos = rt_tensor_new(IR_I32, 0, NULL);
+    rt_tensor *positions = rt_tensor_new(IR_I32, 1, one);
+    *(int32_t *)idx->data = 464;
+    *(int32_t *)pos->data = KV_POS;
+    *(int32_t *)positions->data = KV_POS;
+    rt_weights_set(in, "idx", idx);
+    rt_weights_set(in, "pos", pos);
+    rt_weights_set(in, "positions", positions);
+    for (int id = 0; id < g->nvalues; id++) {
+        const ir_value *v = g->values[id];
+        if (v->op != IR_OP_INPUT || v->type.dtype != IR_F32)
+            continue;
+        rt_tensor *t = random_tensor(v->type.rank, v->type.dims, 0.5);
+        /* [B, NH, n_cache, HS]: zero the rows at and after KV_POS. */
+        int64_t rows = v->type.dims[2], hs = v->type.dims[3];
+        for (int64_t i = 0; i < rt_tensor_numel(t); i++)
+            if ((i / hs) % rows >= KV_POS)
+                ((float *)t->data)[i] = 0;
+        rt_weights_set(in, v->name, t);
+    }
+    rng_state = saved_state;
+    return in;
+}
+
+/* The decoding step runs every q.linear with one row, so the JIT takes
+ * the GEMV kernel, the LM head included; its logits must match the
+ * fake-quant simulation as prefill's do. */
+static void test_gpt2_decode_lowered_matches_fake_quant(void)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    const fe_define defines[] = {{"n_layer", 2}, {"n_embd", 64}, {"n_head", 4}, {"n_ctx", 64},
+                                 {"n_cache", KV_CACHE}, {"B", 1}, {"T", 1}};
+    ir_graph *g = fe_compile_file("examples/gpt2_kv.qd", defines, 7, d);
+    CHECK(g != NULL);
+    if (!g)
+        return;
+    CHECK_EQ_INT(run_passes(g, "insert-fakequant{bits=w8a8}", d), 0);
+    rt_weights *w = random_weights(g);
+    rt_weights *in = decode_inputs(g);
+    const rt_weights *batches[1] = {in};
+    pass_calib_options o = pass_calib_default_options();
+    CHECK_EQ_INT(pass_calibrate(g, w, batches, 1, &o, d), 0);
+    rt_tensor *want = NULL;
+    CHECK_EQ_INT(rt_interp_run(g, w, in, &want, d), 0);
+
+    CHECK_EQ_INT(pass_int8_convert_weights(g, w, d), 9);
+    ir_graph *lowered = ir_graph_clone(g);
+    CHECK_EQ_INT(run_passes(lowered, "lower-int8", d), 0);
+    CHECK_EQ_INT(count_ops(lowered, IR_OP_Q_LINEAR), 9);
+    /* cache_write stores the step's row into the cache inputs, so each run
+     * gets fresh ones. */
+    rt_weights_free(in);
+    in = decode_inputs(g);
+    rt_tensor *got = NULL;
+    CHECK_EQ_INT(run_jit(lowered, w, in, &got, d), 0);
+    if (want && got) {
+        double diff = relative_difference(got, want);
+        printf("tiny GPT-2 W8A8 decoding step, lowered (JIT, GEMV) vs fake quant (interpreter): logits max |diff| "
+               "/ max |logit| = %.3g\n", diff);
+        CHECK(diff <= LOGITS_RTOL);
+    }
+    rt_tensor_free(want);
+    rt_tensor_free(got);
+    rt_weights_free(w);
+    rt_weights_free(in);
+    ir_graph_free(lowered);
+    ir_graph_free(g);
+    ir_diag_free(d);
+}
+
 /* A lowered graph reads <w>.q, so running it without the conversion must
  * fail on the missing weight rather than compute with zeros. */
 static void test_lowered_needs_converted_weights(void)
@@ -470,6 +674,8 @@ int main(void)
 {
     test_qlinear_matches_fake_quant();
     test_gpt2_lowered_matches_fake_quant();
+    test_qlinear_jit_equals_interpreter();
+    test_gpt2_decode_lowered_matches_fake_quant();
     test_lowered_needs_converted_weights();
     test_qlinear_asm_uses_vnni();
     return check_finish();
