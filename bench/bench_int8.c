@@ -11,6 +11,13 @@
  * the process total only at scheduler ticks, so sub-tick products would
  * be undercounted.
  *
+ * Products of at most CG_GEMV_I8_MAX_M rows run the GEMV kernel and are
+ * bound by reading the weights, which in a decoding step come from DRAM
+ * (GPT-2 124M has 124 MB of int8 weights). Their samples therefore cycle
+ * through copies of the packed weights that together exceed
+ * GEMV_WEIGHT_BYTES, far more than the last-level cache, and the table
+ * also gives the rate at which they read the packed weights, in GB/s.
+ *
  * usage: bench_int8 [--threads N] [--runs N] [--output i32|f32|u8] [--portable 1]
  * --threads N measures only N threads (default: 1 and 2); --portable 1
  * forces the portable path (the fraction is then still of the VNNI peak). */
@@ -48,10 +55,15 @@ static int compare_doubles(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Bytes of weight copies a GEMV sample cycles through: 4 x the 32 MiB
+ * L3 of the machines we measure on. */
+#define GEMV_WEIGHT_BYTES (128ll << 20)
+
 /* Buffers of one product, with data from a fixed xorshift sequence. */
 typedef struct bench_data {
     uint8_t *a;
-    int8_t *packed;
+    int8_t *packed; /* `copies` copies of the packed weights, packed_stride bytes apart */
+    int64_t copies, packed_stride;
     int32_t *colsum;
     void *c;
     float *scale;
@@ -65,8 +77,10 @@ static int bench_data_init(bench_data *b, const cg_gemm_i8_desc *d)
     memset(b, 0, sizeof *b);
     int8_t *weights = malloc((size_t)(d->k * d->n));
     int64_t packed_bytes = (cg_gemm_i8_packed_bytes(&d->shape, d->k, d->n) + 63) / 64 * 64;
+    b->packed_stride = packed_bytes;
+    b->copies = d->m <= CG_GEMV_I8_MAX_M ? (GEMV_WEIGHT_BYTES + packed_bytes - 1) / packed_bytes : 1;
     b->a = aligned_alloc(64, (size_t)((d->m * d->k + 63) / 64 * 64));
-    b->packed = aligned_alloc(64, (size_t)packed_bytes);
+    b->packed = aligned_alloc(64, (size_t)(packed_bytes * b->copies));
     b->colsum = malloc(sizeof *b->colsum * (size_t)cg_gemm_i8_colsum_count(&d->shape, d->n));
     b->c = aligned_alloc(64, (size_t)((d->m * d->n * 4 + 63) / 64 * 64));
     b->scale = malloc(sizeof *b->scale * (size_t)d->n);
@@ -92,6 +106,8 @@ static int bench_data_init(bench_data *b, const cg_gemm_i8_desc *d)
         b->bias[j] = 0.5f;
     }
     cg_gemm_i8_pack_b(&d->shape, d->k, d->n, weights, d->n, false, b->packed, b->colsum);
+    for (int64_t i = 1; i < b->copies; i++)
+        memcpy(b->packed + i * packed_bytes, b->packed, (size_t)packed_bytes);
     free(weights);
     b->args[CG_GEMM_I8_ARG_A] = b->a;
     b->args[CG_GEMM_I8_ARG_PACKED] = b->packed;
@@ -131,6 +147,7 @@ static int time_product(rt_task_fn fn, const cg_gemm_i8_desc *d, bench_data *b, 
 {
     int64_t tasks = cg_gemm_i8_tasks(d);
     int batch = d->m * d->k * d->n < 50000000 ? 20 : 1;
+    int64_t copy = 0;
     double *wall = malloc(sizeof *wall * (size_t)runs);
     double *cpu = malloc(sizeof *cpu * (size_t)runs);
     if (!wall || !cpu) {
@@ -141,8 +158,11 @@ static int time_product(rt_task_fn fn, const cg_gemm_i8_desc *d, bench_data *b, 
     rt_pool_parallel_for(pool, fn, b->args, tasks, 1);
     for (int r = 0; r < runs; r++) {
         double w0 = clock_seconds(CLOCK_MONOTONIC), c0 = clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
-        for (int i = 0; i < batch; i++)
+        for (int i = 0; i < batch; i++) {
+            copy = (copy + 1) % b->copies;
+            b->args[CG_GEMM_I8_ARG_PACKED] = b->packed + copy * b->packed_stride;
             rt_pool_parallel_for(pool, fn, b->args, tasks, 1);
+        }
         wall[r] = (clock_seconds(CLOCK_MONOTONIC) - w0) / batch;
         cpu[r] = (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - c0) / batch;
     }
@@ -164,6 +184,8 @@ static const char *output_name(cg_gemm_i8_output out)
         return "u8";
     case CG_GEMM_I8_OUT_S8:
         return "s8";
+    case CG_GEMM_I8_OUT_DEQUANT:
+        return "dequant";
     }
     return "?";
 }
@@ -244,8 +266,8 @@ int main(int argc, char **argv)
     }
     printf("path: %s, output: %s, median of %d runs\n",
            descs[0].shape.isa == CG_GEMM_I8_VNNI ? "vnni" : "portable", output_name(output), runs);
-    printf("%-12s %5s %5s %5s %7s %9s %8s %7s %9s %10s %9s\n", "layer", "M", "K", "N", "threads", "wall us",
-           "GOP/s", "of peak", "CPU us", "GOP/CPU-s", "of peak");
+    printf("%-12s %5s %5s %5s %7s %9s %8s %7s %9s %10s %9s %8s\n", "layer", "M", "K", "N", "threads", "wall us",
+           "GOP/s", "of peak", "CPU us", "GOP/CPU-s", "of peak", "B GB/s");
     int status = 0;
     for (int t = 0; t < nthread_counts && status == 0; t++) {
         rt_pool *pool = rt_pool_new(thread_counts[t]);
@@ -269,9 +291,11 @@ int main(int argc, char **argv)
                    (long long)shapes[i].k, (long long)shapes[i].n, thread_counts[t], time.wall * 1e6,
                    gops / time.wall, 100.0 * gops / time.wall / peak[t]);
             if (thread_counts[t] == 1)
-                printf(" %9.1f %10.1f %8.1f%%\n", time.cpu * 1e6, gops / time.cpu, 100.0 * gops / time.cpu / peak[t]);
+                printf(" %9.1f %10.1f %8.1f%%", time.cpu * 1e6, gops / time.cpu, 100.0 * gops / time.cpu / peak[t]);
             else
-                printf(" %9s %10s %9s\n", "-", "-", "-");
+                printf(" %9s %10s %9s", "-", "-", "-");
+            /* The packed weights the product reads, per wall second. */
+            printf(" %8.1f\n", (double)data.packed_stride / time.wall * 1e-9);
             bench_data_free(&data);
         }
         if (!pool)
