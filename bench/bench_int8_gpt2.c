@@ -145,6 +145,7 @@ static void print_profile(const ir_graph *g, const double *seconds, int nforward
 typedef struct timing {
     double wall, cpu; /* medians, seconds per forward */
     double min_wall;
+    double compile, bind; /* seconds of cg_compile and cg_bind_weights (packing the weights) */
     rt_tensor *logits;
     float loss;
 } timing;
@@ -157,15 +158,22 @@ static int time_forward(const ir_graph *g, const rt_weights *w, const rt_weights
     cg_options o = cg_default_options();
     o.threads = threads;
     o.profile = profile;
+    double t0 = now_seconds();
     cg_module *m = cg_compile(g, &o, d);
-    if (!m || cg_bind_weights(m, w, d) != 0)
+    if (!m)
         return -1;
+    double t1 = now_seconds();
+    if (cg_bind_weights(m, w, d) != 0)
+        return -1;
+    out->compile = t1 - t0;
+    out->bind = now_seconds() - t1;
     double *wall = calloc((size_t)runs, sizeof *wall), *cpu = calloc((size_t)runs, sizeof *cpu);
     rt_tensor *outputs[2] = {NULL, NULL};
     for (int r = -1; r < runs; r++) {
         for (int k = 0; k < 2; k++)
             rt_tensor_free(outputs[k]);
-        double t0 = now_seconds(), c0 = cpu_seconds();
+        t0 = now_seconds();
+        double c0 = cpu_seconds();
         if (cg_run(m, w, in, outputs, d) != 0)
             return -1;
         if (r >= 0) {
@@ -279,7 +287,7 @@ static void print_setting(const bench_options *o, bool decode, const setting_res
                t->wall * 1e3, t->min_wall * 1e3, t->cpu * 1e3, t->cpu * 1e3 / seq);
         if (!decode)
             printf(", loss %.4f", t->loss);
-        printf("\n");
+        printf("; compile %.2f s, bind %.2f s\n", t->compile, t->bind);
     }
     if (o->fake_quant)
         printf("int8 vs fake-quant logits (both JIT): max |diff| / max |logit| = %.3g\n",
