@@ -84,7 +84,6 @@ static void *jit_compile(const ir_graph *g, int threads, ir_diag *d)
     /* The trainer rebinds after every optimizer step, so packing weights
      * at bind time would only keep a second copy of them alive. */
     options.repack_weights = 1;
-    if (getenv("QZ_OPT")) options.opt_level = atoi(getenv("QZ_OPT"));
     return cg_compile(g, &options, d);
 }
 
