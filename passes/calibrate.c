@@ -374,17 +374,20 @@ int pass_calibrate(const ir_graph *g, rt_weights *weights, const rt_weights *con
 /* ---- SmoothQuant ---- */
 
 typedef struct smooth_ctx {
+    const char *pass; /* names the caller in errors */
     int nsites;
     int64_t *channels;  /* per site */
     double **max_abs;   /* per site, per channel */
 } smooth_ctx;
 
+/* Takes the maximum |x| per channel (the last dimension) of every output
+ * into c->max_abs. Used by SmoothQuant and by pass_act_channel_max_abs. */
 static int observe_max_abs(void *ctx, int batch, rt_tensor *const *outputs, ir_diag *d)
 {
     smooth_ctx *c = ctx;
     for (int k = 0; k < c->nsites; k++) {
         if (outputs[k]->dtype != IR_F32) {
-            ir_diag_error(d, (ir_loc){0}, "smoothquant: Quadapter inputs must be f32, got %s",
+            ir_diag_error(d, (ir_loc){0}, "%s: observed activations must be f32, got %s", c->pass,
                           ir_dtype_name(outputs[k]->dtype));
             return -1;
         }
@@ -449,7 +452,7 @@ int pass_smoothquant_scales(const ir_graph *g, rt_weights *weights, const rt_wei
     }
     int n = g->nvalues ? g->nvalues : 1;
     int *observe = malloc(sizeof(int) * (size_t)n), *alphas = malloc(sizeof(int) * (size_t)n);
-    smooth_ctx c = {0, calloc((size_t)n, sizeof(int64_t)), calloc((size_t)n, sizeof(double *))};
+    smooth_ctx c = {"smoothquant", 0, calloc((size_t)n, sizeof(int64_t)), calloc((size_t)n, sizeof(double *))};
     int rc = observe && alphas && c.channels && c.max_abs ? 0 : -1;
     for (int id = 0; id < g->nvalues && rc == 0; id++) {
         const ir_value *v = g->values[id];
@@ -485,5 +488,60 @@ int pass_smoothquant_scales(const ir_graph *g, rt_weights *weights, const rt_wei
     free(c.channels);
     free(observe);
     free(alphas);
+    return rc;
+}
+
+/* ---- activation outliers ---- */
+
+void pass_act_channel_max_free(pass_act_channel_max *sites, int n)
+{
+    for (int k = 0; sites && k < n; k++)
+        free(sites[k].max_abs);
+    free(sites);
+}
+
+int pass_act_channel_max_abs(const ir_graph *g, const rt_weights *weights, const rt_weights *const *batches,
+                             int nbatches, const rt_executor *executor, int threads, pass_act_channel_max **out,
+                             int *nout, ir_diag *d)
+{
+    *out = NULL;
+    *nout = 0;
+    int n = g->nvalues ? g->nvalues : 1;
+    int *observe = malloc(sizeof(int) * (size_t)n);
+    pass_act_channel_max *sites = calloc((size_t)n, sizeof *sites);
+    smooth_ctx c = {"outliers", 0, calloc((size_t)n, sizeof(int64_t)), calloc((size_t)n, sizeof(double *))};
+    int rc = observe && sites && c.channels && c.max_abs ? 0 : -1;
+    for (int id = 0; id < g->nvalues && rc == 0; id++) {
+        const ir_value *v = g->values[id];
+        if (v->op != IR_OP_FQ_ACT)
+            continue;
+        const ir_type *t = &g->values[v->ops[0]]->type;
+        int k = c.nsites++;
+        observe[k] = v->ops[0];
+        c.channels[k] = t->rank > 0 ? t->dims[t->rank - 1] : 1;
+        c.max_abs[k] = calloc((size_t)(c.channels[k] ? c.channels[k] : 1), sizeof(double));
+        sites[k] = (pass_act_channel_max){id, c.channels[k], c.max_abs[k]};
+        if (!c.max_abs[k])
+            rc = -1;
+    }
+    if (rc != 0)
+        ir_diag_error(d, (ir_loc){0}, "outliers: out of memory");
+    if (rc == 0 && c.nsites == 0) {
+        ir_diag_error(d, (ir_loc){0}, "outliers: graph '%s' has no fq.act; run insert-fakequant first", g->name);
+        rc = -1;
+    }
+    if (rc == 0)
+        rc = run_observer(g, observe, c.nsites, weights, batches, nbatches, executor, threads, observe_max_abs, &c,
+                          d);
+    /* The per-channel arrays now belong to `sites`. */
+    if (rc == 0) {
+        *out = sites;
+        *nout = c.nsites;
+    } else {
+        pass_act_channel_max_free(sites, c.nsites);
+    }
+    free(c.max_abs);
+    free(c.channels);
+    free(observe);
     return rc;
 }

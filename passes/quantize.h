@@ -85,6 +85,24 @@ int pass_calibrate(const ir_graph *g, rt_weights *weights, const rt_weights *con
 int pass_smoothquant_scales(const ir_graph *g, rt_weights *weights, const rt_weights *const *batches, int nbatches,
                             double migration, const rt_executor *executor, ir_diag *d);
 
+/* The per-channel maximum |x| of the input x of one fq.act. */
+typedef struct pass_act_channel_max {
+    int quantizer;    /* the fq.act value id in g */
+    int64_t channels; /* the size of x's last dimension */
+    double *max_abs;  /* one value per channel */
+} pass_act_channel_max;
+
+/* Collects the per-channel maximum |x| of the input of every fq.act of g
+ * over the batches, from the same observer graph as pass_calibrate (every
+ * fq op bypassed, so x is the floating-point activation). Fills *out with
+ * one entry per fq.act in value order, which the caller frees with
+ * pass_act_channel_max_free. `executor` NULL means the interpreter.
+ * Returns 0, or -1 after reporting through d. */
+int pass_act_channel_max_abs(const ir_graph *g, const rt_weights *weights, const rt_weights *const *batches,
+                             int nbatches, const rt_executor *executor, int threads, pass_act_channel_max **out,
+                             int *nout, ir_diag *d);
+void pass_act_channel_max_free(pass_act_channel_max *sites, int n);
+
 /* Clamps every Quadapter alpha of g in `weights` to
  * [PASS_QUADAPTER_MIN_ALPHA, inf); call it after each optimizer step.
  * Returns the number of clamped elements, or -1 when an alpha is missing. */
