@@ -38,6 +38,7 @@ int driver_train(int argc, char **argv);
 int driver_quantize(int argc, char **argv);
 int driver_run(int argc, char **argv);
 int driver_outliers(int argc, char **argv);
+int driver_plot_log(int argc, char **argv);
 
 /* One ahead-of-time build, as `quadc build` runs it (docs/aot.md). */
 typedef struct driver_build_request {

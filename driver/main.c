@@ -27,6 +27,7 @@ static const driver_command commands[] = {
     {"train", "train a model file on text files with AdamW", driver_train},
     {"quantize", "quantize a model with PTQ, SmoothQuant, QAT or Quadapter and write it", driver_quantize},
     {"outliers", "print and plot the per-channel max |activation| at every quantizer site", driver_outliers},
+    {"plot-log", "plot the training and held-out loss of a quadc train log as PNG", driver_plot_log},
     {"build", "compile a model ahead of time to an object file, a C header and an executable", driver_build_command},
     {"convert", "rewrite a weight file as safetensors (f32, f16, bf16) or an llm.c checkpoint", driver_convert},
     {"run", "run float evaluation, PTQ, Quadapter, the INT8 build and the executable's evaluation", driver_run},
