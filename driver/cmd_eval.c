@@ -1,11 +1,13 @@
 /* `quadc eval`: sliding-window perplexity of text files and LAMBADA
  * accuracy of a model session (runtime/model.h, runtime/evaluate.h). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "driver/model_args.h"
 #include "runtime/dataset.h"
 #include "runtime/evaluate.h"
+#include "runtime/unigram.h"
 
 typedef struct eval_args {
     driver_model_args model;
@@ -17,6 +19,7 @@ typedef struct eval_args {
     long long max_tokens; /* 0: every token */
     long long max_examples; /* LAMBADA examples to score; 0: all */
     const char *cache_dir; /* token cache; NULL: the default directory */
+    const char *unigram;   /* --unigram: comma-separated training texts, or NULL */
 } eval_args;
 
 static void print_eval_help(FILE *out)
@@ -42,7 +45,11 @@ static void print_eval_help(FILE *out)
             "  --max-examples N        score only the first N LAMBADA examples\n"
             "                          (default 0: all of them)\n"
             "  --cache-dir DIR         directory of the token cache (default:\n"
-            "                          $XDG_CACHE_HOME/quadc, else ~/.cache/quadc)\n");
+            "                          $XDG_CACHE_HOME/quadc, else ~/.cache/quadc)\n"
+            "  --unigram TEXT[,TEXT...] also report the perplexity of a unigram model on the\n"
+            "                          same scored tokens: token frequencies of these\n"
+            "                          training texts with add-one smoothing over the\n"
+            "                          tokenizer's vocabulary\n");
     driver_print_model_help(out);
 }
 
@@ -74,6 +81,8 @@ static int parse_eval_args(int argc, char **argv, eval_args *a)
             a->lambada = value;
         if (rc == 0 && (rc = driver_option_value(cmd, argc, argv, &i, "--cache-dir", &value)) > 0)
             a->cache_dir = value;
+        if (rc == 0 && (rc = driver_option_value(cmd, argc, argv, &i, "--unigram", &value)) > 0)
+            a->unigram = value;
         if (rc == 0)
             rc = parse_eval_int(cmd, argc, argv, &i, "--ctx", 2, &a->ctx);
         if (rc == 0)
@@ -111,15 +120,66 @@ static int model_logits(void *ctx, const int32_t *tokens, int T, float *logits, 
     return rt_model_forward(em->model, em->window, tokens, T, logits, d);
 }
 
-static int eval_text(const eval_args *a, const char *path, rt_model *m, const rt_dataset_tokenizer *tok, int ctx,
-                     ir_diag *d)
+/* Loads the token ids of a text through the token cache. */
+static int load_ids(const eval_args *a, const char *path, const rt_dataset_tokenizer *tok, int32_t **ids, size_t *n,
+                    ir_diag *d)
 {
     char *cache_dir = a->cache_dir ? strdup(a->cache_dir) : rt_dataset_default_cache_dir();
+    int rc = rt_dataset_load_text(path, tok, cache_dir, ids, n, d);
+    free(cache_dir);
+    return rc;
+}
+
+/* The unigram baseline of --unigram: its model and the negative
+ * log-likelihood it gives the tokens that the evaluator scores. */
+typedef struct unigram_score {
+    const rt_unigram *model;
+    double total_nll;
+    size_t tokens;
+} unigram_score;
+
+static void score_unigram_token(void *ctx, size_t position, int32_t token, double nll)
+{
+    unigram_score *u = ctx;
+    u->total_nll += rt_unigram_nll(u->model, token);
+    u->tokens++;
+}
+
+/* Counts the tokens of every --unigram text. Returns 0 or -1. */
+static int build_unigram(const eval_args *a, const rt_dataset_tokenizer *tok, rt_unigram *u, ir_diag *d)
+{
+    if (rt_unigram_init(u, rt_tok_vocab_size(tok->tok), d) != 0)
+        return -1;
+    char *list = strdup(a->unigram);
+    int rc = list ? 0 : -1;
+    int ntexts = 0;
+    for (char *save = NULL, *path = list ? strtok_r(list, ",", &save) : NULL; path && rc == 0;
+         path = strtok_r(NULL, ",", &save)) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        rc = load_ids(a, path, tok, &ids, &n, d);
+        if (rc == 0)
+            rc = rt_unigram_add(u, ids, n, path, d);
+        free(ids);
+        ntexts++;
+    }
+    free(list);
+    if (rc == 0 && ntexts == 0) {
+        ir_diag_file_error(d, NULL, "--unigram '%s' names no text file; give TEXT[,TEXT...]", a->unigram);
+        rc = -1;
+    }
+    if (rc == 0)
+        fprintf(stderr, "unigram model: %lld tokens from %d text%s\n", (long long)u->total, ntexts,
+                ntexts == 1 ? "" : "s");
+    return rc;
+}
+
+static int eval_text(const eval_args *a, const char *path, rt_model *m, const rt_dataset_tokenizer *tok, int ctx,
+                     const rt_unigram *unigram, ir_diag *d)
+{
     int32_t *ids = NULL;
     size_t n = 0;
-    int rc = rt_dataset_load_text(path, tok, cache_dir, &ids, &n, d);
-    free(cache_dir);
-    if (rc != 0)
+    if (load_ids(a, path, tok, &ids, &n, d) != 0)
         return -1;
     if (a->max_tokens > 0 && n > (size_t)a->max_tokens)
         n = (size_t)a->max_tokens;
@@ -128,18 +188,40 @@ static int eval_text(const eval_args *a, const char *path, rt_model *m, const rt
         stride = ctx;
     eval_model em = {m, ctx};
     rt_eval_result r;
-    rc = rt_eval_perplexity(ids, n, ctx, stride, rt_model_vocab_size(m), model_logits, &em, &r, d);
+    unigram_score score = {unigram, 0, 0};
+    int rc = rt_eval_perplexity_traced(ids, n, ctx, stride, rt_model_vocab_size(m), model_logits, &em,
+                                       unigram ? score_unigram_token : NULL, &score, &r, d);
     free(ids);
     if (rc != 0)
         return -1;
     printf("%s: %zu tokens scored (window %d, stride %d), mean loss %.4f nats, perplexity %.3f, %.1f tokens/s\n",
            path, r.tokens_scored, ctx, stride, r.mean_nll, r.perplexity, r.tokens_per_second);
+    if (unigram)
+        printf("%s: unigram baseline on the same %zu tokens, mean loss %.4f nats, perplexity %.3f\n", path,
+               score.tokens, score.total_nll / (double)score.tokens, exp(score.total_nll / (double)score.tokens));
     fflush(stdout);
     return 0;
 }
 
+/* Prints the unigram perplexity of the LAMBADA target tokens, per word as
+ * rt_eval_lambada reports the model's: exp(total NLL / examples). */
+static void print_lambada_unigram(const char *path, const rt_lambada *set, const rt_unigram *unigram)
+{
+    double total = 0;
+    size_t tokens = 0;
+    for (size_t i = 0; i < set->count; i++) {
+        const rt_lambada_example *ex = &set->examples[i];
+        for (size_t k = ex->n_context; k < ex->n_context + ex->n_target; k++) {
+            total += rt_unigram_nll(unigram, ex->tokens[k]);
+            tokens++;
+        }
+    }
+    printf("%s: unigram baseline on the same %zu target tokens, perplexity %.3f\n", path, tokens,
+           exp(total / (double)set->count));
+}
+
 static int eval_lambada(const char *path, rt_model *m, rt_dataset_tokenizer *tok, int ctx, long long max_examples,
-                        ir_diag *d)
+                        const rt_unigram *unigram, ir_diag *d)
 {
     rt_lambada set;
     if (rt_lambada_load(path, tok->tok, &set, d) != 0)
@@ -159,12 +241,16 @@ static int eval_lambada(const char *path, rt_model *m, rt_dataset_tokenizer *tok
     eval_model em = {m, longest < (size_t)ctx ? (int)longest : ctx};
     rt_lambada_result r;
     int rc = rt_eval_lambada(&set, ctx, rt_model_vocab_size(m), model_logits, &em, &r, d);
+    if (rc == 0) {
+        printf("%s: %zu examples, accuracy %.4f (%zu correct), perplexity %.3f, %zu truncated, %.1f tokens/s\n",
+               path, r.examples, r.accuracy, r.correct, r.perplexity, r.truncated, r.tokens_per_second);
+        if (unigram)
+            print_lambada_unigram(path, &set, unigram);
+    }
     set.count = loaded;
     rt_lambada_free(&set);
     if (rc != 0)
         return -1;
-    printf("%s: %zu examples, accuracy %.4f (%zu correct), perplexity %.3f, %zu truncated, %.1f tokens/s\n", path,
-           r.examples, r.accuracy, r.correct, r.perplexity, r.truncated, r.tokens_per_second);
     fflush(stdout);
     return 0;
 }
@@ -191,6 +277,7 @@ static int run_eval(const eval_args *a, ir_diag *d)
         return DRIVER_ERROR;
     int status = DRIVER_ERROR;
     rt_dataset_tokenizer *tok = NULL;
+    rt_unigram unigram = {0};
     int ctx = a->ctx ? (int)a->ctx : rt_model_context_length(m);
     if (rt_model_has_cache(m)) {
         ir_diag_file_error(d, a->model.model, "eval needs a full-sequence model such as examples/gpt2.qd, but this "
@@ -204,15 +291,17 @@ static int run_eval(const eval_args *a, ir_diag *d)
         if (rt_tok_vocab_size(tok->tok) > rt_model_vocab_size(m)) {
             ir_diag_file_error(d, a->model.model, "the tokenizer has %d tokens but the model's vocabulary has %d",
                                rt_tok_vocab_size(tok->tok), rt_model_vocab_size(m));
-        } else {
+        } else if (!a->unigram || build_unigram(a, tok, &unigram, d) == 0) {
+            const rt_unigram *baseline = a->unigram ? &unigram : NULL;
             status = DRIVER_OK;
             for (int i = 0; i < a->ntexts; i++)
-                if (eval_text(a, a->texts[i], m, tok, ctx, d) != 0)
+                if (eval_text(a, a->texts[i], m, tok, ctx, baseline, d) != 0)
                     status = DRIVER_ERROR;
-            if (a->lambada && eval_lambada(a->lambada, m, tok, ctx, a->max_examples, d) != 0)
+            if (a->lambada && eval_lambada(a->lambada, m, tok, ctx, a->max_examples, baseline, d) != 0)
                 status = DRIVER_ERROR;
         }
     }
+    rt_unigram_free(&unigram);
     rt_dataset_tokenizer_free(tok);
     rt_model_free(m);
     return status;
