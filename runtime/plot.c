@@ -171,9 +171,10 @@ typedef struct axis {
     int nticks;
 } axis;
 
-/* Picks about `target` ticks over [lo, hi]. With `extend`, the range grows
- * to the ticks just outside it. A range of zero width is widened first. */
-static axis make_axis(double lo, double hi, int target, bool extend)
+/* Picks about `target` ticks over [lo, hi], at least min_step apart (0 for
+ * no minimum). With `extend`, the range grows to the ticks just outside
+ * it. A range of zero width is widened first. */
+static axis make_axis(double lo, double hi, int target, bool extend, double min_step)
 {
     axis a;
     if (!(hi > lo)) {
@@ -184,6 +185,8 @@ static axis make_axis(double lo, double hi, int target, bool extend)
     if (target < 2)
         target = 2;
     a.step = nice_number(nice_number(hi - lo, false) / (target - 1), true);
+    if (a.step < min_step)
+        a.step = min_step;
     if (extend) {
         lo = floor(lo / a.step + 1e-9) * a.step;
         hi = ceil(hi / a.step - 1e-9) * a.step;
@@ -242,6 +245,7 @@ typedef struct data_range {
     double x_lo, x_hi, y_lo, y_hi;
     bool any;
     bool has_zero_base; /* a stem or bar series, which starts at y = 0 */
+    bool integer_x;     /* every x is a whole number, such as a step or a channel */
 } data_range;
 
 static double series_x(const rt_plot_series *s, int64_t i)
@@ -260,7 +264,7 @@ static double series_spacing(const rt_plot_series *s)
 
 static data_range find_range(const rt_plot_panel *p)
 {
-    data_range r = {INFINITY, -INFINITY, INFINITY, -INFINITY, false, false};
+    data_range r = {INFINITY, -INFINITY, INFINITY, -INFINITY, false, false, true};
     for (int k = 0; k < p->nseries; k++) {
         const rt_plot_series *s = &p->series[k];
         double pad = s->style == RT_PLOT_LINE ? 0 : 0.5 * series_spacing(s);
@@ -270,6 +274,7 @@ static data_range find_range(const rt_plot_panel *p)
             if (!isfinite(x) || !isfinite(y))
                 continue;
             r.any = true;
+            r.integer_x &= x == floor(x);
             r.x_lo = fmin(r.x_lo, x - pad);
             r.x_hi = fmax(r.x_hi, x + pad);
             r.y_lo = fmin(r.y_lo, y);
@@ -284,6 +289,17 @@ static data_range find_range(const rt_plot_panel *p)
         r.y_lo = fmin(r.y_lo, 0);
         r.y_hi = fmax(r.y_hi, 0);
     }
+
+    /* Margins keep markers and line ends at the extremes off the frame.
+     * Stems and bars keep their base at y = 0 on the frame. */
+    double x_margin = r.has_zero_base ? 0 : 0.02 * (r.x_hi - r.x_lo);
+    double y_margin = 0.03 * (r.y_hi - r.y_lo);
+    r.x_lo -= x_margin;
+    r.x_hi += x_margin;
+    if (!r.has_zero_base || r.y_lo < 0)
+        r.y_lo -= y_margin;
+    if (!r.has_zero_base || r.y_hi > 0)
+        r.y_hi += y_margin;
     return r;
 }
 
@@ -348,7 +364,7 @@ static int layout_panel(const rt_plot_panel *p, int x, int y, int width, int hei
     if (p->x_label && p->x_label[0])
         bottom -= LINE_H + GAP;
 
-    l->ya = make_axis(r.y_lo, r.y_hi, (bottom - top) / 50 + 2, true);
+    l->ya = make_axis(r.y_lo, r.y_hi, (bottom - top) / 50 + 2, true, 0);
     int label_w = 0;
     for (int k = 0; k < l->ya.nticks; k++) {
         char text[64];
@@ -362,7 +378,7 @@ static int layout_panel(const rt_plot_panel *p, int x, int y, int width, int hei
     int right = x + width - 3 * GAP;
 
     /* Labels about 7 characters wide need about 110 pixels each. */
-    l->xa = make_axis(r.x_lo, r.x_hi, (right - left) / 110 + 2, false);
+    l->xa = make_axis(r.x_lo, r.x_hi, (right - left) / 110 + 2, false, r.integer_x ? 1 : 0);
     char last[64];
     format_tick(&l->xa, tick_value(&l->xa, l->xa.nticks - 1), last, sizeof last);
     int overhang = rt_plot_text_width(last, TEXT_SCALE) / 2 + GAP;
