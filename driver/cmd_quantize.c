@@ -381,9 +381,10 @@ static int write_report(FILE *out, void *ctx)
                 rc->nheldout, exp(r->fp_heldout_loss), exp(r->final_heldout_loss));
     else
         fprintf(out, "not measured: the text has no full sequence after the calibration part\n\n");
-    fprintf(out, "## Time\n\ncalibration %.2f s, phase 1 %.2f s, %s %.2f s\n",
+    fprintf(out, "## Time\n\ncalibration %.2f s, phase 1 %.2f s, %s %.2f s; %d graphs compiled once each "
+            "in %.2f s in all; losses in batches of %d sequences, calibration in batches of %d\n",
             r->seconds_calibrate, r->seconds_phase1, c->method == RT_QUANTIZE_QAT ? "QAT" : "phase 2",
-            r->seconds_phase2);
+            r->seconds_phase2, r->compiles, r->seconds_compile, r->eval_batch, r->calib_batch);
     return ferror(out) ? -1 : 0;
 }
 

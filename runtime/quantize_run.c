@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ir/quant.h"
 #include "passes/manager.h"
@@ -90,15 +89,10 @@ void rt_quantized_model_free(rt_quantized_model *m)
     m->weights = NULL;
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Compiles the model with B = 1 and T = seq on top of the user's defines. */
-static ir_graph *compile_model(const char *path, const fe_define *defines, int ndefines, int seq, ir_diag *d)
+/* Compiles the model with B = batch and T = seq on top of the user's
+ * defines. */
+static ir_graph *compile_model(const char *path, const fe_define *defines, int ndefines, int batch, int seq,
+                               ir_diag *d)
 {
     fe_define *all = calloc((size_t)ndefines + 2, sizeof *all);
     if (!all)
@@ -107,23 +101,11 @@ static ir_graph *compile_model(const char *path, const fe_define *defines, int n
     for (int i = 0; i < ndefines; i++)
         if (strcmp(defines[i].name, "B") != 0 && strcmp(defines[i].name, "T") != 0)
             all[n++] = defines[i];
-    all[n++] = (fe_define){"B", 1};
+    all[n++] = (fe_define){"B", batch};
     all[n++] = (fe_define){"T", seq};
     ir_graph *g = fe_compile_file(path, all, n, d);
     free(all);
     return g;
-}
-
-static bool is_quantizer_param(const char *name)
-{
-    size_t len = strlen(name);
-    return (len > 6 && strcmp(name + len - 6, ".scale") == 0) ||
-           (len > 11 && strcmp(name + len - 11, ".zero_point") == 0);
-}
-
-static bool is_alpha_param(const char *name)
-{
-    return strstr(name, ".quadapter.alpha") != NULL;
 }
 
 /* Checks that every param of the float graph has a tensor of its shape and
@@ -188,179 +170,6 @@ static int add_new_params(const ir_graph *g, rt_weights *w, ir_diag *d)
     return 0;
 }
 
-/* ---- Quadapter phases ---- */
-
-typedef struct step_inputs {
-    const rt_weights *sets;
-    int nsets;
-    rt_rng rng;
-} step_inputs;
-
-/* Draws the input set of a step uniformly from the calibration sequences. */
-static const rt_weights *draw_inputs(void *ctx, int step)
-{
-    (void)step;
-    step_inputs *s = ctx;
-    return &s->sets[rt_rng_below(&s->rng, (uint64_t)s->nsets)];
-}
-
-/* Runs the float graph once per sequence and keeps the input and output of
- * every block: acts[(s * nblocks + b) * 2] is block b's input on sequence
- * s, and the next entry its output. Returns NULL after reporting. */
-static rt_tensor **float_block_activations(const rt_quantize_config *c, const ir_graph *fp, const rt_weights *w,
-                                           int nblocks, const rt_weights *lm, int nseqs, ir_diag *d)
-{
-    ir_graph *g = ir_graph_clone(fp);
-    size_t nacts = (size_t)nseqs * (size_t)nblocks * 2;
-    rt_tensor **acts = calloc(nacts, sizeof *acts);
-    int first = g ? g->noutputs : 0;
-    for (int b = 0; g && b < nblocks; b++) {
-        int input, output;
-        qz_block_values(g, b, &input, &output);
-        ir_add_output(g, input);
-        ir_add_output(g, output);
-    }
-    void *module = g && acts ? c->executor->compile(g, c->threads, d) : NULL;
-    rt_tensor **outputs = g ? calloc((size_t)g->noutputs, sizeof *outputs) : NULL;
-    int rc = module && outputs ? 0 : -1;
-    for (int s = 0; s < nseqs && rc == 0; s++) {
-        rc = c->executor->run(module, w, s == 0, &lm[s], outputs, d);
-        for (int k = 0; rc == 0 && k < 2 * nblocks; k++) {
-            acts[(size_t)s * (size_t)nblocks * 2 + (size_t)k] = outputs[first + k];
-            outputs[first + k] = NULL;
-        }
-        if (outputs)
-            qz_free_outputs(outputs, g->noutputs);
-    }
-    free(outputs);
-    if (module)
-        c->executor->free(module);
-    ir_graph_free(g);
-    if (rc != 0 && acts) {
-        for (size_t i = 0; i < nacts; i++)
-            rt_tensor_free(acts[i]);
-        free(acts);
-        acts = NULL;
-    }
-    return acts;
-}
-
-static void free_activations(rt_tensor **acts, size_t n)
-{
-    for (size_t i = 0; acts && i < n; i++)
-        rt_tensor_free(acts[i]);
-    free(acts);
-}
-
-/* Phase 1: for each block on its own, trains that block's alphas to bring
- * the quantized block output close to the FP block output, both computed
- * from the FP block input. */
-static int quadapter_phase1(const rt_quantize_config *c, const ir_graph *fp, const ir_graph *q, rt_weights *w,
-                            const rt_weights *lm, int nseqs, rt_quantize_report *r, ir_diag *d)
-{
-    int nblocks = r->nblocks;
-    if (nblocks == 0) {
-        ir_diag_file_error(d, c->model_path, "Quadapter phase 1 found no GPT-2 block: expected values named "
-                                             "h0.ln1 (a layernorm) and h0.out as in examples/gpt2.qd");
-        return -1;
-    }
-    rt_tensor **acts = float_block_activations(c, fp, w, nblocks, lm, nseqs, d);
-    rt_weights *sets = calloc((size_t)nseqs, sizeof *sets);
-    char *names[2] = {(char *)"block_input", (char *)"block_target"};
-    int rc = acts && sets ? 0 : -1;
-    for (int b = 0; b < nblocks && rc == 0; b++) {
-        for (int s = 0; s < nseqs; s++)
-            sets[s] = rt_weights_borrow(names, &acts[((size_t)s * (size_t)nblocks + (size_t)b) * 2], 2);
-        ir_graph *g = qz_build_block_graph(q, b, d);
-        rc = g ? 0 : -1;
-        if (rc == 0)
-            rc = qz_mean_loss(g, QZ_BLOCK_LOSS, w, sets, nseqs, c->executor, c->threads, &r->block_loss_before[b], d);
-        char wrt[64];
-        snprintf(wrt, sizeof wrt, "h.%d.*.quadapter.alpha", b);
-        step_inputs draw = {sets, nseqs, {{0}}};
-        rt_rng_seed(&draw.rng, c->seed, 100 + (uint64_t)b);
-        qz_train_job job = {.config = c,
-                            .forward = g,
-                            .loss = QZ_BLOCK_LOSS,
-                            .wrt = wrt,
-                            .train = is_alpha_param,
-                            .clamp_alpha = true,
-                            .steps = c->phase1_steps,
-                            .phase = "phase1",
-                            .block = b,
-                            .inputs = draw_inputs,
-                            .ctx = &draw};
-        if (rc == 0 && c->phase1_steps > 0)
-            rc = qz_train(&job, w, d);
-        if (rc == 0)
-            rc = qz_mean_loss(g, QZ_BLOCK_LOSS, w, sets, nseqs, c->executor, c->threads, &r->block_loss_after[b], d);
-        ir_graph_free(g);
-    }
-    free(sets);
-    free_activations(acts, (size_t)nseqs * (size_t)nblocks * 2);
-    return rc;
-}
-
-static bool is_activation_scale(const char *name)
-{
-    size_t len = strlen(name);
-    return len > 12 && strcmp(name + len - 12, ".input.scale") == 0;
-}
-
-/* QAT trains every model weight, and the quantizer ranges stay as
- * calibrated unless train_ranges is set. */
-static bool is_model_weight(const char *name)
-{
-    return !is_quantizer_param(name) && !is_alpha_param(name);
-}
-
-static bool is_model_weight_or_range(const char *name)
-{
-    return is_model_weight(name) || is_activation_scale(name);
-}
-
-static bool is_alpha_or_range(const char *name)
-{
-    return is_alpha_param(name) || is_activation_scale(name);
-}
-
-/* Phase 2 of Quadapter (all alphas) or QAT (every model weight), on the LM
- * loss of the whole quantized graph. */
-static int train_end_to_end(const rt_quantize_config *c, const ir_graph *q, rt_weights *w, const rt_weights *lm,
-                            int nseqs, rt_quantize_report *r, ir_diag *d)
-{
-    bool qat = c->method == RT_QUANTIZE_QAT;
-    int rc = qz_mean_loss(q, "loss", w, lm, nseqs, c->executor, c->threads, &r->train_loss_before, d);
-    step_inputs draw = {lm, nseqs, {{0}}};
-    rt_rng_seed(&draw.rng, c->seed, 1);
-    bool (*train)(const char *) = qat ? is_model_weight : is_alpha_param;
-    if (c->train_ranges)
-        train = qat ? is_model_weight_or_range : is_alpha_or_range;
-    const char *wrt = "*.quadapter.alpha";
-    if (qat)
-        wrt = "all";
-    else if (c->train_ranges)
-        wrt = "*.quadapter.alpha;*.input.scale";
-    qz_train_job job = {.config = c,
-                        .forward = q,
-                        .loss = "loss",
-                        .wrt = wrt,
-                        .train = train,
-                        .weight_decay = qat ? rt_adamw_default_config().weight_decay : 0.0f,
-                        .clamp_alpha = !qat,
-                        .clamp_scales = c->train_ranges,
-                        .steps = c->phase2_steps,
-                        .phase = qat ? "qat" : "phase2",
-                        .block = -1,
-                        .inputs = draw_inputs,
-                        .ctx = &draw};
-    if (rc == 0 && c->phase2_steps > 0)
-        rc = qz_train(&job, w, d);
-    if (rc == 0)
-        rc = qz_mean_loss(q, "loss", w, lm, nseqs, c->executor, c->threads, &r->train_loss_after, d);
-    return rc;
-}
-
 /* ---- the flow ---- */
 
 /* Moves the params of g out of w into a new set in the graph's order. */
@@ -380,14 +189,15 @@ static rt_weights *take_params(const ir_graph *g, rt_weights *w)
     return out;
 }
 
-static int quantize_graph(const rt_quantize_config *c, ir_graph *q, ir_diag *d)
+/* Inserts the quantizers of method c->method into g: the Quadapter sites
+ * first when `alphas` is set, then the fake-quant ops. With print_ir_dir,
+ * writes the graph before and after each pass there. */
+static int quantize_graph(const rt_quantize_config *c, ir_graph *g, bool alphas, const char *print_ir_dir, ir_diag *d)
 {
     char text[256];
-    bool scales = c->method == RT_QUANTIZE_SMOOTHQUANT || c->method == RT_QUANTIZE_QUADAPTER;
-    snprintf(text, sizeof text, "%sinsert-fakequant{bits=%s}", scales ? "insert-quadapter{sites=ln}," : "",
-             c->bits);
-    if (!c->print_ir_dir)
-        return qz_run_pipeline(q, text, d);
+    snprintf(text, sizeof text, "%sinsert-fakequant{bits=%s}", alphas ? "insert-quadapter{sites=ln}," : "", c->bits);
+    if (!print_ir_dir)
+        return qz_run_pipeline(g, text, d);
 
     pass_pipeline pipeline;
     char err[256];
@@ -395,66 +205,132 @@ static int quantize_graph(const rt_quantize_config *c, ir_graph *q, ir_diag *d)
         ir_diag_file_error(d, NULL, "invalid pass pipeline '%s': %s", text, err);
         return -1;
     }
-    pass_dump_options dump = {.print_dir = c->print_ir_dir};
+    pass_dump_options dump = {.print_dir = print_ir_dir};
     pass_manager *pm = pass_manager_new(d);
-    int rc = pm && pass_manager_add_standard_instruments(pm, &dump) == 0 ? pass_manager_run(pm, &pipeline, q) : -1;
+    int rc = pm && pass_manager_add_standard_instruments(pm, &dump) == 0 ? pass_manager_run(pm, &pipeline, g) : -1;
     pass_manager_free(pm);
     pass_pipeline_free(&pipeline);
     return rc;
 }
 
-static int run_flow(const rt_quantize_config *c, const ir_graph *fp, ir_graph *q, rt_weights *w,
-                    const rt_weights *lm, int nseqs, rt_quantize_report *r, ir_diag *d)
+/* Compiles the model for B = batch and inserts the quantizers. */
+static ir_graph *build_quantized(const rt_quantize_config *c, int batch, bool alphas, ir_diag *d)
 {
-    const rt_weights **batches = calloc((size_t)nseqs, sizeof *batches);
-    if (!batches)
-        return -1;
-    for (int s = 0; s < nseqs; s++)
-        batches[s] = &lm[s];
-    int rc = qz_mean_loss(fp, "loss", w, lm, nseqs, c->executor, c->threads, &r->fp_loss, d);
-    if (rc == 0 && c->nheldout > 0)
-        rc = rt_quantize_mean_loss(fp, w, c->heldout, c->nheldout, c->seq, c->executor, c->threads,
-                                   &r->fp_heldout_loss, d);
-
-    double start = now_seconds();
-    if (rc == 0 && c->method == RT_QUANTIZE_SMOOTHQUANT) {
-        rc = pass_smoothquant_scales(q, w, batches, nseqs, c->migration, c->executor, d);
-        if (rc == 0)
-            rc = pass_fold_quadapter(q, w, d);
+    ir_graph *g = compile_model(c->model_path, c->defines, c->ndefines, batch, c->seq, d);
+    if (g && (qz_keep_output(g, "loss", d) != 0 || quantize_graph(c, g, alphas, NULL, d) != 0)) {
+        ir_graph_free(g);
+        g = NULL;
     }
-    pass_calib_options calib = pass_calib_default_options();
-    calib.method = c->range;
-    calib.seed = c->seed;
-    calib.executor = c->executor;
-    calib.threads = c->threads;
-    if (rc == 0)
-        rc = pass_calibrate(q, w, batches, nseqs, &calib, d);
-    r->seconds_calibrate = now_seconds() - start;
-    if (rc == 0)
-        rc = qz_mean_loss(q, "loss", w, lm, nseqs, c->executor, c->threads, &r->calibrated_loss, d);
+    return g;
+}
 
-    start = now_seconds();
-    if (rc == 0 && c->method == RT_QUANTIZE_QUADAPTER)
-        rc = quadapter_phase1(c, fp, q, w, lm, nseqs, r, d);
-    r->seconds_phase1 = now_seconds() - start;
+/* The maximum number of tokens in a loss evaluation or calibration batch.
+ * It bounds the logits of a batch to 4 * QZ_EVAL_TOKENS * V bytes (206 MB
+ * for GPT-2's V = 50257). */
+#define QZ_EVAL_TOKENS 1024
 
-    start = now_seconds();
-    if (rc == 0 && (c->method == RT_QUANTIZE_QUADAPTER || c->method == RT_QUANTIZE_QAT))
-        rc = train_end_to_end(c, q, w, lm, nseqs, r, d);
-    r->seconds_phase2 = now_seconds() - start;
+/* Finds the target that the loss ignores, which pads a partial batch.
+ * Returns false when "loss" is no cross_entropy, and then losses run one
+ * sequence per batch. */
+static bool find_pad_target(const ir_graph *g, int32_t *pad_target)
+{
+    int loss = qz_find_output(g, "loss");
+    if (loss < 0)
+        return false;
+    const ir_value *v = g->values[g->outputs[loss]];
+    if (v->op != IR_OP_CROSS_ENTROPY)
+        return false;
+    *pad_target = (int32_t)ir_attr_int(v, "ignore_index");
+    return true;
+}
 
-    /* Folding keeps the calibrated and trained ranges: before the fold the
-     * activation quantizer sees alpha * layernorm(x) and the weight
-     * quantizer W / alpha, and after it the same values computed from the
-     * folded gamma, beta and W, up to float rounding. */
-    if (rc == 0 && c->method == RT_QUANTIZE_QUADAPTER)
-        rc = pass_fold_quadapter(q, w, d);
+/* Returns the largest divisor of n that is at most max, so that
+ * calibration batches need no padding, which would add activations. */
+static int largest_divisor(int n, int max)
+{
+    for (int b = max < n ? max : n; b > 1; b--)
+        if (n % b == 0)
+            return b;
+    return 1;
+}
+
+/* Builds the batched graphs of f from the model source: each is the model
+ * compiled for its B with the quantizers that the B = 1 graph q has at that
+ * point of the flow. */
+static int build_flow_graphs(qz_flow *f, int eval_batch, int calib_batch, ir_diag *d)
+{
+    const rt_quantize_config *c = f->config;
+    bool alphas = c->method == RT_QUANTIZE_QUADAPTER || c->method == RT_QUANTIZE_SMOOTHQUANT;
+    f->fp_eval = compile_model(c->model_path, c->defines, c->ndefines, eval_batch, c->seq, d);
+    if (!f->fp_eval || qz_keep_output(f->fp_eval, "loss", d) != 0)
+        return -1;
+    f->fp_block_outputs = f->fp_eval->noutputs;
+    for (int b = 0; c->method == RT_QUANTIZE_QUADAPTER && b < f->report->nblocks; b++) {
+        int input, output;
+        qz_block_values(f->fp_eval, b, &input, &output);
+        if (ir_add_output(f->fp_eval, input) != 0 || ir_add_output(f->fp_eval, output) != 0)
+            return -1;
+    }
+    f->out_eval = build_quantized(c, eval_batch, false, d);
+    f->q_eval = c->method == RT_QUANTIZE_QUADAPTER ? build_quantized(c, eval_batch, true, d) : f->out_eval;
+    if (!f->out_eval || !f->q_eval)
+        return -1;
+    if (calib_batch == eval_batch) {
+        f->q_calib = c->method == RT_QUANTIZE_QUADAPTER ? f->q_eval : f->out_eval;
+    } else {
+        f->q_calib = build_quantized(c, calib_batch, c->method == RT_QUANTIZE_QUADAPTER, d);
+        if (!f->q_calib)
+            return -1;
+    }
+    if (c->method == RT_QUANTIZE_SMOOTHQUANT) {
+        f->smooth_calib = build_quantized(c, calib_batch, alphas, d);
+        if (!f->smooth_calib)
+            return -1;
+    }
+    return 0;
+}
+
+static void free_flow(qz_flow *f)
+{
+    if (f->q_calib != f->q_eval && f->q_calib != f->out_eval)
+        ir_graph_free(f->q_calib);
+    if (f->q_eval != f->out_eval)
+        ir_graph_free(f->q_eval);
+    ir_graph_free(f->out_eval);
+    ir_graph_free(f->fp_eval);
+    ir_graph_free(f->smooth_calib);
+    qz_batches_free(&f->calib);
+    qz_batches_free(&f->eval);
+    qz_batches_free(&f->heldout);
+    rt_exec_cache_free(f->cache);
+}
+
+/* Builds the graphs and input sets of the run and runs it. */
+static int prepare_and_run(qz_flow *f, const ir_graph *fp, const int32_t *const *seqs, ir_diag *d)
+{
+    const rt_quantize_config *c = f->config;
+    int32_t pad_target = 0;
+    int eval_batch = QZ_EVAL_TOKENS / c->seq;
+    if (eval_batch > f->nseqs)
+        eval_batch = f->nseqs;
+    if (eval_batch < 1 || !find_pad_target(fp, &pad_target))
+        eval_batch = 1;
+    int calib_batch = largest_divisor(f->nseqs, eval_batch);
+    f->report->eval_batch = eval_batch;
+    f->report->calib_batch = calib_batch;
+
+    int rc = build_flow_graphs(f, eval_batch, calib_batch, d);
     if (rc == 0)
-        rc = qz_mean_loss(q, "loss", w, lm, nseqs, c->executor, c->threads, &r->final_loss, d);
+        rc = qz_make_batches(&f->calib, seqs, f->nseqs, calib_batch, c->seq, pad_target);
+    if (rc == 0)
+        rc = qz_make_batches(&f->eval, seqs, f->nseqs, eval_batch, c->seq, pad_target);
     if (rc == 0 && c->nheldout > 0)
-        rc = rt_quantize_mean_loss(q, w, c->heldout, c->nheldout, c->seq, c->executor, c->threads,
-                                   &r->final_heldout_loss, d);
-    free(batches);
+        rc = qz_make_batches(&f->heldout, c->heldout, c->nheldout, eval_batch, c->seq, pad_target);
+    if (rc == 0)
+        rc = qz_run_flow(f, d);
+    rt_exec_cache_stats stats = rt_exec_cache_get_stats(f->cache);
+    f->report->compiles = stats.compiles;
+    f->report->seconds_compile = stats.compile_seconds;
     return rc;
 }
 
@@ -463,21 +339,22 @@ int rt_quantize_run(const rt_quantize_config *c, rt_weights *weights, const int3
 {
     memset(out, 0, sizeof *out);
     memset(report, 0, sizeof *report);
-    ir_graph *fp = compile_model(c->model_path, c->defines, c->ndefines, c->seq, d);
+    ir_graph *fp = compile_model(c->model_path, c->defines, c->ndefines, 1, c->seq, d);
     ir_graph *q = fp ? ir_graph_clone(fp) : NULL;
-    qz_inputs *inputs = calloc((size_t)nseqs, sizeof *inputs);
-    rt_weights *lm = calloc((size_t)nseqs, sizeof *lm);
-    int rc = q && inputs && lm && nseqs > 0 ? 0 : -1;
+    qz_batches singles = {0};
+    bool alphas = c->method == RT_QUANTIZE_QUADAPTER || c->method == RT_QUANTIZE_SMOOTHQUANT;
+    qz_flow f = {.config = c, .weights = weights, .q = q, .nseqs = nseqs, .report = report};
+    f.cache = rt_exec_cache_new(c->executor, c->threads);
+    int rc = q && f.cache && nseqs > 0 ? 0 : -1;
     if (rc == 0)
         rc = check_float_weights(fp, weights, c->weights_path, d);
     if (rc == 0)
-        rc = quantize_graph(c, q, d);
+        rc = quantize_graph(c, q, alphas, c->print_ir_dir, d);
     if (rc == 0)
         rc = add_new_params(q, weights, d);
-    for (int s = 0; s < nseqs && rc == 0; s++) {
-        rc = qz_lm_inputs(&inputs[s], seqs[s], c->seq);
-        lm[s] = inputs[s].set;
-    }
+    if (rc == 0)
+        rc = qz_make_batches(&singles, seqs, nseqs, 1, c->seq, 0);
+    f.singles = singles.sets;
     if (rc == 0) {
         report->nblocks = qz_count_blocks(fp);
         report->block_loss_before = calloc((size_t)report->nblocks + 1, sizeof(double));
@@ -485,17 +362,15 @@ int rt_quantize_run(const rt_quantize_config *c, rt_weights *weights, const int3
         rc = report->block_loss_before && report->block_loss_after ? 0 : -1;
     }
     if (rc == 0)
-        rc = run_flow(c, fp, q, weights, lm, nseqs, report, d);
+        rc = prepare_and_run(&f, fp, seqs, d);
+    free_flow(&f);
     if (rc == 0) {
         out->graph = q;
         out->weights = take_params(q, weights);
         q = NULL;
         rc = out->weights ? 0 : -1;
     }
-    for (int s = 0; inputs && s < nseqs; s++)
-        qz_inputs_free(&inputs[s]);
-    free(inputs);
-    free(lm);
+    qz_batches_free(&singles);
     ir_graph_free(fp);
     ir_graph_free(q);
     rt_weights_free(weights);
@@ -511,19 +386,14 @@ int rt_quantize_run(const rt_quantize_config *c, rt_weights *weights, const int3
 int rt_quantize_mean_loss(const ir_graph *g, const rt_weights *weights, const int32_t *const *seqs, int nseqs,
                           int seq, const rt_executor *executor, int threads, double *loss, ir_diag *d)
 {
-    qz_inputs *inputs = calloc((size_t)nseqs, sizeof *inputs);
-    rt_weights *lm = calloc((size_t)nseqs, sizeof *lm);
-    int rc = inputs && lm ? 0 : -1;
-    for (int s = 0; s < nseqs && rc == 0; s++) {
-        rc = qz_lm_inputs(&inputs[s], seqs[s], seq);
-        lm[s] = inputs[s].set;
+    qz_batches inputs;
+    rt_exec_cache *cache = rt_exec_cache_new(executor, threads);
+    int rc = cache ? qz_make_batches(&inputs, seqs, nseqs, 1, seq, 0) : -1;
+    if (rc == 0) {
+        rc = qz_mean_loss(g, "loss", weights, inputs.sets, inputs.rows, inputs.count, cache, loss, d);
+        qz_batches_free(&inputs);
     }
-    if (rc == 0)
-        rc = qz_mean_loss(g, "loss", weights, lm, nseqs, executor, threads, loss, d);
-    for (int s = 0; inputs && s < nseqs; s++)
-        qz_inputs_free(&inputs[s]);
-    free(inputs);
-    free(lm);
+    rt_exec_cache_free(cache);
     return rc;
 }
 
@@ -613,7 +483,7 @@ int rt_quantized_model_load(const char *model_path, const fe_define *defines, in
     }
     if (rc == 0)
         rc = rt_quantize_weight_hparams(model_path, w, path, defines, ndefines, &all, &nall, d);
-    ir_graph *g = rc == 0 ? compile_model(model_path, all, nall, seq, d) : NULL;
+    ir_graph *g = rc == 0 ? compile_model(model_path, all, nall, 1, seq, d) : NULL;
     free(all);
     char text[128];
     snprintf(text, sizeof text, "insert-fakequant{bits=%s}", bits ? bits : "");
@@ -624,7 +494,7 @@ int rt_quantized_model_load(const char *model_path, const fe_define *defines, in
         if (v->op != IR_OP_PARAM)
             continue;
         rt_tensor *t = rt_weights_get(w, v->name);
-        if (!t && is_quantizer_param(v->name)) {
+        if (!t && qz_is_quantizer_param(v->name)) {
             ir_diag_file_error(d, path, "missing quantizer param '%s', so the file is no complete "
                                         "quantized model of %s; write it with quadc quantize", v->name, model_path);
             rc = -1;

@@ -6,8 +6,10 @@
  * passes/quantize.h. This file builds the training graphs and runs them
  * with an rt_executor and AdamW.
  *
- * Every graph runs with B = 1 and T = seq. A calibration sequence is seq + 1
- * tokens: idx is its first seq tokens, targets its last seq. */
+ * Training graphs run one sequence per step (B = 1), and loss evaluation and
+ * calibration run batches of sequences. Every graph has T = seq, and each
+ * distinct graph is compiled once per run. A calibration sequence is
+ * seq + 1 tokens: idx is its first seq tokens, targets its last seq. */
 #ifndef QUADC_RUNTIME_QUANTIZE_RUN_H
 #define QUADC_RUNTIME_QUANTIZE_RUN_H
 
@@ -93,6 +95,10 @@ typedef struct rt_quantize_report {
     double seconds_calibrate;
     double seconds_phase1;
     double seconds_phase2;    /* phase 2, or QAT */
+    int eval_batch;           /* sequences per loss evaluation batch */
+    int calib_batch;          /* sequences per calibration batch */
+    int compiles;             /* graphs the executor compiled, each once */
+    double seconds_compile;   /* wall-clock time spent compiling them */
 } rt_quantize_report;
 
 void rt_quantize_report_free(rt_quantize_report *r);
