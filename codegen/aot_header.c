@@ -168,19 +168,21 @@ static float blob_f32(const cg_aot_layout *l, int value)
     return 0.0f;
 }
 
-/* Documents the integer ops of a graph built from a quantized model: how
- * they compute and the activation quantizer of each. Writes nothing for a
- * float graph. */
-static void put_int8_ops(FILE *out, const cg_aot_layout *l)
+static int count_live(const ir_graph *g, ir_op op)
+{
+    int n = 0;
+    for (int i = 0; i < g->nvalues; i++)
+        n += !g->values[i]->dead && g->values[i]->op == op;
+    return n;
+}
+
+/* Lists the q.linear ops: how they compute and the activation quantizer of
+ * each. */
+static void put_qlinear_ops(FILE *out, const cg_aot_layout *l, int nlinear)
 {
     const ir_graph *g = l->g;
-    int nlinear = 0;
-    for (int i = 0; i < g->nvalues; i++)
-        nlinear += !g->values[i]->dead && g->values[i]->op == IR_OP_Q_LINEAR;
-    if (nlinear == 0)
-        return;
     fprintf(out,
-            "\n/* INT8: %d q.linear ops run on integers. Each quantizes its f32 input per\n"
+            " * %d q.linear ops run on integers. Each quantizes its f32 input per\n"
             " * tensor, q = clamp(round_half_even(x / scale) + zero_point, qmin, qmax)\n"
             " * with the zero point rounded half to even, multiplies q - zero_point by\n"
             " * the i8 weights <weight>.q of the blob (symmetric, per output channel or\n"
@@ -201,6 +203,28 @@ static void put_int8_ops(FILE *out, const cg_aot_layout *l)
                 (double)ir_quant_zero_point(blob_f32(l, v->ops[IR_QLINEAR_X_ZERO_POINT])),
                 bounds, g->values[v->ops[IR_QLINEAR_W]]->name);
     }
+}
+
+/* Documents the integer ops of a graph built from a quantized model.
+ * Writes nothing for a float graph. */
+static void put_int8_ops(FILE *out, const cg_aot_layout *l)
+{
+    int nlinear = count_live(l->g, IR_OP_Q_LINEAR), nmatmul = count_live(l->g, IR_OP_Q_MATMUL);
+    if (nlinear == 0 && nmatmul == 0)
+        return;
+    fprintf(out, "\n/* INT8:\n");
+    if (nlinear > 0)
+        put_qlinear_ops(out, l, nlinear);
+    if (nlinear > 0 && nmatmul > 0)
+        fprintf(out, " *\n");
+    if (nmatmul > 0)
+        fprintf(out,
+                " * %d q.matmul ops multiply two quantized activations (the attention's\n"
+                " * q * k^T and att * v) with exact int32 sums. Their results are scaled to\n"
+                " * f32, or requantized to the next quantizer's integers with the\n"
+                " * fixed-point multiplier param <matmul>.requant = {M0, left_shift,\n"
+                " * right_shift}, computed when the bundle was built.\n",
+                nmatmul);
     fprintf(out, " */\n");
 }
 

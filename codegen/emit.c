@@ -5,6 +5,7 @@
 
 #include "codegen/cg_internal.h"
 #include "codegen/emit_int8.h"
+#include "codegen/emit_qmatmul.h"
 
 void cg_emit_init(cg_emit *e, LLVMContextRef ctx, LLVMModuleRef mod, const cg_gemm_shape *gs)
 {
@@ -154,6 +155,14 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
         select_entry(e, saved_fn == fns[0], fns, builders);
         return packed != 0 ? packed : cg_emit_qlinear(e, v);
     }
+    case IR_OP_Q_QUANTIZE:
+        return cg_emit_qquantize(e, v);
+    case IR_OP_Q_MATMUL:
+        return cg_emit_qmatmul(e, v);
+    case IR_OP_Q_REQUANTIZE:
+        return cg_emit_qrequantize(e, v);
+    case IR_OP_Q_DEQUANTIZE:
+        return cg_emit_qdequantize(e, v);
     case IR_OP_COUNT:
         break;
     }

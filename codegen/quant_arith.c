@@ -82,3 +82,22 @@ int32_t cg_requantize(int32_t acc, cg_qmul m, int32_t zero_point, int32_t qmin, 
         return qmax;
     return (int32_t)q;
 }
+
+int64_t cg_qmul_round(int32_t x, cg_qmul m)
+{
+    int shift = 31 + m.right_shift - m.left_shift; /* 1 .. 62 */
+    int64_t product = (int64_t)x * (int64_t)m.m0;   /* |product| < 2^62 */
+    int64_t rounded = product + ((int64_t)1 << (shift - 1));
+    /* floor(rounded / 2^shift) without shifting a negative value. */
+    return rounded < 0 ? ~(~rounded >> shift) : rounded >> shift;
+}
+
+int32_t cg_requantize_round(int32_t acc, cg_qmul m, int32_t zero_point, int32_t qmin, int32_t qmax)
+{
+    int64_t q = cg_qmul_round(acc, m) + zero_point;
+    if (q < qmin)
+        return qmin;
+    if (q > qmax)
+        return qmax;
+    return (int32_t)q;
+}

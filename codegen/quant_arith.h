@@ -47,4 +47,16 @@ int32_t cg_qmul_apply(int32_t x, cg_qmul m);
  * quantized output for the int32 accumulator acc. */
 int32_t cg_requantize(int32_t acc, cg_qmul m, int32_t zero_point, int32_t qmin, int32_t qmax);
 
+/* Returns round(x * M0 * 2^(left_shift - right_shift - 31)) with ties
+ * rounded up, from the exact 64-bit product x * M0 and one arithmetic
+ * shift by 31 + right_shift - left_shift. Rounding once keeps the result
+ * the integer nearest to x times the stored multiplier, where
+ * cg_qmul_apply, rounding twice, is one unit off for products near a
+ * half. The result is not saturated. */
+int64_t cg_qmul_round(int32_t x, cg_qmul m);
+
+/* Returns clamp(cg_qmul_round(acc, m) + zero_point, qmin, qmax), the
+ * requantization of q.requantize (ir/ops.def). */
+int32_t cg_requantize_round(int32_t acc, cg_qmul m, int32_t zero_point, int32_t qmin, int32_t qmax);
+
 #endif

@@ -283,12 +283,12 @@ static int write_outputs(const driver_build_request *r, const cg_aot_layout *l, 
     return rc;
 }
 
-/* Counts the q.linear ops of g. */
-static int count_qlinear(const ir_graph *g)
+/* Counts the live values of op `op` in g. */
+static int count_ops(const ir_graph *g, ir_op op)
 {
     int n = 0;
     for (int id = 0; id < g->nvalues; id++)
-        n += g->values[id]->op == IR_OP_Q_LINEAR && !g->values[id]->dead;
+        n += g->values[id]->op == op && !g->values[id]->dead;
     return n;
 }
 
@@ -305,7 +305,7 @@ static int load_int8(const driver_build_request *r, ir_graph **g, rt_weights **w
     ir_graph_free(*g);
     *g = quantized;
     if (!r->quiet)
-        fprintf(stderr, "quadc build: %s is quantized (%s %s); %d weights converted to i8\n", r->weights,
+        fprintf(stderr, "quadc build: %s is quantized (%s %s); %d integer weights and multipliers computed\n", r->weights,
                 rt_weights_get_meta(*w, "quadc.quantize.method") ? rt_weights_get_meta(*w, "quadc.quantize.method")
                                                                  : "unknown method",
                 rt_weights_get_meta(*w, DRIVER_QUANTIZE_BITS_KEY), nsites);
@@ -357,7 +357,8 @@ int driver_build(const driver_build_request *r, ir_diag *d)
     if (int8 && driver_keep_graph_params(g, &w, d) != 0)
         goto done;
     if (int8 && !r->quiet)
-        fprintf(stderr, "quadc build: %d layers run as q.linear on i8 weights\n", count_qlinear(g));
+        fprintf(stderr, "quadc build: %d layers run as q.linear on i8 weights, %d attention matmuls as q.matmul\n",
+                count_ops(g, IR_OP_Q_LINEAR), count_ops(g, IR_OP_Q_MATMUL));
 
     cg_aot_options aot = r->aot;
     aot.prefix = prefix;

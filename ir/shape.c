@@ -556,6 +556,10 @@ static int infer_by_rule(ir_op op, const ir_type *const *ops, int nops, const ir
     case IR_OP_FUSED_ELEMENTWISE:
         return ir_infer_fused_type(ops, nops, attrs, out, err, cap);
     case IR_OP_Q_LINEAR:
+    case IR_OP_Q_QUANTIZE:
+    case IR_OP_Q_MATMUL:
+    case IR_OP_Q_REQUANTIZE:
+    case IR_OP_Q_DEQUANTIZE:
         return ir_infer_int8_type(op, ops, nops, attrs, out, err, cap);
     case IR_OP_COUNT:
         break;

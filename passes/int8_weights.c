@@ -1,5 +1,6 @@
 /* pass_int8_convert_weights: the f32 weights of the sites that lower-int8
- * rewrites, quantized once to the i8 tensors its q.linear ops read. */
+ * rewrites, quantized once to the i8 tensors its q.linear ops read, and
+ * the requantization multipliers of its attention matmuls. */
 #include <math.h>
 #include <stdio.h>
 
@@ -90,6 +91,14 @@ int pass_int8_convert_weights(const ir_graph *g, rt_weights *weights, ir_diag *d
         if (!pass_int8_match(g, i, &site))
             continue;
         if (convert_site(g, &site, weights, d) != 0)
+            return -1;
+        stored++;
+    }
+    for (int i = 0; i < g->nvalues; i++) {
+        pass_int8_attention site;
+        if (!pass_int8_match_attention(g, i, &site) || site.consumer < 0)
+            continue;
+        if (pass_int8_store_multiplier(g, &site, weights, d) != 0)
             return -1;
         stored++;
     }

@@ -6,7 +6,10 @@
  * with exact integer sums and dequantizes to f32 (ir/ops.def). The result
  * stays f32, so layernorm, softmax, GELU and the residual adds that follow
  * are unchanged. The i8 weights come from pass_int8_convert_weights
- * (passes/int8.h). Sites that do not match are left fake-quantized. */
+ * (passes/int8.h). Matmuls between two fake-quantized activations (the
+ * attention's q · kᵀ and att · v) become q.matmul with integer output
+ * stages (passes/int8_attention.c). Sites that do not match are left
+ * fake-quantized. */
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +169,22 @@ int pass_lower_int8(ir_graph *g, const pass_options *opts, ir_diag *d)
             continue;
         candidate[site.act] = candidate[site.weight_fq] = candidate[site.weight] = true;
         rc = lower_site(g, &site, d);
+    }
+    /* After the linears, and after removing the fq ops they no longer
+     * read, so that a requantized attention result finds the q.linear
+     * that reads it as its only user. */
+    if (rc == 0 && remove_unused(g, candidate, n) != 0) {
+        ir_diag_error(d, (ir_loc){0}, "lower-int8: out of memory");
+        rc = -1;
+    }
+    for (int i = 0; i < n && rc == 0; i++) {
+        pass_int8_attention site;
+        if (!pass_int8_match_attention(g, i, &site))
+            continue;
+        candidate[site.act_a] = candidate[site.act_b] = candidate[site.op] = true;
+        for (int k = 0; k < site.nchain; k++)
+            candidate[site.chain[k]] = true;
+        rc = pass_int8_lower_attention(g, &site, d);
     }
     if (rc == 0 && remove_unused(g, candidate, n) != 0) {
         ir_diag_error(d, (ir_loc){0}, "lower-int8: out of memory");

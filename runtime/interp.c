@@ -271,6 +271,10 @@ static int dispatch(const rt_interp_call *call)
     case IR_OP_QA_SCALE: return rt_interp_qa_scale(call);
     case IR_OP_FUSED_ELEMENTWISE: return rt_interp_fused_elementwise(call);
     case IR_OP_Q_LINEAR: return rt_interp_qlinear(call);
+    case IR_OP_Q_QUANTIZE: return rt_interp_qquantize(call);
+    case IR_OP_Q_MATMUL: return rt_interp_qmatmul(call);
+    case IR_OP_Q_REQUANTIZE: return rt_interp_qrequantize(call);
+    case IR_OP_Q_DEQUANTIZE: return rt_interp_qdequantize(call);
     case IR_OP_COUNT:
         break;
     }

@@ -98,7 +98,12 @@ int rt_interp_qa_scale(const rt_interp_call *call);
 /* fused.elementwise, in runtime/interp_fused.c. */
 int rt_interp_fused_elementwise(const rt_interp_call *call);
 
-/* q.linear, in runtime/interp_int8.c. */
+/* The integer ops (q.linear, q.quantize, q.matmul, q.requantize,
+ * q.dequantize), in runtime/interp_int8.c. */
 int rt_interp_qlinear(const rt_interp_call *call);
+int rt_interp_qquantize(const rt_interp_call *call);
+int rt_interp_qmatmul(const rt_interp_call *call);
+int rt_interp_qrequantize(const rt_interp_call *call);
+int rt_interp_qdequantize(const rt_interp_call *call);
 
 #endif

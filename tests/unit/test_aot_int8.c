@@ -351,7 +351,7 @@ static void test_int8_bundle(int8_case *c, bool embed)
         fclose(h);
     CHECK(len > 0);
     if (header) {
-        CHECK(strstr(header, "INT8: 9 q.linear ops") != NULL);
+        CHECK(strstr(header, "INT8:\n * 9 q.linear ops") != NULL);
         CHECK(strstr(header, "i8[64,192]           h.0.attn.c_attn.weight.q") != NULL);
     }
     free(header);
