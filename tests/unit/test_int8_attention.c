@@ -2,9 +2,10 @@
  * q.dequantize) and of their lowering by lower-int8.
  *
  * Op level: the interpreter's sums must equal a direct sum over the
- * quantized operands, its requantization must equal cg_requantize_round
- * (codegen/quant_arith.h), and the JIT must equal the interpreter bit for
- * bit, over shapes whose K and N are not multiples of the vector width.
+ * quantized operands, and its requantization must equal
+ * cg_requantize_round (codegen/quant_arith.h). The JIT must equal the
+ * interpreter bit for bit, over shapes whose K and N are not multiples of
+ * the vector width.
  *
  * Model level: a tiny GPT-2 with quantized attention operands
  * (insert-fakequant sites=linear;lm_head;attention), lowered, against the
@@ -214,7 +215,8 @@ static void test_ops_jit_equals_interpreter(void)
         if (module)
             CHECK_EQ_INT(cg_run(module, w, in, got, d), 0);
         for (int k = 0; k < 6 && got[0]; k++) {
-            CHECK(want[k] && got[k]);
+            CHECK(want[k] != NULL);
+            CHECK(got[k] != NULL);
             if (!want[k] || !got[k])
                 continue;
             size_t bytes = rt_tensor_nbytes(want[k]);
