@@ -241,8 +241,24 @@ int cg_emit_grad_layernorm_weight(cg_emit *e, const ir_value *v);
 int cg_emit_grad_embedding(cg_emit *e, const ir_value *v);
 int cg_emit_grad_cross_entropy(cg_emit *e, const ir_value *v);
 
-/* ---- emit_gemm.c ---- */
+/* ---- emit_gemm_pack.c ---- */
+/* Packs the B operand of a product into NR-column panels. */
 int cg_emit_pack(cg_emit *e, const cg_gemm_plan *gp);
+/* Rows and row stride, in floats, of the scratch block that holds one
+ * MC x KC block of a transposed A. */
+int64_t cg_gemm_a_block_rows(const cg_gemm_shape *gs);
+int64_t cg_gemm_a_block_stride(const cg_gemm_shape *gs);
+/* Allocates that block on the stack of the kernel being built; call it in
+ * the kernel's entry block. */
+LLVMValueRef cg_emit_a_block_scratch(cg_emit *e);
+/* Copies rows [m0, m0 + rows) and columns [k0, k0 + kc) of A = a^T, with
+ * a stored [K, m] at src, into dst row-major with the block stride, so
+ * that A[m0 + r, k0 + c] lands at dst[r * stride + c]. Rows and columns
+ * up to the next multiple of the vector width are written as zeros. */
+void cg_emit_pack_a_block(cg_emit *e, LLVMValueRef src, int64_t m, LLVMValueRef m0, LLVMValueRef rows,
+                          LLVMValueRef k0, LLVMValueRef kc, LLVMValueRef dst);
+
+/* ---- emit_gemm.c ---- */
 int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp);
 
 #endif

@@ -1,9 +1,9 @@
 /* Matrix multiplication: matmul (batched, with broadcast batch dims and
- * optional transposed B) and linear (x W + b).
+ * optionally transposed A or B) and linear (x W + b).
  *
- * B is packed into panels of NR columns: panel p stores B[k, p*NR + j] at
- * ((p * K) + k) * NR + j, zero-padded past N, so the microkernel reads NR
- * contiguous floats per k. Weight operands (params and values computed
+ * B is packed into panels of NR columns (codegen/emit_gemm_pack.c), so
+ * the microkernel reads NR contiguous floats per k. A transposed A is
+ * copied block by block into a row-major scratch block on the stack. Weight operands (params and values computed
  * from params) are packed once by qc_bind, unless cg_options.repack_weights
  * asks to pack them on every run like activations. The microkernel keeps
  * an MR x NR tile of C in MR * NVEC vector registers and does MR * NVEC
@@ -23,6 +23,7 @@ typedef struct gemm_dims {
     int64_t out_batch_dims[IR_MAX_RANK];
     int64_t a_batch_stride[IR_MAX_RANK]; /* per output batch dim, in elements (0 = broadcast) */
     int64_t b_batch_stride[IR_MAX_RANK]; /* in B batch indices */
+    bool transpose_a; /* A is stored [K, M] */
     bool transpose_b;
     bool has_bias;
     int64_t panels; /* ceil(n / nr) */
@@ -60,9 +61,10 @@ static gemm_dims gemm_dims_of(cg_emit *e, const ir_value *v)
         g.batch = 1;
         g.has_bias = v->nops == 3;
     } else {
+        g.transpose_a = ir_attr_int(v, "transpose_a") != 0;
         g.transpose_b = ir_attr_int(v, "transpose_b") != 0;
-        g.m = at->dims[at->rank - 2];
-        g.k = at->dims[at->rank - 1];
+        g.m = g.transpose_a ? at->dims[at->rank - 1] : at->dims[at->rank - 2];
+        g.k = g.transpose_a ? at->dims[at->rank - 2] : at->dims[at->rank - 1];
         g.n = g.transpose_b ? bt->dims[bt->rank - 2] : bt->dims[bt->rank - 1];
         g.out_batch_rank = v->type.rank - 2;
         g.batch = 1;
@@ -75,54 +77,6 @@ static gemm_dims gemm_dims_of(cg_emit *e, const ir_value *v)
     }
     g.panels = (g.n + e->gs.nr - 1) / e->gs.nr;
     return g;
-}
-
-/* ---- packing ---- */
-
-/* Tasks are (B batch, panel). */
-int cg_emit_pack(cg_emit *e, const cg_gemm_plan *gp)
-{
-    const ir_value *v = e->g->values[gp->value];
-    const ir_value *bv = e->g->values[v->ops[1]];
-    gemm_dims g = gemm_dims_of(e, v);
-    int nr = e->gs.nr;
-    int64_t nb = v->op == IR_OP_LINEAR ? 1 : ir_type_numel(&bv->type) / (g.k * g.n);
-    int64_t full_panels = g.n / nr;
-
-    LLVMValueRef begin, end;
-    LLVMValueRef fn = cg_kernel_begin(e, "pack_b", &begin, &end);
-    LLVMValueRef src = cg_buf(e, e->plan->slot[bv->id]);
-    LLVMValueRef dst = cg_buf(e, gp->packed_slot);
-    cg_loop tl;
-    LLVMValueRef t = cg_loop_begin(e, &tl, begin, end, cg_i64(e, 1));
-    LLVMValueRef bb = LLVMBuildSDiv(e->b, t, cg_i64(e, g.panels), "");
-    LLVMValueRef p = LLVMBuildSRem(e->b, t, cg_i64(e, g.panels), "");
-    LLVMValueRef sbase = LLVMBuildMul(e->b, bb, cg_i64(e, g.k * g.n), "");
-    LLVMValueRef dbase = LLVMBuildMul(e->b, t, cg_i64(e, g.k * nr), "");
-    LLVMValueRef col0 = LLVMBuildMul(e->b, p, cg_i64(e, nr), "");
-    LLVMValueRef is_full = LLVMBuildICmp(e->b, LLVMIntSLT, p, cg_i64(e, full_panels), "");
-
-    cg_loop kl;
-    LLVMValueRef k = cg_loop_begin(e, &kl, cg_i64(e, 0), cg_i64(e, g.k), cg_i64(e, 1));
-    cg_loop jl;
-    LLVMValueRef j = cg_loop_begin(e, &jl, cg_i64(e, 0), cg_i64(e, nr), cg_i64(e, 1));
-    LLVMValueRef col = LLVMBuildAdd(e->b, col0, j, "");
-    LLVMValueRef in_range = LLVMBuildOr(e->b, is_full, LLVMBuildICmp(e->b, LLVMIntSLT, col, cg_i64(e, g.n), ""), "");
-    /* Clamp the column so the load stays inside B; the select zeroes it. */
-    LLVMValueRef safe_col = LLVMBuildSelect(e->b, in_range, col, cg_i64(e, 0), "");
-    LLVMValueRef sidx = g.transpose_b
-                            ? LLVMBuildAdd(e->b, LLVMBuildMul(e->b, safe_col, cg_i64(e, g.k), ""), k, "")
-                            : LLVMBuildAdd(e->b, LLVMBuildMul(e->b, k, cg_i64(e, g.n), ""), safe_col, "");
-    LLVMValueRef x = cg_load(e, e->f32, src, LLVMBuildAdd(e->b, sbase, sidx, ""), 1);
-    x = LLVMBuildSelect(e->b, in_range, x, LLVMConstReal(e->f32, 0.0), "");
-    LLVMValueRef didx = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, k, cg_i64(e, nr), ""), j, "");
-    cg_store(e, x, e->f32, dst, LLVMBuildAdd(e->b, dbase, didx, ""));
-    cg_loop_end(e, &jl, NULL);
-    cg_loop_end(e, &kl, NULL);
-    cg_loop_end(e, &tl, NULL);
-    cg_kernel_end(e);
-    cg_launch(e, fn, nb * g.panels, 1, nb * g.panels * g.k * nr);
-    return 0;
 }
 
 /* ---- microkernel ---- */
@@ -261,17 +215,19 @@ static LLVMValueRef microkernel(cg_emit *e, int mr, int nvalid, bool bias)
 
 typedef struct gemm_call {
     LLVMValueRef a, bp, c, bias; /* task-level base pointers */
+    LLVMValueRef lda, a_row0;    /* row stride of a, and the row of A that a points at */
     LLVMValueRef kc, first;
 } gemm_call;
 
 static void call_mk(cg_emit *e, LLVMValueRef mk, const gemm_dims *g, const gemm_call *gc, LLVMValueRef row,
                     LLVMValueRef col)
 {
-    LLVMValueRef aptr = cg_gep(e, e->f32, gc->a, LLVMBuildMul(e->b, row, cg_i64(e, g->k), ""));
+    LLVMValueRef arow = LLVMBuildSub(e->b, row, gc->a_row0, "");
+    LLVMValueRef aptr = cg_gep(e, e->f32, gc->a, LLVMBuildMul(e->b, arow, gc->lda, ""));
     LLVMValueRef cptr = cg_gep(e, e->f32, gc->c,
                                LLVMBuildAdd(e->b, LLVMBuildMul(e->b, row, cg_i64(e, g->n), ""), col, ""));
     LLVMValueRef bias = g->has_bias ? cg_gep(e, e->f32, gc->bias, col) : LLVMConstNull(e->ptr);
-    LLVMValueRef args[8] = {aptr, cg_i64(e, g->k), gc->bp, cptr, cg_i64(e, g->n), gc->kc, gc->first, bias};
+    LLVMValueRef args[8] = {aptr, gc->lda, gc->bp, cptr, cg_i64(e, g->n), gc->kc, gc->first, bias};
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(mk), mk, args, 8, "");
 }
 
@@ -324,6 +280,7 @@ int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp)
     LLVMValueRef packed = cg_buf(e, gp->packed_slot);
     LLVMValueRef cbuf = cg_buf(e, e->plan->slot[v->id]);
     LLVMValueRef bias = g.has_bias ? cg_buf(e, e->plan->slot[v->ops[2]]) : NULL;
+    LLVMValueRef a_block = g.transpose_a ? cg_emit_a_block_scratch(e) : NULL;
 
     cg_loop tl;
     LLVMValueRef t = cg_loop_begin(e, &tl, begin, end, cg_i64(e, 1));
@@ -356,7 +313,17 @@ int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp)
     gc.kc = min_i64(e, LLVMBuildSub(e->b, cg_i64(e, g.k), k0, ""), gs->kc);
     gc.first = LLVMBuildICmp(e->b, LLVMIntEQ, k0, cg_i64(e, 0), "first");
     LLVMValueRef a_at_k = gc.a;
-    gc.a = cg_gep(e, e->f32, a_at_k, k0);
+    if (g.transpose_a) {
+        /* The block of A = a^T that this task multiplies, copied row-major. */
+        cg_emit_pack_a_block(e, a_at_k, g.m, m0, LLVMBuildSub(e->b, m1, m0, ""), k0, gc.kc, a_block);
+        gc.a = a_block;
+        gc.lda = cg_i64(e, cg_gemm_a_block_stride(gs));
+        gc.a_row0 = m0;
+    } else {
+        gc.a = cg_gep(e, e->f32, a_at_k, k0);
+        gc.lda = cg_i64(e, g.k);
+        gc.a_row0 = cg_i64(e, 0);
+    }
 
     cg_loop pl;
     LLVMValueRef p = cg_loop_begin(e, &pl, p0, p1, cg_i64(e, 1));

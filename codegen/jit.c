@@ -484,7 +484,8 @@ double cg_graph_matmul_flops(const ir_graph *g)
         if (v->dead || (v->op != IR_OP_MATMUL && v->op != IR_OP_LINEAR))
             continue;
         const ir_type *at = &g->values[v->ops[0]]->type;
-        int64_t k = at->dims[at->rank - 1];
+        bool transpose_a = ir_op_attr_index(v->op, "transpose_a") >= 0 && ir_attr_int(v, "transpose_a") != 0;
+        int64_t k = at->dims[at->rank - (transpose_a ? 2 : 1)];
         flops += 2.0 * (double)ir_type_numel(&v->type) * (double)k;
     }
     return flops;

@@ -86,20 +86,29 @@ static int infer_broadcast(const ir_type *a, const ir_type *b, ir_type *out, cha
     return 0;
 }
 
-static int infer_matmul(const ir_type *a, const ir_type *b, bool transpose_b, ir_type *out, char *err, int cap)
+/* matmul{transpose_a, transpose_b}: op(a)[..., M, K] x op(b)[..., K, N],
+ * where op swaps the last two dims of an operand whose flag is 1. */
+static int infer_matmul(const ir_type *a, const ir_type *b, int64_t transpose_a, int64_t transpose_b, ir_type *out,
+                        char *err, int cap)
 {
     char sa[128], sb[128];
+    if (transpose_a != 0 && transpose_a != 1)
+        return fail(err, cap, "transpose_a must be 0 or 1, got %lld", (long long)transpose_a);
+    if (transpose_b != 0 && transpose_b != 1)
+        return fail(err, cap, "transpose_b must be 0 or 1, got %lld", (long long)transpose_b);
     if (a->rank < 2 || b->rank < 2)
         return fail(err, cap, "operands must have rank >= 2, got %s and %s", ir_type_str(a, sa, 128),
                     ir_type_str(b, sb, 128));
     if (a->dtype != b->dtype)
         return fail(err, cap, "operand dtypes differ: %s and %s", ir_type_str(a, sa, 128), ir_type_str(b, sb, 128));
-    int64_t k_a = a->dims[a->rank - 1];
+    int64_t m = transpose_a ? a->dims[a->rank - 1] : a->dims[a->rank - 2];
+    int64_t k_a = transpose_a ? a->dims[a->rank - 2] : a->dims[a->rank - 1];
     int64_t k_b = transpose_b ? b->dims[b->rank - 1] : b->dims[b->rank - 2];
     int64_t n = transpose_b ? b->dims[b->rank - 2] : b->dims[b->rank - 1];
     if (k_a != k_b)
-        return fail(err, cap, "inner dimensions differ: %s x %s%s (%lld vs %lld)", ir_type_str(a, sa, 128),
-                    ir_type_str(b, sb, 128), transpose_b ? "^T" : "", (long long)k_a, (long long)k_b);
+        return fail(err, cap, "inner dimensions differ: %s%s x %s%s (%lld vs %lld)", ir_type_str(a, sa, 128),
+                    transpose_a ? "^T" : "", ir_type_str(b, sb, 128), transpose_b ? "^T" : "", (long long)k_a,
+                    (long long)k_b);
     ir_type ba = *a, bb = *b, batch;
     ba.rank -= 2;
     bb.rank -= 2;
@@ -108,7 +117,7 @@ static int infer_matmul(const ir_type *a, const ir_type *b, bool transpose_b, ir
                     ir_type_str(b, sb, 128));
     *out = batch;
     out->dtype = a->dtype;
-    out->dims[out->rank++] = a->dims[a->rank - 2];
+    out->dims[out->rank++] = m;
     out->dims[out->rank++] = n;
     return 0;
 }
@@ -497,7 +506,7 @@ static int infer_by_rule(ir_op op, const ir_type *const *ops, int nops, const ir
     case IR_OP_CAST:
         return infer_unary(op, ops[0], attrs, out, err, cap);
     case IR_OP_MATMUL:
-        return infer_matmul(ops[0], ops[1], attrs[0].i != 0, out, err, cap);
+        return infer_matmul(ops[0], ops[1], attrs[0].i, attrs[1].i, out, err, cap);
     case IR_OP_LINEAR:
         return infer_linear(ops, nops, out, err, cap);
     case IR_OP_LAYERNORM:

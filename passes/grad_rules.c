@@ -43,23 +43,12 @@ static int emit_reduce_sum(ad_context *c, const char *name, int a, const int64_t
     return emit1(c, IR_OP_REDUCE_SUM, name, a, &attrs, loc);
 }
 
-/* transpose(a) with its last two axes swapped. */
-static int emit_swap_last(ad_context *c, const char *name, int a, ir_loc loc)
-{
-    int rank = c->g->values[a]->type.rank;
-    int64_t perm[IR_MAX_RANK];
-    for (int i = 0; i < rank; i++)
-        perm[i] = i;
-    perm[rank - 2] = rank - 1;
-    perm[rank - 1] = rank - 2;
-    ir_attrs attrs = ir_attrs_for(IR_OP_TRANSPOSE);
-    ir_attrs_ints(&attrs, "perm", perm, rank);
-    return emit1(c, IR_OP_TRANSPOSE, name, a, &attrs, loc);
-}
-
-static int emit_matmul(ad_context *c, const char *name, int a, int b, bool transpose_b, ir_loc loc)
+/* matmul{transpose_a, transpose_b}(a, b). */
+static int emit_matmul(ad_context *c, const char *name, int a, int b, bool transpose_a, bool transpose_b,
+                       ir_loc loc)
 {
     ir_attrs attrs = ir_attrs_for(IR_OP_MATMUL);
+    ir_attrs_int(&attrs, "transpose_a", transpose_a);
     ir_attrs_int(&attrs, "transpose_b", transpose_b);
     return emit2(c, IR_OP_MATMUL, name, a, b, &attrs, loc);
 }
@@ -252,51 +241,63 @@ static int rule_unary(ad_context *c, const ir_value *v, int dy)
 
 /* ---- linear algebra ---- */
 
-/* matmul: y = a b (b^T when transpose_b), a [..., M, K], y [..., M, N].
- *   da = dy b^T  (dy b when transpose_b), summed over broadcast batch axes
- *   db = a^T dy  (dy^T a when transpose_b), likewise
- * When b is a plain matrix shared by every batch of a, a and dy are
- * flattened to [rows, K] and [rows, N]. One 2-D matmul then sums db over all
- * of a's leading axes, in place of a batched product and a reduction. */
+/* The type of a matmul gradient before its reduction to operand x: the
+ * batch dims of dy with x's last two dims. */
+static ir_type full_type_for(const ad_context *c, int dy, int x)
+{
+    ir_type full = *type_of(c, dy);
+    const ir_type *tx = type_of(c, x);
+    full.dims[full.rank - 2] = tx->dims[tx->rank - 2];
+    full.dims[full.rank - 1] = tx->dims[tx->rank - 1];
+    return full;
+}
+
+/* matmul: y = A B with A = a [..., M, K] (a^T when transpose_a) and
+ * B = b [..., K, N] (b^T when transpose_b). From dA = dy B^T and
+ * dB = A^T dy, and da = dA^T when a is stored transposed (likewise b):
+ *   transpose_a = 0: da = dy B^T = matmul{0, !tb}(dy, b)
+ *   transpose_a = 1: da = B dy^T = matmul{tb, 1}(b, dy)
+ *   transpose_b = 0: db = A^T dy = matmul{!ta, 0}(a, dy)
+ *   transpose_b = 1: db = dy^T A = matmul{1, ta}(dy, a)
+ * each summed over the batch axes its operand was broadcast along. When b
+ * is a plain matrix shared by every batch of an untransposed a, a and dy
+ * are flattened to [rows, K] and [rows, N]. One 2-D matmul then sums db
+ * over all of a's leading axes, in place of a batched product and a
+ * reduction. */
 static int rule_matmul(ad_context *c, const ir_value *v, int dy)
 {
     int a = v->ops[0], b = v->ops[1];
+    bool ta = ir_attr_int(v, "transpose_a") != 0;
     bool tb = ir_attr_int(v, "transpose_b") != 0;
     char name[512], tmp[512];
     if (c->needed[a]) {
-        ir_type full = *type_of(c, dy);
-        full.dims[full.rank - 1] = type_of(c, a)->dims[type_of(c, a)->rank - 1];
+        ir_type full = full_type_for(c, dy, a);
         full_name(c, a, &full, name, sizeof name);
-        int da = emit_matmul(c, name, dy, b, !tb, v->loc);
+        int da = ta ? emit_matmul(c, name, b, dy, tb, true, v->loc) : emit_matmul(c, name, dy, b, false, !tb, v->loc);
         if (contribute_reduced(c, a, da, v->loc) != 0)
             return -1;
     }
     if (!c->needed[b])
         return 0;
 
-    const ir_type *ta = type_of(c, a);
-    if (type_of(c, b)->rank == 2 && ta->rank > 2) {
-        int64_t K = ta->dims[ta->rank - 1], N = v->type.dims[v->type.rank - 1];
-        int64_t rows = ir_type_numel(ta) / (K ? K : 1);
-        ir_type a2 = {ta->dtype, 2, {rows, K}}, dy2 = {ta->dtype, 2, {rows, N}};
+    const ir_type *a_type = type_of(c, a);
+    if (type_of(c, b)->rank == 2 && a_type->rank > 2 && !ta) {
+        int64_t K = a_type->dims[a_type->rank - 1], N = v->type.dims[v->type.rank - 1];
+        int64_t rows = ir_type_numel(a_type) / (K ? K : 1);
+        ir_type a2 = {a_type->dtype, 2, {rows, K}}, dy2 = {a_type->dtype, 2, {rows, N}};
         ad_name(c, b, "a2", tmp, sizeof tmp);
         int a_flat = ad_reshape(c, a, &a2, tmp, v->loc);
         ad_name(c, v->id, "flat", tmp, sizeof tmp);
         int dy_flat = ad_reshape(c, dy, &dy2, tmp, v->loc);
-        ad_name(c, b, "t", tmp, sizeof tmp);
         ad_contribution_name(c, b, name, sizeof name);
-        int db = tb ? emit_matmul(c, name, emit_swap_last(c, tmp, dy_flat, v->loc), a_flat, false, v->loc)
-                    : emit_matmul(c, name, emit_swap_last(c, tmp, a_flat, v->loc), dy_flat, false, v->loc);
+        int db = tb ? emit_matmul(c, name, dy_flat, a_flat, true, false, v->loc)
+                    : emit_matmul(c, name, a_flat, dy_flat, true, false, v->loc);
         return ad_contribute(c, b, db);
     }
 
-    ir_type full = v->type;
-    full.dims[full.rank - 2] = tb ? v->type.dims[v->type.rank - 1] : ta->dims[ta->rank - 1];
-    full.dims[full.rank - 1] = tb ? ta->dims[ta->rank - 1] : v->type.dims[v->type.rank - 1];
+    ir_type full = full_type_for(c, dy, b);
     full_name(c, b, &full, name, sizeof name);
-    ad_name(c, b, "t", tmp, sizeof tmp);
-    int db = tb ? emit_matmul(c, name, emit_swap_last(c, tmp, dy, v->loc), a, false, v->loc)
-                : emit_matmul(c, name, emit_swap_last(c, tmp, a, v->loc), dy, false, v->loc);
+    int db = tb ? emit_matmul(c, name, dy, a, true, ta, v->loc) : emit_matmul(c, name, a, dy, !ta, false, v->loc);
     return contribute_reduced(c, b, db, v->loc);
 }
 
@@ -319,16 +320,15 @@ static int rule_linear(ad_context *c, const ir_value *v, int dy)
         ad_contribution_name(c, x, name, sizeof name);
         ad_name(c, x, "flat", tmp, sizeof tmp);
         bool flat = tx->rank == 2;
-        int dx = emit_matmul(c, flat ? name : tmp, dy_flat, w, true, v->loc);
+        int dx = emit_matmul(c, flat ? name : tmp, dy_flat, w, false, true, v->loc);
         if (ad_contribute(c, x, ad_reshape(c, dx, tx, name, v->loc)) != 0)
             return -1;
     }
     if (c->needed[w]) {
         ad_name(c, w, "x2", tmp, sizeof tmp);
         int x_flat = ad_reshape(c, x, &x2, tmp, v->loc);
-        ad_name(c, w, "t", tmp, sizeof tmp);
         ad_contribution_name(c, w, name, sizeof name);
-        int dw = emit_matmul(c, name, emit_swap_last(c, tmp, x_flat, v->loc), dy_flat, false, v->loc);
+        int dw = emit_matmul(c, name, x_flat, dy_flat, true, false, v->loc);
         if (ad_contribute(c, w, dw) != 0)
             return -1;
     }

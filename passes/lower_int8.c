@@ -46,7 +46,7 @@ bool pass_int8_match(const ir_graph *g, int id, pass_int8_site *out)
         return false;
     if (v->op == IR_OP_LINEAR)
         transpose_b = false;
-    else if (v->op == IR_OP_MATMUL && ir_attr_int(v, "transpose_b") == 1)
+    else if (v->op == IR_OP_MATMUL && ir_attr_int(v, "transpose_a") == 0 && ir_attr_int(v, "transpose_b") == 1)
         transpose_b = true;
     else
         return false;

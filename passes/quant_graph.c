@@ -108,7 +108,8 @@ static int through(const ir_graph *g, int id, ir_op op)
 bool qg_trace_value_path(const ir_graph *g, int id, qg_value_path *out)
 {
     int y = through(g, through(g, id, IR_OP_RESHAPE), IR_OP_TRANSPOSE);
-    if (y < 0 || g->values[y]->op != IR_OP_MATMUL || ir_attr_int(g->values[y], "transpose_b") != 0)
+    if (y < 0 || g->values[y]->op != IR_OP_MATMUL || ir_attr_int(g->values[y], "transpose_a") != 0 ||
+        ir_attr_int(g->values[y], "transpose_b") != 0)
         return false;
     int slice = through(g, through(g, g->values[y]->ops[1], IR_OP_TRANSPOSE), IR_OP_RESHAPE);
     if (slice < 0 || g->values[slice]->op != IR_OP_SLICE)

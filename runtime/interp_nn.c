@@ -15,22 +15,25 @@ static int require_f32(const rt_interp_call *call, const rt_tensor *t)
 
 /* ---- matmul and linear ---- */
 
-/* y[M, N] = a[M, K] x b[K, N], or x b[N, K]^T when transpose_b. bias[N] may be
- * NULL. Each y[i, j] is the double sum over k = 0, 1, ..., K-1 (in that
- * order) of (double)a[i, k] * (double)b[k, j], each product exact, plus
- * (double)bias[j], rounded to f32 once. `acc` has room for N doubles. */
+/* y[M, N] = a[M, K] x b[K, N], with a stored as [K, M] when transpose_a and
+ * b as [N, K] when transpose_b. bias[N] may be NULL. Each y[i, j] is the
+ * double sum over k = 0, 1, ..., K-1 (in that order) of (double)a[i, k] *
+ * (double)b[k, j], each product exact, plus (double)bias[j], rounded to f32
+ * once. `acc` has room for N doubles. */
 static void matmul_2d(const float *a, const float *b, const float *bias, float *y, int64_t M, int64_t K,
-                      int64_t N, bool transpose_b, double *acc)
+                      int64_t N, bool transpose_a, bool transpose_b, double *acc)
 {
+    /* Element (i, k) of a is at a[i * a_row_stride + k * a_k_stride]. */
+    int64_t a_row_stride = transpose_a ? 1 : K, a_k_stride = transpose_a ? M : 1;
     for (int64_t i = 0; i < M; i++) {
-        const float *a_row = a + i * K;
+        const float *a_row = a + i * a_row_stride;
         if (transpose_b) {
             /* b rows are contiguous in k, so take each dot product directly. */
             for (int64_t j = 0; j < N; j++) {
                 const float *b_row = b + j * K;
                 double sum = 0.0;
                 for (int64_t k = 0; k < K; k++)
-                    sum += (double)a_row[k] * (double)b_row[k];
+                    sum += (double)a_row[k * a_k_stride] * (double)b_row[k];
                 acc[j] = sum;
             }
         } else {
@@ -38,7 +41,7 @@ static void matmul_2d(const float *a, const float *b, const float *bias, float *
             for (int64_t j = 0; j < N; j++)
                 acc[j] = 0.0;
             for (int64_t k = 0; k < K; k++) {
-                double a_ik = a_row[k];
+                double a_ik = a_row[k * a_k_stride];
                 const float *b_row = b + k * N;
                 for (int64_t j = 0; j < N; j++)
                     acc[j] += a_ik * (double)b_row[j];
@@ -50,8 +53,9 @@ static void matmul_2d(const float *a, const float *b, const float *bias, float *
     }
 }
 
-/* matmul{transpose_b}: a[..., M, K] x b[..., K, N] -> [..., M, N]. With
- * transpose_b = 1, b is [..., N, K] and its last two dims are swapped. The
+/* matmul{transpose_a, transpose_b}: a[..., M, K] x b[..., K, N] ->
+ * [..., M, N]. With transpose_a = 1, a is [..., K, M], and with
+ * transpose_b = 1, b is [..., N, K]: their last two dims are swapped. The
  * batch dims broadcast as in numpy. f32 only. Each output element is a
  * double-accumulated dot product over k in increasing order, rounded to f32
  * once (see matmul_2d). */
@@ -61,9 +65,10 @@ int rt_interp_matmul(const rt_interp_call *call)
     rt_tensor *y = call->result;
     if (require_f32(call, a) != 0)
         return -1;
+    bool transpose_a = ir_attr_int(call->value, "transpose_a") != 0;
     bool transpose_b = ir_attr_int(call->value, "transpose_b") != 0;
-    int64_t M = a->dims[a->rank - 2], K = a->dims[a->rank - 1];
-    int64_t N = y->dims[y->rank - 1];
+    int64_t M = y->dims[y->rank - 2], N = y->dims[y->rank - 1];
+    int64_t K = transpose_a ? a->dims[a->rank - 2] : a->dims[a->rank - 1];
 
     int batch_rank = y->rank - 2;
     int64_t batches = 1;
@@ -81,7 +86,7 @@ int rt_interp_matmul(const rt_interp_call *call)
     float *py = y->data;
     for (int64_t batch = 0; batch < batches; batch++, rt_interp_walk_next(&w))
         matmul_2d(pa + w.offset[0] * M * K, pb + w.offset[1] * K * N, NULL, py + batch * M * N, M, K, N,
-                  transpose_b, acc);
+                  transpose_a, transpose_b, acc);
     free(acc);
     return 0;
 }
@@ -103,7 +108,7 @@ int rt_interp_linear(const rt_interp_call *call)
     double *acc = malloc(sizeof(double) * (size_t)(out ? out : 1));
     if (!acc)
         return rt_interp_fail(call, "out of memory allocating a row of %lld accumulators", (long long)out);
-    matmul_2d(x->data, w->data, bias ? bias->data : NULL, y->data, rows, in, out, false, acc);
+    matmul_2d(x->data, w->data, bias ? bias->data : NULL, y->data, rows, in, out, false, false, acc);
     free(acc);
     return 0;
 }

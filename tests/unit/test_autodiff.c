@@ -382,6 +382,49 @@ static int build_matmul_shared_a(ir_graph *g)
     return op2(g, IR_OP_MATMUL, "y", a, b, NULL);
 }
 
+static ir_attrs matmul_attrs(int transpose_a, int transpose_b)
+{
+    ir_attrs a = ir_attrs_for(IR_OP_MATMUL);
+    ir_attrs_int(&a, "transpose_a", transpose_a);
+    ir_attrs_int(&a, "transpose_b", transpose_b);
+    return a;
+}
+
+/* a stored [K, M], as the weight gradients of linear layers read it. */
+static int build_matmul_ta(ir_graph *g)
+{
+    ir_attrs attrs = matmul_attrs(1, 0);
+    int a = P(g, "a", 4, 3);
+    int b = P(g, "b", 4, 5);
+    return op2(g, IR_OP_MATMUL, "y", a, b, &attrs);
+}
+
+static int build_matmul_ta_tb_batched(ir_graph *g)
+{
+    ir_attrs attrs = matmul_attrs(1, 1);
+    int a = P(g, "a", 2, 4, 3);
+    int b = P(g, "b", 2, 5, 4);
+    return op2(g, IR_OP_MATMUL, "y", a, b, &attrs);
+}
+
+/* A transposed a shared by the batches of b, and a transposed a with
+ * batches against one shared b. */
+static int build_matmul_ta_shared_a(ir_graph *g)
+{
+    ir_attrs attrs = matmul_attrs(1, 0);
+    int a = P(g, "a", 4, 3);
+    int b = P(g, "b", 2, 4, 5);
+    return op2(g, IR_OP_MATMUL, "y", a, b, &attrs);
+}
+
+static int build_matmul_ta_shared_b(ir_graph *g)
+{
+    ir_attrs attrs = matmul_attrs(1, 1);
+    int a = P(g, "a", 2, 4, 3);
+    int b = P(g, "b", 5, 4);
+    return op2(g, IR_OP_MATMUL, "y", a, b, &attrs);
+}
+
 static int build_linear(ir_graph *g)
 {
     int x = P(g, "x", 2, 3, 4);
@@ -557,6 +600,10 @@ static const grad_case grad_cases[] = {
     {"matmul batch broadcast", build_matmul_batch_broadcast, false},
     {"matmul batched transpose_b", build_matmul_batched_tb, false},
     {"matmul shared a", build_matmul_shared_a, false},
+    {"matmul transpose_a", build_matmul_ta, false},
+    {"matmul both transposed batched", build_matmul_ta_tb_batched, false},
+    {"matmul transpose_a shared a", build_matmul_ta_shared_a, false},
+    {"matmul transpose_a shared b", build_matmul_ta_shared_b, false},
     {"linear", build_linear, false},
     {"linear vector", build_linear_vector, false},
     {"layernorm", build_layernorm, false},

@@ -437,24 +437,31 @@ static void test_const(void)
 
 /* ---- matrix products ---- */
 
+/* Every combination of transposed operands, at sizes that leave partial
+ * vectors, MR strips, NR panels, and MC and KC blocks. */
 static void test_matmul_2d(void)
 {
-    static const int64_t mkn[][3] = {{1, 1, 1},   {7, 13, 17},  {17, 33, 65}, {65, 17, 33}, {8, 48, 48},
-                                     {9, 300, 50}, {128, 64, 97}, {3, 600, 200}, {33, 7, 1}};
+    static const int64_t mkn[][3] = {{1, 1, 1},    {7, 13, 17},  {17, 33, 65},  {65, 17, 33},
+                                     {8, 48, 48},  {9, 300, 50}, {128, 64, 97}, {3, 600, 200},
+                                     {33, 7, 1},   {130, 257, 49}, {200, 20, 5}};
     for (size_t s = 0; s < sizeof mkn / sizeof *mkn; s++) {
-        for (int transpose = 0; transpose < 2; transpose++) {
+        for (int transposes = 0; transposes < 4; transposes++) {
             for (int b_is_param = 0; b_is_param < 2; b_is_param++) {
                 fixture f = fixture_new("matmul");
+                int transpose_a = transposes & 1, transpose_b = transposes >> 1;
                 int64_t m = mkn[s][0], k = mkn[s][1], n = mkn[s][2];
-                int64_t ad[2] = {m, k}, bd[2] = {transpose ? n : k, transpose ? k : n};
+                int64_t ad[2] = {transpose_a ? k : m, transpose_a ? m : k};
+                int64_t bd[2] = {transpose_b ? n : k, transpose_b ? k : n};
                 int a = input(&f, "a", 2, ad, -1, 1);
                 int b = leaf(&f, b_is_param, "b", IR_F32, 2, bd, -1, 1);
                 ir_attrs attrs = ir_attrs_for(IR_OP_MATMUL);
-                ir_attrs_int(&attrs, "transpose_b", transpose);
+                ir_attrs_int(&attrs, "transpose_a", transpose_a);
+                ir_attrs_int(&attrs, "transpose_b", transpose_b);
                 ir_add_output(f.g, op2(&f, IR_OP_MATMUL, a, b, &attrs));
                 char label[96];
-                snprintf(label, sizeof label, "matmul %lldx%lldx%lld%s%s", (long long)m, (long long)k,
-                         (long long)n, transpose ? " transposed" : "", b_is_param ? " param" : "");
+                snprintf(label, sizeof label, "matmul %lldx%lldx%lld%s%s%s", (long long)m, (long long)k,
+                         (long long)n, transpose_a ? " a^T" : "", transpose_b ? " b^T" : "",
+                         b_is_param ? " param" : "");
                 compare(&f, label, ATOL * sqrt((double)k), RTOL);
                 fixture_free(&f);
             }
@@ -469,22 +476,27 @@ static void test_matmul_batched(void)
         int64_t a[4];
         int rb;
         int64_t b[4];
-        int transpose;
+        int transpose_a, transpose_b;
     } cases[] = {
-        {4, {2, 3, 7, 13}, 4, {2, 3, 13, 17}, 0},
-        {4, {2, 3, 17, 16}, 4, {2, 3, 17, 16}, 1}, /* attention scores */
-        {4, {1, 2, 17, 17}, 4, {1, 2, 17, 16}, 0}, /* attention x V */
-        {4, {2, 3, 7, 13}, 2, {13, 17}, 0},
-        {3, {4, 7, 13}, 3, {1, 13, 5}, 0},
-        {3, {1, 9, 13}, 3, {3, 13, 50}, 0},
-        {2, {9, 13}, 3, {3, 50, 13}, 1},
+        {4, {2, 3, 7, 13}, 4, {2, 3, 13, 17}, 0, 0},
+        {4, {2, 3, 17, 16}, 4, {2, 3, 17, 16}, 0, 1}, /* attention scores */
+        {4, {1, 2, 17, 17}, 4, {1, 2, 17, 16}, 0, 0}, /* attention x V */
+        {4, {2, 3, 7, 13}, 2, {13, 17}, 0, 0},
+        {3, {4, 7, 13}, 3, {1, 13, 5}, 0, 0},
+        {3, {1, 9, 13}, 3, {3, 13, 50}, 0, 0},
+        {2, {9, 13}, 3, {3, 50, 13}, 0, 1},
+        {4, {2, 3, 13, 7}, 4, {2, 3, 13, 17}, 1, 0},
+        {3, {1, 13, 9}, 3, {3, 50, 13}, 1, 1},
+        {3, {4, 13, 7}, 2, {13, 5}, 1, 0},
+        {2, {17, 33}, 3, {2, 17, 20}, 1, 0},
     };
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
         fixture f = fixture_new("bmm");
         int a = input(&f, "a", cases[s].ra, cases[s].a, -1, 1);
         int b = input(&f, "b", cases[s].rb, cases[s].b, -1, 1);
         ir_attrs attrs = ir_attrs_for(IR_OP_MATMUL);
-        ir_attrs_int(&attrs, "transpose_b", cases[s].transpose);
+        ir_attrs_int(&attrs, "transpose_a", cases[s].transpose_a);
+        ir_attrs_int(&attrs, "transpose_b", cases[s].transpose_b);
         ir_add_output(f.g, op2(&f, IR_OP_MATMUL, a, b, &attrs));
         char label[64];
         snprintf(label, sizeof label, "batched matmul case %zu", s);

@@ -538,6 +538,19 @@ static void test_matmul(void)
     check_f32(y, 2, (int64_t[]){2, 2}, (float[]){58, 64, 139, 154}, 0);
     rt_tensor_free(y);
 
+    /* transpose_a reads a^T from at[3,2], alone and with transpose_b. */
+    int at = input_f32(&f, "at", 2, (int64_t[]){3, 2}, (float[]){1, 4, 2, 5, 3, 6});
+    int at_b[2] = {at, b}, at_bt[2] = {at, bt};
+    attrs = ir_attrs_for(IR_OP_MATMUL);
+    ir_attrs_int(&attrs, "transpose_a", 1);
+    y = run_value(&f, add_op(&f, IR_OP_MATMUL, NULL, at_b, 2, &attrs));
+    check_f32(y, 2, (int64_t[]){2, 2}, (float[]){58, 64, 139, 154}, 0);
+    rt_tensor_free(y);
+    ir_attrs_int(&attrs, "transpose_b", 1);
+    y = run_value(&f, add_op(&f, IR_OP_MATMUL, NULL, at_bt, 2, &attrs));
+    check_f32(y, 2, (int64_t[]){2, 2}, (float[]){58, 64, 139, 154}, 0);
+    rt_tensor_free(y);
+
     /* Batch dims broadcast: a[2,2,3] x b[1,3,2] uses b for both batches. */
     int a3 = input_f32(&f, "a3", 3, (int64_t[]){2, 2, 3}, (float[]){1, 2, 3, 4, 5, 6, 1, 0, 0, 0, 0, 1});
     int b3 = input_f32(&f, "b3", 3, (int64_t[]){1, 3, 2}, (float[]){7, 8, 9, 10, 11, 12});

@@ -124,6 +124,47 @@ static void test_built_graph_round_trip(void)
     ir_diag_free(d);
 }
 
+/* matmul with both transpose flags: the inferred type, a print and parse
+ * round trip, and the verifier once the type no longer fits the flags. */
+static void test_matmul_transposes(void)
+{
+    const char *text = "graph @g {\n"
+                       "  %a = input : f32[2,5,3]\n"
+                       "  %b = input : f32[4,5]\n"
+                       "  %y = matmul %a, %b {transpose_a=1, transpose_b=1} : f32[2,3,4]\n"
+                       "  return %y\n"
+                       "}\n";
+    capture c;
+    capture_open(&c);
+    ir_graph *g = ir_parse_string("t.qir", text, strlen(text), c.diag);
+    CHECK(g != NULL);
+    if (g) {
+        char *first = print_graph(g, false);
+        CHECK(strstr(first, "%y = matmul %a, %b {transpose_a=1, transpose_b=1} : f32[2,3,4]") != NULL);
+        ir_graph *again = ir_parse_string("t.qir", first, strlen(first), c.diag);
+        CHECK(again != NULL);
+        if (again) {
+            char *second = print_graph(again, false);
+            CHECK(strcmp(first, second) == 0);
+            free(second);
+            ir_graph_free(again);
+        }
+        free(first);
+        CHECK_EQ_INT(ir_verify(g, NULL), 0);
+
+        /* Without transpose_a, a[2,5,3] no longer fits b^T[5,4]. */
+        ir_value *y = g->values[ir_find(g, "y")];
+        y->attrs[ir_op_attr_index(IR_OP_MATMUL, "transpose_a")].i = 0;
+        CHECK_EQ_INT(ir_verify(g, NULL), 1);
+        ir_graph_free(g);
+    }
+    capture_close(&c);
+    CHECK(c.text != NULL);
+    CHECK(strstr(c.text ? c.text : "", "IR is invalid: value 'y' has operands that do not type-check: inner "
+                                       "dimensions differ: f32[2,5,3] x f32[4,5]^T (3 vs 5)") != NULL);
+    free(c.text);
+}
+
 static void test_nan_and_locs_option(void)
 {
     const char *text = "graph @g {\n  %c = const {value=nan} : f32[3] loc(\"a.qd\":1:2)\n  return %c\n}\n";
@@ -162,6 +203,12 @@ static void test_parse_errors(void)
         {"graph @g {\n  @w = param : f32[2]\n  %y = neg %w : f32[2]\n}\n", "write it as '@w'"},
         {"graph @g {\n  %x = input : f32[2]\n  %y = softmax %x {axis=0, axis=0} : f32[2]\n}\n",
          "attribute 'axis' is given twice"},
+        {"graph @g {\n  %a = input : f32[3,2]\n  %b = input : f32[2,4]\n"
+         "  %y = matmul %a, %b {transpose_a=1} : f32[2,4]\n}\n",
+         "inner dimensions differ: f32[3,2]^T x f32[2,4] (3 vs 2)"},
+        {"graph @g {\n  %a = input : f32[3,2]\n  %b = input : f32[3,4]\n"
+         "  %y = matmul %a, %b {transpose_a=2} : f32[2,4]\n}\n",
+         "transpose_a must be 0 or 1, got 2"},
         {"graph @g {\n  %x = input : f32[-2]\n}\n", "dimension -2 is out of range"},
         {"graph @g {\n  %x = input : f32[99999999999,99999999999]\n}\n",
          "dimension 99999999999 is out of range [1, 2147483647]"},
@@ -207,6 +254,7 @@ static void test_errors_do_not_cascade(void)
 int main(void)
 {
     test_built_graph_round_trip();
+    test_matmul_transposes();
     test_nan_and_locs_option();
     test_parse_errors();
     test_errors_do_not_cascade();
