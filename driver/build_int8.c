@@ -49,10 +49,10 @@ static int run_pipeline(ir_graph *g, const char *text, ir_diag *d)
 }
 
 /* Compiles the model under the -D values of r, the hparams recorded in w
- * and the given batch size and sequence length, and inserts the fake
- * quantizers of insert-fakequant{bits=...}, as rt_quantized_model_load
- * does with a batch size of 1. Returns NULL after reporting. */
-static ir_graph *compile_quantized(const driver_build_request *r, const rt_weights *w, const char *bits,
+ * and the given batch size and sequence length, and runs `pass`, the
+ * insert-fakequant of the file, as rt_quantized_model_load does with a
+ * batch size of 1. Returns NULL after reporting. */
+static ir_graph *compile_quantized(const driver_build_request *r, const rt_weights *w, const char *pass,
                                    int64_t batch, int64_t seq, ir_diag *d)
 {
     fe_define *hparams = NULL;
@@ -70,9 +70,7 @@ static ir_graph *compile_quantized(const driver_build_request *r, const rt_weigh
         all[n++] = (fe_define){"T", seq};
         g = fe_compile_file(r->model, all, n, d);
     }
-    char text[128];
-    snprintf(text, sizeof text, "insert-fakequant{bits=%s}", bits);
-    if (g && run_pipeline(g, text, d) != 0) {
+    if (g && run_pipeline(g, pass, d) != 0) {
         ir_graph_free(g);
         g = NULL;
     }
@@ -85,7 +83,7 @@ int driver_report_missing_quantizers(const driver_build_request *r, const rt_wei
 {
     /* Without metadata the bit widths are unknown, but they do not change
      * which quantizer params exist. */
-    ir_graph *g = compile_quantized(r, w, "w8a8", 1, 1, d);
+    ir_graph *g = compile_quantized(r, w, "insert-fakequant{bits=w8a8 sites=" RT_QUANTIZE_DEFAULT_SITES "}", 1, 1, d);
     if (!g)
         return -1;
     const char *missing = NULL;
@@ -156,8 +154,10 @@ int driver_load_int8(const driver_build_request *r, const ir_graph *float_graph,
     ir_graph *g = m.graph;
     m.graph = NULL;
     if (batch != 1) {
-        const char *bits = rt_weights_get_meta(m.weights, DRIVER_QUANTIZE_BITS_KEY);
-        ir_graph *batched = compile_quantized(r, m.weights, bits, batch, seq, d);
+        char pass[512];
+        ir_graph *batched = NULL;
+        if (rt_quantize_fakequant_pass(m.weights, r->weights, pass, sizeof pass, d) == 0)
+            batched = compile_quantized(r, m.weights, pass, batch, seq, d);
         int rc = batched ? check_same_params(g, batched, r->weights, d) : -1;
         ir_graph_free(g);
         g = batched;

@@ -65,6 +65,9 @@ static void print_help(FILE *out)
             "  --weights FILE       float weights, safetensors (required)\n"
             "  --method NAME        ptq, smoothquant, qat or quadapter (required)\n"
             "  --bits wBaB          weight and activation bits, each 2 to 8 (default w8a8)\n"
+            "  --sites LIST         quantizer sites of insert-fakequant, ';'-separated (default\n"
+            "                       linear;lm_head; add attention to quantize the attention\n"
+            "                       matmul operands, which quadc build then runs on integers)\n"
             "  --calib TEXT         UTF-8 calibration text (required)\n"
             "  --calib-seqs N       calibration sequences drawn from the text (default 32)\n"
             "  --seq T              tokens per sequence (default 64)\n"
@@ -120,6 +123,7 @@ static int parse_value_option(quantize_args *a, int argc, char **argv, int *i)
         const char **slot;
     } strings[] = {{"--weights", &a->weights}, {"--method", &a->method},     {"--calib", &a->calib},
                    {"--out", &a->out},         {"--report", &a->report},     {"--bits", &a->config.bits},
+                   {"--sites", &a->config.sites},
                    {"--tokenizer", &a->tokenizer_dir}, {"--cache-dir", &a->cache_dir},
                    {"--eval", &a->eval}};
     for (size_t k = 0; k < sizeof strings / sizeof strings[0]; k++) {
@@ -256,6 +260,10 @@ static int parse_args(int argc, char **argv, quantize_args *a)
     char err[128];
     if (rt_quantize_parse_bits(a->config.bits, &wbits, &abits, err, sizeof err) != 0)
         return driver_usage_error(CMD, "invalid --bits '%s': %s", a->config.bits, err);
+    if (a->config.sites && strlen(a->config.sites) > 256)
+        return driver_usage_error(CMD, "invalid --sites: longer than 256 characters");
+    if (a->config.sites && rt_quantize_check_sites(a->config.sites, err, sizeof err) != 0)
+        return driver_usage_error(CMD, "invalid --sites '%s': %s", a->config.sites, err);
     a->config.model_path = a->model;
     a->config.weights_path = a->weights;
     a->config.defines = a->defines;

@@ -214,22 +214,16 @@ static int run_session_passes(const rt_model *m, ir_graph *g, ir_diag *d)
 }
 
 /* Sets the session's passes when the weights were written by quadc
- * quantize, which records the bit widths in "quadc.quantize.bits". The pass
- * is the insert-fakequant that quantize ran, so the file's scales and zero
+ * quantize, which records "quadc.quantize.bits" and ".sites". The pass is
+ * the insert-fakequant that quantize ran, so the file's scales and zero
  * points become params, as in rt_quantized_model_load. */
 static int set_quantizer_passes(rt_model *m, const char *weights_path, ir_diag *d)
 {
-    const char *bits = rt_weights_get_meta(m->weights, "quadc.quantize.bits");
-    if (!bits)
+    if (!rt_weights_get_meta(m->weights, "quadc.quantize.bits"))
         return 0;
-    int weight_bits, act_bits;
-    char err[128];
-    if (rt_quantize_parse_bits(bits, &weight_bits, &act_bits, err, sizeof err) != 0) {
-        ir_diag_file_error(d, weights_path, "invalid metadata quadc.quantize.bits = '%s': %s", bits, err);
+    char text[512];
+    if (rt_quantize_fakequant_pass(m->weights, weights_path, text, sizeof text, d) != 0)
         return -1;
-    }
-    char text[64];
-    snprintf(text, sizeof text, "insert-fakequant{bits=w%da%d}", weight_bits, act_bits);
     m->passes = strdup(text);
     return m->passes ? 0 : -1;
 }

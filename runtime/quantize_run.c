@@ -194,8 +194,9 @@ static rt_weights *take_params(const ir_graph *g, rt_weights *w)
  * writes the graph before and after each pass there. */
 static int quantize_graph(const rt_quantize_config *c, ir_graph *g, bool alphas, const char *print_ir_dir, ir_diag *d)
 {
-    char text[256];
-    snprintf(text, sizeof text, "%sinsert-fakequant{bits=%s}", alphas ? "insert-quadapter{sites=ln}," : "", c->bits);
+    char text[512];
+    snprintf(text, sizeof text, "%sinsert-fakequant{bits=%s sites=%s}", alphas ? "insert-quadapter{sites=ln}," : "",
+             c->bits, c->sites ? c->sites : RT_QUANTIZE_DEFAULT_SITES);
     if (!print_ir_dir)
         return qz_run_pipeline(g, text, d);
 
@@ -410,6 +411,8 @@ int rt_quantize_set_metadata(rt_quantized_model *m, const rt_quantize_config *c,
     if (rc == 0)
         rc = rt_weights_set_meta(m->weights, META_PREFIX "bits", c->bits);
     if (rc == 0)
+        rc = rt_weights_set_meta(m->weights, META_PREFIX "sites", c->sites ? c->sites : RT_QUANTIZE_DEFAULT_SITES);
+    if (rc == 0)
         rc = rt_weights_set_meta(m->weights, META_PREFIX "seed", value);
     if (rc == 0)
         rc = rt_weights_set_meta(m->weights, META_PREFIX "range", range);
@@ -465,6 +468,53 @@ int rt_quantize_weight_hparams(const char *model_path, const rt_weights *w, cons
     return rc;
 }
 
+int rt_quantize_check_sites(const char *sites, char *err, int errcap)
+{
+    if (!sites[0]) {
+        snprintf(err, (size_t)errcap, "the site list is empty; give kinds such as linear;lm_head;attention");
+        return -1;
+    }
+    for (const char *c = sites; *c; c++) {
+        bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+                  strchr("_.;%*-", *c) != NULL;
+        if (!ok) {
+            snprintf(err, (size_t)errcap, "character '%c' cannot appear in a site list; separate kinds such as "
+                     "linear;lm_head;attention with ';'", *c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int rt_quantize_fakequant_pass(const rt_weights *w, const char *path, char *buf, size_t cap, ir_diag *d)
+{
+    const char *bits = rt_weights_get_meta(w, META_PREFIX "bits");
+    if (!bits) {
+        ir_diag_file_error(d, path, "not a quantized model: the metadata has no '" META_PREFIX
+                                    "bits'; write one with quadc quantize");
+        return -1;
+    }
+    int weight_bits, act_bits;
+    char err[160];
+    if (rt_quantize_parse_bits(bits, &weight_bits, &act_bits, err, sizeof err) != 0) {
+        ir_diag_file_error(d, path, "invalid metadata " META_PREFIX "bits = '%s': %s", bits, err);
+        return -1;
+    }
+    const char *sites = rt_weights_get_meta(w, META_PREFIX "sites");
+    if (!sites)
+        sites = RT_QUANTIZE_DEFAULT_SITES;
+    if (rt_quantize_check_sites(sites, err, sizeof err) != 0) {
+        ir_diag_file_error(d, path, "invalid metadata " META_PREFIX "sites = '%s': %s", sites, err);
+        return -1;
+    }
+    int n = snprintf(buf, cap, "insert-fakequant{bits=w%da%d sites=%s}", weight_bits, act_bits, sites);
+    if (n < 0 || (size_t)n >= cap) {
+        ir_diag_file_error(d, path, "metadata " META_PREFIX "sites is too long (%zu characters)", strlen(sites));
+        return -1;
+    }
+    return 0;
+}
+
 int rt_quantized_model_load(const char *model_path, const fe_define *defines, int ndefines, const char *path,
                             int seq, rt_quantized_model *out, ir_diag *d)
 {
@@ -472,21 +522,14 @@ int rt_quantized_model_load(const char *model_path, const fe_define *defines, in
     rt_weights *w = rt_safetensors_read(path, d);
     if (!w)
         return -1;
-    const char *bits = rt_weights_get_meta(w, META_PREFIX "bits");
     fe_define *all = NULL;
     int nall = 0;
-    int rc = 0;
-    if (!bits) {
-        ir_diag_file_error(d, path, "not a quantized model: the metadata has no '" META_PREFIX
-                                    "bits'; write one with quadc quantize");
-        rc = -1;
-    }
+    char text[512];
+    int rc = rt_quantize_fakequant_pass(w, path, text, sizeof text, d);
     if (rc == 0)
         rc = rt_quantize_weight_hparams(model_path, w, path, defines, ndefines, &all, &nall, d);
     ir_graph *g = rc == 0 ? compile_model(model_path, all, nall, 1, seq, d) : NULL;
     free(all);
-    char text[128];
-    snprintf(text, sizeof text, "insert-fakequant{bits=%s}", bits ? bits : "");
     if (rc == 0)
         rc = g && qz_run_pipeline(g, text, d) == 0 ? 0 : -1;
     for (int id = 0; rc == 0 && id < g->nvalues; id++) {

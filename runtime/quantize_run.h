@@ -36,6 +36,21 @@ const char *rt_quantize_method_name(rt_quantize_method m);
 /* Returns "minmax", "percentile" or "mse". */
 const char *rt_quantize_range_name(pass_calib_method m);
 
+/* The quantizer sites of quadc quantize unless --sites says otherwise. */
+#define RT_QUANTIZE_DEFAULT_SITES "linear;lm_head"
+
+/* Checks a sites value of insert-fakequant before it goes into a pass
+ * pipeline: ';'-separated names of letters, digits, '_', '.', '%', '*'
+ * and '-'. Returns 0, or -1 after writing the reason to err. */
+int rt_quantize_check_sites(const char *sites, char *err, int errcap);
+
+/* Writes to buf the insert-fakequant pass that quadc quantize ran to make
+ * the file at path with metadata w: its "quadc.quantize.bits" and
+ * ".sites" (RT_QUANTIZE_DEFAULT_SITES when absent, as in files written
+ * before the key existed). Returns 0, or -1 after reporting a missing or
+ * invalid value that names the file. */
+int rt_quantize_fakequant_pass(const rt_weights *w, const char *path, char *buf, size_t cap, ir_diag *d);
+
 /* Parses "w<b>a<b>" with both bit widths in [IR_QUANT_MIN_BITS,
  * IR_QUANT_MAX_BITS]. Returns 0, or -1 after writing the reason to err. */
 int rt_quantize_parse_bits(const char *text, int *weight_bits, int *act_bits, char *err, int errcap);
@@ -47,6 +62,9 @@ typedef struct rt_quantize_config {
     int ndefines;
     rt_quantize_method method;
     const char *bits;         /* "w8a8" */
+    /* insert-fakequant sites, for example "linear;lm_head;attention"; NULL
+     * means RT_QUANTIZE_DEFAULT_SITES. */
+    const char *sites;
     int seq;                  /* T */
     pass_calib_method range;  /* how activation and weight ranges are calibrated */
     int phase1_steps;         /* Quadapter phase 1 steps per block */
@@ -126,7 +144,7 @@ int rt_quantize_mean_loss(const ir_graph *g, const rt_weights *weights, const in
                           int seq, const rt_executor *executor, int threads, double *loss, ir_diag *d);
 
 /* Sets the metadata of a quantized model's weights: every bound hparam of
- * the graph except B and T, "quadc.quantize.method", ".bits", ".seed",
+ * the graph except B and T, "quadc.quantize.method", ".bits", ".sites", ".seed",
  * ".range" and any extra pairs the caller adds afterwards. */
 int rt_quantize_set_metadata(rt_quantized_model *m, const rt_quantize_config *c, ir_diag *d);
 
@@ -140,6 +158,7 @@ int rt_quantize_weight_hparams(const char *model_path, const rt_weights *w, cons
 
 /* Loads a file written by `quadc quantize`: compiles the model with the
  * file's hparams and T = seq, inserts the quantizers its metadata names
+ * (rt_quantize_fakequant_pass)
  * and checks that every param, including every scale and zero point, has
  * a tensor of its shape. A file without quantizer params is an error
  * naming the first missing one. Returns 0, or -1 after reporting. */
