@@ -21,6 +21,7 @@
 #include <stdbool.h>
 
 #include "codegen/codegen.h"
+#include "ir/fused.h"
 
 enum {
     CG_STATUS_OK = 0,
@@ -241,6 +242,52 @@ int cg_emit_grad_layernorm_weight(cg_emit *e, const ir_value *v);
 int cg_emit_grad_embedding(cg_emit *e, const ir_value *v);
 int cg_emit_grad_cross_entropy(cg_emit *e, const ir_value *v);
 
+/* ---- emit_epilogue.c: elementwise epilogues of matrix products ---- */
+/* Returns true for matmul, linear, fused.matmul and fused.linear. */
+bool cg_is_product(const ir_value *v);
+/* Returns true for linear and fused.linear, whose B is W[K, N]. */
+bool cg_is_linear(const ir_value *v);
+
+/* How an epilogue operand lines up with the product's result [..., M, N]. */
+typedef enum cg_epilogue_kind {
+    CG_EPILOGUE_FULL,   /* the result's shape: element (row, col) of the result */
+    CG_EPILOGUE_ROW,    /* one element per column, like a bias */
+    CG_EPILOGUE_SCALAR, /* one element */
+    CG_EPILOGUE_OTHER,  /* any other broadcast */
+} cg_epilogue_kind;
+
+/* The program of a fused.linear or fused.matmul value and its operands.
+ * Input 0 of the program is the product; input k >= 1 is operand k + 1 of
+ * the value, in buffer slot[k]. */
+typedef struct cg_epilogue {
+    bool active;       /* false for matmul and linear */
+    bool in_registers; /* no operand is CG_EPILOGUE_OTHER */
+    ir_fused_program program;
+    int ninputs;
+    int slot[IR_FUSED_MAX_INPUTS];
+    cg_epilogue_kind kind[IR_FUSED_MAX_INPUTS];
+} cg_epilogue;
+
+/* Fills ep for product value v. Returns -1 after reporting an invalid
+ * program. */
+int cg_epilogue_init(cg_emit *e, const ir_value *v, cg_epilogue *ep);
+/* Loads the buffer of every epilogue operand in the current kernel and
+ * positions it at a tile: FULL operands at flat element `full_offset` of
+ * the result, ROW operands at column `col`. */
+void cg_epilogue_bases(cg_emit *e, const cg_epilogue *ep, LLVMValueRef full_offset, LLVMValueRef col,
+                       LLVMValueRef *bases);
+/* Applies the program to `acc`, the result elements at `row_offset` +
+ * `col_offset` (FULL operands) and column `col_offset` (ROW operands)
+ * from the tile bases. acc is a scalar or a vector of `lanes`; a partial
+ * vector gets the lane mask `mask` (NULL when whole). */
+LLVMValueRef cg_epilogue_apply(cg_emit *e, const cg_epilogue *ep, const LLVMValueRef *bases, LLVMValueRef acc,
+                               LLVMValueRef row_offset, LLVMValueRef col_offset, int lanes, LLVMValueRef mask);
+/* Evaluates a fused program on values already loaded, in emit_elementwise.c. */
+LLVMValueRef cg_fused_eval(cg_emit *e, const ir_fused_program *p, const LLVMValueRef *inputs);
+/* Applies the epilogue of v in place over its stored result, for products
+ * whose epilogue is not in registers; in emit_elementwise.c. */
+int cg_emit_epilogue_pass(cg_emit *e, const ir_value *v);
+
 /* ---- emit_gemm_pack.c ---- */
 /* Packs the B operand of a product into NR-column panels. */
 int cg_emit_pack(cg_emit *e, const cg_gemm_plan *gp);
@@ -259,6 +306,17 @@ void cg_emit_pack_a_block(cg_emit *e, LLVMValueRef src, int64_t m, LLVMValueRef 
                           LLVMValueRef k0, LLVMValueRef kc, LLVMValueRef dst);
 
 /* ---- emit_gemm.c ---- */
-int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp);
+/* ep: the epilogue the microkernel applies at the last K block, or NULL. */
+int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp, const cg_epilogue *ep);
+
+/* ---- emit_gemv.c ---- */
+/* Products with at most this many rows per matrix take the GEMV path. */
+#define CG_GEMV_MAX_ROWS 4
+/* Returns true when product value v takes the GEMV path: no packed B and
+ * no entry in the plan's GEMM list. */
+bool cg_use_gemv(const ir_graph *g, const ir_value *v);
+/* Bytes of scratch that the GEMV of v needs for partial sums, or 0. */
+int64_t cg_gemv_scratch_bytes(const ir_graph *g, const ir_value *v, const cg_gemm_shape *gs);
+int cg_emit_gemv(cg_emit *e, const ir_value *v, const cg_epilogue *ep);
 
 #endif

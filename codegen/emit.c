@@ -57,6 +57,38 @@ static const cg_gemm_plan *gemm_plan_of(const cg_plan *plan, int value)
     return NULL;
 }
 
+/* Emits a matrix product: the GEMV kernel for a few rows, else B packing
+ * (at bind time for weights) and the GEMM. An epilogue runs in the
+ * product's kernel when its operands allow, else as a pass after it. */
+static int emit_product(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuilderRef *builders)
+{
+    if (!cg_is_float(v->type.dtype)) {
+        ir_diag_error(e->d, v->loc, "codegen: %s '%s' on %s operands is not supported; cast them to f32",
+                      ir_op_get(v->op)->name, v->name, ir_dtype_name(v->type.dtype));
+        return -1;
+    }
+    cg_epilogue ep, none;
+    if (cg_epilogue_init(e, v, &ep) != 0)
+        return -1;
+    memset(&none, 0, sizeof none);
+    const cg_epilogue *in_kernel = ep.in_registers ? &ep : &none;
+    int rc;
+    if (cg_use_gemv(e->g, v)) {
+        rc = cg_emit_gemv(e, v, in_kernel);
+    } else {
+        const cg_gemm_plan *gp = gemm_plan_of(e->plan, v->id);
+        LLVMValueRef saved_fn = e->entry_fn;
+        if (gp->pack_at_bind)
+            select_entry(e, true, fns, builders);
+        cg_emit_pack(e, gp);
+        select_entry(e, saved_fn == fns[0], fns, builders);
+        rc = cg_emit_gemm(e, gp, in_kernel);
+    }
+    if (rc == 0 && ep.active && !ep.in_registers)
+        rc = cg_emit_epilogue_pass(e, v);
+    return rc;
+}
+
 static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuilderRef *builders)
 {
     switch (v->op) {
@@ -85,20 +117,10 @@ static int emit_value(cg_emit *e, const ir_value *v, LLVMValueRef *fns, LLVMBuil
     case IR_OP_CAST:
         return cg_emit_elementwise(e, v);
     case IR_OP_MATMUL:
-    case IR_OP_LINEAR: {
-        if (!cg_is_float(v->type.dtype)) {
-            ir_diag_error(e->d, v->loc, "codegen: %s '%s' on %s operands is not supported; cast them to f32",
-                          ir_op_get(v->op)->name, v->name, ir_dtype_name(v->type.dtype));
-            return -1;
-        }
-        const cg_gemm_plan *gp = gemm_plan_of(e->plan, v->id);
-        LLVMValueRef saved_fn = e->entry_fn;
-        if (gp->pack_at_bind)
-            select_entry(e, true, fns, builders);
-        cg_emit_pack(e, gp);
-        select_entry(e, saved_fn == fns[0], fns, builders);
-        return cg_emit_gemm(e, gp);
-    }
+    case IR_OP_LINEAR:
+    case IR_OP_FUSED_MATMUL:
+    case IR_OP_FUSED_LINEAR:
+        return emit_product(e, v, fns, builders);
     case IR_OP_LAYERNORM:
         return cg_emit_layernorm(e, v);
     case IR_OP_SOFTMAX:

@@ -524,23 +524,16 @@ int cg_emit_layout(cg_emit *e, const ir_value *v)
     return 0;
 }
 
-/* ---- fused.elementwise ---- */
+/* ---- fused.elementwise and product epilogues ---- */
 
-/* Evaluates the program on the loaded operands in registers, so the
- * intermediate values of the chain never reach memory. */
-static LLVMValueRef fused_body(cg_emit *e, const ir_value *v, LLVMValueRef *in, int lanes, LLVMValueRef row,
-                               LLVMValueRef j)
+LLVMValueRef cg_fused_eval(cg_emit *e, const ir_fused_program *p, const LLVMValueRef *inputs)
 {
-    ir_fused_program p;
-    char err[256];
-    if (ir_fused_parse(ir_attr_str(v, "program"), v->nops, &p, err, sizeof err) != 0)
-        return in[1]; /* unreachable: cg_emit_fused_elementwise parsed it first */
     LLVMValueRef stack[IR_FUSED_MAX_STEPS];
     int depth = 0;
-    for (int t = 0; t < p.nsteps; t++) {
-        const ir_fused_step *s = &p.steps[t];
+    for (int t = 0; t < p->nsteps; t++) {
+        const ir_fused_step *s = &p->steps[t];
         if (s->op == IR_OP_INPUT) {
-            stack[depth++] = in[1 + s->input];
+            stack[depth++] = inputs[s->input];
         } else if (s->op == IR_OP_SCALE) {
             LLVMValueRef x = stack[depth - 1];
             stack[depth - 1] = LLVMBuildFMul(e->b, x, cg_constf(e, LLVMTypeOf(x), s->factor), "");
@@ -554,7 +547,19 @@ static LLVMValueRef fused_body(cg_emit *e, const ir_value *v, LLVMValueRef *in, 
             stack[depth - 1] = emit_unary(e, &step, true, false, stack[depth - 1]);
         }
     }
-    return round_to_dtype(e, stack[0], v->type.dtype);
+    return stack[0];
+}
+
+/* Evaluates the program on the loaded operands in registers, so the
+ * intermediate values of the chain never reach memory. */
+static LLVMValueRef fused_body(cg_emit *e, const ir_value *v, LLVMValueRef *in, int lanes, LLVMValueRef row,
+                               LLVMValueRef j)
+{
+    ir_fused_program p;
+    char err[256];
+    if (ir_fused_parse_value(v, &p, err, sizeof err) != 0)
+        return in[1]; /* unreachable: the caller parsed it first */
+    return round_to_dtype(e, cg_fused_eval(e, &p, in + 1), v->type.dtype);
 }
 
 int cg_emit_fused_elementwise(cg_emit *e, const ir_value *v)
@@ -571,5 +576,18 @@ int cg_emit_fused_elementwise(cg_emit *e, const ir_value *v)
     for (int k = 0; k < v->nops; k++)
         add_broadcast_operand(e, &it, v->ops[k]);
     emit_affine(e, "fused.elementwise", &it, v, fused_body, true);
+    return 0;
+}
+
+/* The operands are the stored result, which is also the output, then the
+ * epilogue operands; each element is read before it is overwritten. */
+int cg_emit_epilogue_pass(cg_emit *e, const ir_value *v)
+{
+    affine_iter it;
+    init_iter(e, &it, v);
+    add_broadcast_operand(e, &it, v->id);
+    for (int k = 2; k < v->nops; k++)
+        add_broadcast_operand(e, &it, v->ops[k]);
+    emit_affine(e, "epilogue", &it, v, fused_body, true);
     return 0;
 }

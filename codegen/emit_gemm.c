@@ -54,12 +54,12 @@ static gemm_dims gemm_dims_of(cg_emit *e, const ir_value *v)
     memset(&g, 0, sizeof g);
     const ir_type *at = &e->g->values[v->ops[0]]->type;
     const ir_type *bt = &e->g->values[v->ops[1]]->type;
-    if (v->op == IR_OP_LINEAR) {
+    if (cg_is_linear(v)) {
         g.k = bt->dims[0];
         g.n = bt->dims[1];
         g.m = ir_type_numel(at) / g.k;
         g.batch = 1;
-        g.has_bias = v->nops == 3;
+        g.has_bias = v->op == IR_OP_LINEAR && v->nops == 3;
     } else {
         g.transpose_a = ir_attr_int(v, "transpose_a") != 0;
         g.transpose_b = ir_attr_int(v, "transpose_b") != 0;
@@ -81,21 +81,69 @@ static gemm_dims gemm_dims_of(cg_emit *e, const ir_value *v)
 
 /* ---- microkernel ---- */
 
-/* void mk(ptr A, i64 lda, ptr Bp, ptr C, i64 ldc, i64 kc, i1 first, ptr bias)
- * C[0..mr, 0..nvalid) = (first ? bias or 0 : C) + A[0..mr, 0..kc) Bp[0..kc, 0..nvalid).
- * Built once per (mr, nvalid, bias) and reused by every GEMM. */
-static LLVMValueRef microkernel(cg_emit *e, int mr, int nvalid, bool bias)
+/* Stores the tile acc[r * nvec + j] to C (nv vectors per row, the last
+ * one masked when mask is not NULL), through the epilogue when ep is not
+ * NULL. */
+static void store_tile(cg_emit *e, int mr, int nv, LLVMValueRef mask, const LLVMValueRef *acc, LLVMValueRef c,
+                       LLVMValueRef ldc, const cg_epilogue *ep, const LLVMValueRef *ep_bases)
 {
-    char name[64];
-    snprintf(name, sizeof name, "gemm.mk%dx%d%s", mr, nvalid, bias ? ".bias" : "");
+    int vw = e->gs.vw, nvec = e->gs.nvec;
+    LLVMTypeRef mtys[2] = {e->vf, e->ptr};
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef row = LLVMBuildMul(e->b, cg_i64(e, r), ldc, "");
+        for (int j = 0; j < nv; j++) {
+            LLVMValueRef lane_mask = mask && j == nv - 1 ? mask : NULL;
+            LLVMValueRef idx = LLVMBuildAdd(e->b, row, cg_i64(e, j * vw), "");
+            LLVMValueRef val = acc[r * nvec + j];
+            if (ep)
+                val = cg_epilogue_apply(e, ep, ep_bases, val, row, cg_i64(e, j * vw), vw, lane_mask);
+            if (lane_mask) {
+                LLVMValueRef args[4] = {val, cg_gep(e, e->f32, c, idx), cg_i32(e, 4), lane_mask};
+                cg_intrinsic2(e, "llvm.masked.store", mtys, 2, args, 4);
+            } else {
+                cg_store(e, val, e->f32, c, idx);
+            }
+        }
+    }
+}
+
+/* Names the microkernel of one tile shape and epilogue, such as
+ * "gemm.mk8x48.bias" or "gemm.mk1x48.ep($0 $1 add gelu|FR)". */
+static void microkernel_name(char *name, size_t cap, int mr, int nvalid, bool bias, const cg_epilogue *ep)
+{
+    int len = snprintf(name, cap, "gemm.mk%dx%d%s", mr, nvalid, bias ? ".bias" : "");
+    if (!ep || len < 0 || (size_t)len >= cap)
+        return;
+    char program[IR_FUSED_MAX_STEPS * 32], kinds[IR_FUSED_MAX_INPUTS + 1];
+    if (ir_fused_format(&ep->program, program, sizeof program) < 0)
+        program[0] = '\0';
+    for (int k = 0; k < ep->ninputs; k++)
+        kinds[k] = "FRSO"[ep->kind[k]];
+    kinds[ep->ninputs] = '\0';
+    snprintf(name + len, cap - (size_t)len, ".ep(%s|%s)", program, kinds);
+}
+
+/* void mk(ptr A, i64 lda, ptr Bp, ptr C, i64 ldc, i64 kc, i1 first, ptr bias, i1 last, ptr e1, ...)
+ * C[0..mr, 0..nvalid) = (first ? bias or 0 : C) + A[0..mr, 0..kc) Bp[0..kc, 0..nvalid),
+ * and when `last`, the epilogue ep (if any) applied before the store, with
+ * e1, ... its operands positioned at the tile.
+ * Built once per (mr, nvalid, bias, epilogue) and reused by every GEMM. */
+static LLVMValueRef microkernel(cg_emit *e, int mr, int nvalid, bool bias, const cg_epilogue *ep)
+{
+    char name[IR_FUSED_MAX_STEPS * 32 + 64];
+    microkernel_name(name, sizeof name, mr, nvalid, bias, ep);
     LLVMValueRef fn = LLVMGetNamedFunction(e->mod, name);
     if (fn)
         return fn;
     LLVMBasicBlockRef caller_block = LLVMGetInsertBlock(e->b);
     const cg_gemm_shape *gs = &e->gs;
     int vw = gs->vw, nvec = gs->nvec;
-    LLVMTypeRef params[8] = {e->ptr, e->i64, e->ptr, e->ptr, e->i64, e->i64, e->i1, e->ptr};
-    fn = LLVMAddFunction(e->mod, name, LLVMFunctionType(e->void_ty, params, 8, 0));
+    int nparams = 9 + (ep ? ep->ninputs - 1 : 0);
+    LLVMTypeRef params[9 + IR_FUSED_MAX_INPUTS] = {e->ptr, e->i64, e->ptr, e->ptr, e->i64, e->i64, e->i1, e->ptr,
+                                                   e->i1};
+    for (int k = 9; k < nparams; k++)
+        params[k] = e->ptr;
+    fn = LLVMAddFunction(e->mod, name, LLVMFunctionType(e->void_ty, params, (unsigned)nparams, 0));
     LLVMSetLinkage(fn, LLVMInternalLinkage);
     cg_function_attrs(e, fn);
     unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
@@ -105,7 +153,10 @@ static LLVMValueRef microkernel(cg_emit *e, int mr, int nvalid, bool bias)
 
     LLVMValueRef a = LLVMGetParam(fn, 0), lda = LLVMGetParam(fn, 1), bp = LLVMGetParam(fn, 2);
     LLVMValueRef c = LLVMGetParam(fn, 3), ldc = LLVMGetParam(fn, 4), kc = LLVMGetParam(fn, 5);
-    LLVMValueRef first = LLVMGetParam(fn, 6), biasp = LLVMGetParam(fn, 7);
+    LLVMValueRef first = LLVMGetParam(fn, 6), biasp = LLVMGetParam(fn, 7), last = LLVMGetParam(fn, 8);
+    LLVMValueRef ep_bases[IR_FUSED_MAX_INPUTS] = {NULL};
+    for (int k = 9; k < nparams; k++)
+        ep_bases[k - 8] = LLVMGetParam(fn, (unsigned)k);
     LLVMTypeRef vty = e->vf;
     LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e->ctx, fn, "entry");
     LLVMBasicBlockRef init_first = LLVMAppendBasicBlockInContext(e->ctx, fn, "init_first");
@@ -193,19 +244,17 @@ static LLVMValueRef microkernel(cg_emit *e, int mr, int nvalid, bool bias)
     }
     cg_loop_end(e, &l, next);
 
-    for (int r = 0; r < mr; r++) {
-        LLVMValueRef row = LLVMBuildMul(e->b, cg_i64(e, r), ldc, "");
-        for (int j = 0; j < nv; j++) {
-            LLVMValueRef idx = LLVMBuildAdd(e->b, row, cg_i64(e, j * vw), "");
-            LLVMValueRef val = l.carry[r * nvec + j];
-            if (partial && j == nv - 1) {
-                LLVMValueRef args[4] = {val, cg_gep(e, e->f32, c, idx), cg_i32(e, 4), mask};
-                cg_intrinsic2(e, "llvm.masked.store", mtys, 2, args, 4);
-            } else {
-                cg_store(e, val, e->f32, c, idx);
-            }
-        }
+    if (ep) {
+        /* Only the last K block holds the finished sums. */
+        LLVMBasicBlockRef apply = LLVMAppendBasicBlockInContext(e->ctx, fn, "epilogue");
+        LLVMBasicBlockRef plain = LLVMAppendBasicBlockInContext(e->ctx, fn, "partial_sums");
+        LLVMBuildCondBr(e->b, last, apply, plain);
+        LLVMPositionBuilderAtEnd(e->b, apply);
+        store_tile(e, mr, nv, mask, l.carry, c, ldc, ep, ep_bases);
+        LLVMBuildRetVoid(e->b);
+        LLVMPositionBuilderAtEnd(e->b, plain);
     }
+    store_tile(e, mr, nv, mask, l.carry, c, ldc, NULL, NULL);
     LLVMBuildRetVoid(e->b);
     LLVMPositionBuilderAtEnd(e->b, caller_block);
     return fn;
@@ -216,7 +265,9 @@ static LLVMValueRef microkernel(cg_emit *e, int mr, int nvalid, bool bias)
 typedef struct gemm_call {
     LLVMValueRef a, bp, c, bias; /* task-level base pointers */
     LLVMValueRef lda, a_row0;    /* row stride of a, and the row of A that a points at */
-    LLVMValueRef kc, first;
+    LLVMValueRef kc, first, last;
+    const cg_epilogue *ep;                      /* NULL without an epilogue */
+    LLVMValueRef ep_base[IR_FUSED_MAX_INPUTS]; /* at the task's batch (FULL) or column 0 (ROW) */
 } gemm_call;
 
 static void call_mk(cg_emit *e, LLVMValueRef mk, const gemm_dims *g, const gemm_call *gc, LLVMValueRef row,
@@ -224,11 +275,21 @@ static void call_mk(cg_emit *e, LLVMValueRef mk, const gemm_dims *g, const gemm_
 {
     LLVMValueRef arow = LLVMBuildSub(e->b, row, gc->a_row0, "");
     LLVMValueRef aptr = cg_gep(e, e->f32, gc->a, LLVMBuildMul(e->b, arow, gc->lda, ""));
-    LLVMValueRef cptr = cg_gep(e, e->f32, gc->c,
-                               LLVMBuildAdd(e->b, LLVMBuildMul(e->b, row, cg_i64(e, g->n), ""), col, ""));
+    LLVMValueRef tile = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, row, cg_i64(e, g->n), ""), col, "");
+    LLVMValueRef cptr = cg_gep(e, e->f32, gc->c, tile);
     LLVMValueRef bias = g->has_bias ? cg_gep(e, e->f32, gc->bias, col) : LLVMConstNull(e->ptr);
-    LLVMValueRef args[8] = {aptr, gc->lda, gc->bp, cptr, cg_i64(e, g->n), gc->kc, gc->first, bias};
-    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(mk), mk, args, 8, "");
+    LLVMValueRef args[9 + IR_FUSED_MAX_INPUTS] = {aptr,   gc->lda,   gc->bp, cptr,    cg_i64(e, g->n),
+                                                  gc->kc, gc->first, bias,   gc->last};
+    int nargs = 9;
+    for (int k = 1; gc->ep && k < gc->ep->ninputs; k++) {
+        LLVMValueRef base = gc->ep_base[k];
+        if (gc->ep->kind[k] == CG_EPILOGUE_FULL)
+            base = cg_gep(e, e->f32, base, tile);
+        else if (gc->ep->kind[k] == CG_EPILOGUE_ROW)
+            base = cg_gep(e, e->f32, base, col);
+        args[nargs++] = base;
+    }
+    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(mk), mk, args, (unsigned)nargs, "");
 }
 
 /* Emits the MR-row strips of rows [m0, m1) for one panel. */
@@ -239,7 +300,7 @@ static void emit_strips(cg_emit *e, const gemm_dims *g, const gemm_call *gc, LLV
     LLVMValueRef rows = LLVMBuildSub(e->b, m1, m0, "");
     LLVMValueRef full_end = LLVMBuildAdd(e->b, m0, LLVMBuildMul(e->b, LLVMBuildSDiv(e->b, rows, cg_i64(e, mr), ""),
                                                                 cg_i64(e, mr), ""), "");
-    LLVMValueRef mk = microkernel(e, mr, nvalid, g->has_bias);
+    LLVMValueRef mk = microkernel(e, mr, nvalid, g->has_bias, gc->ep);
     cg_loop l;
     LLVMValueRef row = cg_loop_begin(e, &l, m0, full_end, cg_i64(e, mr));
     call_mk(e, mk, g, gc, row, col);
@@ -252,7 +313,7 @@ static void emit_strips(cg_emit *e, const gemm_dims *g, const gemm_call *gc, LLV
         LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(e->ctx, fn, "after_tail");
         LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, full_end, m1, ""), then, after);
         LLVMPositionBuilderAtEnd(e->b, then);
-        call_mk(e, microkernel(e, tail, nvalid, g->has_bias), g, gc, full_end, col);
+        call_mk(e, microkernel(e, tail, nvalid, g->has_bias, gc->ep), g, gc, full_end, col);
         LLVMBuildBr(e->b, after);
         LLVMPositionBuilderAtEnd(e->b, after);
     }
@@ -264,7 +325,7 @@ static LLVMValueRef min_i64(cg_emit *e, LLVMValueRef a, int64_t b)
     return LLVMBuildSelect(e->b, lt, a, cg_i64(e, b), "");
 }
 
-int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp)
+int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp, const cg_epilogue *ep)
 {
     const ir_value *v = e->g->values[gp->value];
     const cg_gemm_shape *gs = &e->gs;
@@ -298,9 +359,14 @@ int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp)
         bidx = LLVMBuildAdd(e->b, bidx, LLVMBuildMul(e->b, idx, cg_i64(e, g.b_batch_stride[d]), ""), "");
     }
     gemm_call gc;
+    memset(&gc, 0, sizeof gc);
+    LLVMValueRef coff = LLVMBuildMul(e->b, bi, cg_i64(e, g.m * g.n), "");
     gc.a = cg_gep(e, e->f32, abuf, aoff);
-    gc.c = cg_gep(e, e->f32, cbuf, LLVMBuildMul(e->b, bi, cg_i64(e, g.m * g.n), ""));
+    gc.c = cg_gep(e, e->f32, cbuf, coff);
     gc.bias = bias;
+    gc.ep = ep && ep->active ? ep : NULL;
+    if (gc.ep)
+        cg_epilogue_bases(e, gc.ep, coff, cg_i64(e, 0), gc.ep_base);
     LLVMValueRef bbatch = cg_gep(e, e->f32, packed, LLVMBuildMul(e->b, bidx, cg_i64(e, g.panels * g.k * gs->nr), ""));
 
     LLVMValueRef m0 = LLVMBuildMul(e->b, mb, cg_i64(e, gs->mc), "m0");
@@ -312,6 +378,7 @@ int cg_emit_gemm(cg_emit *e, const cg_gemm_plan *gp)
     LLVMValueRef k0 = cg_loop_begin(e, &kl, cg_i64(e, 0), cg_i64(e, g.k), cg_i64(e, gs->kc));
     gc.kc = min_i64(e, LLVMBuildSub(e->b, cg_i64(e, g.k), k0, ""), gs->kc);
     gc.first = LLVMBuildICmp(e->b, LLVMIntEQ, k0, cg_i64(e, 0), "first");
+    gc.last = LLVMBuildICmp(e->b, LLVMIntSGE, LLVMBuildAdd(e->b, k0, cg_i64(e, gs->kc), ""), cg_i64(e, g.k), "last");
     LLVMValueRef a_at_k = gc.a;
     if (g.transpose_a) {
         /* The block of A = a^T that this task multiplies, copied row-major. */

@@ -481,7 +481,7 @@ double cg_graph_matmul_flops(const ir_graph *g)
     double flops = 0;
     for (int i = 0; i < g->nvalues; i++) {
         const ir_value *v = g->values[i];
-        if (v->dead || (v->op != IR_OP_MATMUL && v->op != IR_OP_LINEAR))
+        if (v->dead || !cg_is_product(v))
             continue;
         const ir_type *at = &g->values[v->ops[0]]->type;
         bool transpose_a = ir_op_attr_index(v->op, "transpose_a") >= 0 && ir_attr_int(v, "transpose_a") != 0;

@@ -12,7 +12,8 @@
  * Packed B operands of matrix products are packed once at bind time when
  * B is a param or bind-time value (unless the caller asks to repack
  * weights on every run), and otherwise packed right before the product
- * into a buffer from the same free list. */
+ * into a buffer from the same free list. Products with few rows take the
+ * GEMV path, which reads B in place and needs no packed buffer. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,7 +62,7 @@ cg_gemm_shape cg_gemm_shape_for(int vector_bits)
 static void gemm_b_dims(const ir_graph *g, const ir_value *v, int64_t *nb, int64_t *k, int64_t *n)
 {
     const ir_type *bt = &g->values[v->ops[1]]->type;
-    if (v->op == IR_OP_LINEAR) {
+    if (cg_is_linear(v)) {
         *nb = 1;
         *k = bt->dims[0];
         *n = bt->dims[1];
@@ -235,11 +236,21 @@ int cg_plan_build(const ir_graph *g, const cg_gemm_shape *gs, bool profile, bool
         p->slot_bytes[i] = ir_type_numel(&v->type) * cg_storage_elem_size(v->type.dtype);
     }
 
+    /* GEMVs run one at a time, so they share one scratch buffer for their
+     * partial sums. */
+    int gemv_scratch = -1;
     for (int i = 0; i < n; i++) {
         const ir_value *v = g->values[i];
         if (v->dead)
             continue;
-        if (v->op == IR_OP_MATMUL || v->op == IR_OP_LINEAR) {
+        int64_t gemv_bytes = cg_is_product(v) && cg_use_gemv(g, v) ? cg_gemv_scratch_bytes(g, v, gs) : 0;
+        if (gemv_bytes > 0) {
+            if (gemv_scratch < 0)
+                gemv_scratch = add_slot(p, gemv_bytes);
+            else if (p->slot_bytes[gemv_scratch] < gemv_bytes)
+                p->slot_bytes[gemv_scratch] = gemv_bytes;
+            p->scratch_slot[i] = gemv_scratch;
+        } else if (cg_is_product(v) && !cg_use_gemv(g, v)) {
             cg_gemm_plan *gp = &p->gemms[p->ngemms++];
             gp->value = i;
             gp->packed_slot = add_slot(p, cg_packed_bytes(g, v, gs));

@@ -102,9 +102,12 @@ int cg_plan_memory(const ir_graph *g, const cg_options *o, cg_memory_stats *out,
     for (int i = 0; i < p.ngemms; i++)
         if (p.gemms[i].pack_at_bind)
             out->packed_bytes += p.slot_bytes[p.gemms[i].packed_slot];
+    /* GEMVs share one scratch slot; count it once. */
+    k = 0;
     for (int i = 0; i < n; i++)
         if (p.scratch_slot[i] >= 0)
-            out->scratch_bytes += p.slot_bytes[p.scratch_slot[i]];
+            slots[k++] = p.scratch_slot[i];
+    out->scratch_bytes = distinct_slot_bytes(&p, slots, k, seen);
 
     free(is_output);
     free(seen);

@@ -176,3 +176,59 @@ int ir_infer_fused_type(const ir_type *const *ops, int nops, const ir_attr *attr
     }
     return 0;
 }
+
+int ir_fused_program_inputs(const ir_value *v)
+{
+    if (v->op == IR_OP_FUSED_LINEAR || v->op == IR_OP_FUSED_MATMUL)
+        return v->nops - 1;
+    return v->nops;
+}
+
+int ir_fused_parse_value(const ir_value *v, ir_fused_program *p, char *err, int errcap)
+{
+    return ir_fused_parse(ir_attr_str(v, "program"), ir_fused_program_inputs(v), p, err, errcap);
+}
+
+/* Checks that epilogue operand t broadcasts to the product type p without
+ * changing it. */
+static int check_epilogue_operand(int k, const ir_type *t, const ir_type *p, char *err, int errcap)
+{
+    char st[128], sp[128];
+    if (t->dtype != IR_F32)
+        return fail(err, errcap, "epilogue operand %d is %s; fused products take f32 operands", k,
+                    ir_type_str(t, st, sizeof st));
+    bool fits = t->rank <= p->rank;
+    for (int i = 0; fits && i < t->rank; i++) {
+        int64_t d = t->dims[i], want = p->dims[i + p->rank - t->rank];
+        fits = d == 1 || d == want;
+    }
+    if (!fits)
+        return fail(err, errcap, "epilogue operand %d of type %s does not broadcast to the product type %s", k,
+                    ir_type_str(t, st, sizeof st), ir_type_str(p, sp, sizeof sp));
+    return 0;
+}
+
+int ir_infer_fused_product_type(ir_op op, const ir_type *const *ops, int nops, const ir_attr *attrs, ir_type *out,
+                                char *err, int errcap)
+{
+    if (nops - 1 > IR_FUSED_MAX_INPUTS)
+        return fail(err, errcap, "%d epilogue operands; a fused product takes at most %d", nops - 2,
+                    IR_FUSED_MAX_INPUTS - 1);
+    ir_attrs product = ir_attrs_for(op == IR_OP_FUSED_MATMUL ? IR_OP_MATMUL : IR_OP_LINEAR);
+    if (op == IR_OP_FUSED_MATMUL)
+        ir_attrs_int(&product, "transpose_b", attrs[ir_op_attr_index(op, "transpose_b")].i);
+    int rc = ir_infer_type(product.op, ops, 2, product.a, out, err, errcap);
+    ir_attrs_clear(&product);
+    if (rc != 0)
+        return -1;
+    char so[128];
+    if (out->dtype != IR_F32)
+        return fail(err, errcap, "the product is %s; fused products are f32 only", ir_type_str(out, so, sizeof so));
+    ir_fused_program p;
+    if (ir_fused_parse(attrs[ir_op_attr_index(op, "program")].s, nops - 1, &p, err, errcap) != 0)
+        return -1;
+    for (int k = 2; k < nops; k++)
+        if (check_epilogue_operand(k, ops[k], out, err, errcap) != 0)
+            return -1;
+    return 0;
+}

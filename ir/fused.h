@@ -51,4 +51,21 @@ int ir_fused_format(const ir_fused_program *p, char *buf, int cap);
 int ir_infer_fused_type(const ir_type *const *operands, int nops, const ir_attr *attrs, ir_type *out, char *err,
                         int errcap);
 
+/* Returns the number of inputs that the program of fused value v reads:
+ * its operand count for fused.elementwise, and for fused.linear and
+ * fused.matmul one for the product plus one per operand after the two
+ * factors. */
+int ir_fused_program_inputs(const ir_value *v);
+
+/* Parses the program of a fused.elementwise, fused.linear or fused.matmul
+ * value. On error writes a message into err and returns -1. */
+int ir_fused_parse_value(const ir_value *v, ir_fused_program *p, char *err, int errcap);
+
+/* The shape rule of fused.linear and fused.matmul: the product's rule,
+ * then a valid program over the product and the epilogue operands, which
+ * are f32 like the product and broadcast to its type without changing it.
+ * The result has the product's type. */
+int ir_infer_fused_product_type(ir_op op, const ir_type *const *operands, int nops, const ir_attr *attrs,
+                                ir_type *out, char *err, int errcap);
+
 #endif

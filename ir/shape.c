@@ -564,6 +564,9 @@ static int infer_by_rule(ir_op op, const ir_type *const *ops, int nops, const ir
         return ir_infer_quant_type(op, ops, nops, attrs, out, err, cap);
     case IR_OP_FUSED_ELEMENTWISE:
         return ir_infer_fused_type(ops, nops, attrs, out, err, cap);
+    case IR_OP_FUSED_LINEAR:
+    case IR_OP_FUSED_MATMUL:
+        return ir_infer_fused_product_type(op, ops, nops, attrs, out, err, cap);
     case IR_OP_Q_LINEAR:
     case IR_OP_Q_QUANTIZE:
     case IR_OP_Q_MATMUL:

@@ -5,7 +5,13 @@
  * when the user is its only use and it is not a graph output. Both must
  * also depend on run-time inputs alike, because a chain over params alone
  * is computed once at bind time. Runs after autodiff, which has no
- * gradient rule for fused ops. */
+ * gradient rule for fused ops.
+ * With the option epilogue (on by default), a matmul or linear that could
+ * join a chain the same way takes the chain in as its epilogue. The chain
+ * becomes a fused.matmul or fused.linear, whose kernel applies it to the
+ * product's tiles before they are stored (a bias add, gelu and a residual
+ * add in GPT-2). That needs the chain's result to have the product's
+ * type. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +38,7 @@ typedef struct fuse_state {
     bool *runtime;  /* depends on a graph input */
     bool *absorbed; /* merged into its user's chain */
     int max_inputs;
+    bool epilogue;  /* fold chains into the matrix product they start from */
 } fuse_state;
 
 static bool is_f32(const ir_graph *g, int id)
@@ -155,9 +162,26 @@ static int plan_chains(fuse_state *s)
     return 0;
 }
 
-/* Replaces value i by a fused.elementwise op that takes over its id, name
- * and place in the order. Every use of i then reads the fused op, and the
- * live ranges of the buffer plan stay as they were. */
+/* Moves the new value `fused` into the place of value i, which dies. The
+ * new value takes over i's id, name and place in the order, so every use
+ * of i reads it and the live ranges of the buffer plan stay as they were.
+ * Its operands all precede i, so the order stays topological. The name
+ * table is rebuilt when the pass manager compacts the graph. */
+static int take_place(ir_graph *g, int i, int fused)
+{
+    ir_value *old = g->values[i], *now = g->values[fused];
+    g->values[i] = now;
+    g->values[fused] = old;
+    now->id = i;
+    old->id = fused;
+    old->dead = true;
+    char *name = old->name;
+    old->name = now->name;
+    now->name = name;
+    return 0;
+}
+
+/* Replaces value i by a fused.elementwise op over its chain. */
 static int materialize(fuse_state *s, int i, ir_diag *d)
 {
     ir_graph *g = s->g;
@@ -175,25 +199,152 @@ static int materialize(fuse_state *s, int i, ir_diag *d)
     ir_attrs_clear(&attrs);
     if (fused < 0)
         return -1;
-    /* Swap the two values. The chain's inputs all precede i, so the order
-     * stays topological. The name table is rebuilt when the pass manager
-     * compacts the graph. */
-    ir_value *old = g->values[i], *now = g->values[fused];
-    g->values[i] = now;
-    g->values[fused] = old;
-    now->id = i;
-    old->id = fused;
-    old->dead = true;
-    char *name = old->name;
-    old->name = now->name;
-    now->name = name;
+    return take_place(g, i, fused);
+}
+
+/* ---- epilogues of matrix products ---- */
+
+/* Returns true for a matmul whose attributes other than transpose_b are
+ * at their defaults, so fused.matmul can express it. */
+static bool plain_matmul(const ir_value *v)
+{
+    const ir_op_info *info = ir_op_get(v->op);
+    for (int a = 0; a < info->nattrs; a++) {
+        if (strcmp(info->attrs[a].name, "transpose_b") == 0)
+            continue;
+        if (!info->attrs[a].has_default || info->attrs[a].kind != IR_ATTR_INT ||
+            v->attrs[a].i != info->attrs[a].def.i)
+            return false;
+    }
+    return true;
+}
+
+static bool is_product(const ir_graph *g, const ir_value *v)
+{
+    bool op_ok = v->op == IR_OP_LINEAR || v->op == IR_OP_FUSED_LINEAR || v->op == IR_OP_FUSED_MATMUL ||
+                 (v->op == IR_OP_MATMUL && plain_matmul(v));
+    if (v->dead || !op_ok || !is_f32(g, v->id))
+        return false;
+    for (int k = 0; k < v->nops; k++)
+        if (!is_f32(g, v->ops[k]))
+            return false;
+    return true;
+}
+
+/* The epilogue a product already has, as a chain over its operands
+ * after the factors, with input 0 standing for the product itself: "$0"
+ * for matmul, "$0 $1 add" for a linear with bias. */
+static int product_chain(const ir_value *v, chain *c)
+{
+    memset(c, 0, sizeof *c);
+    c->valid = true;
+    c->inputs[c->ninputs++] = -1;
+    if (v->op == IR_OP_FUSED_LINEAR || v->op == IR_OP_FUSED_MATMUL) {
+        char err[256];
+        if (ir_fused_parse_value(v, &c->program, err, sizeof err) != 0)
+            return -1;
+        for (int k = 2; k < v->nops; k++)
+            c->inputs[c->ninputs++] = v->ops[k];
+        return 0;
+    }
+    c->program.steps[c->program.nsteps++] = (ir_fused_step){IR_OP_INPUT, 0, 0.0};
+    if (v->op == IR_OP_LINEAR && v->nops == 3) {
+        c->inputs[c->ninputs++] = v->ops[2];
+        c->program.steps[c->program.nsteps++] = (ir_fused_step){IR_OP_INPUT, 1, 0.0};
+        c->program.steps[c->program.nsteps++] = (ir_fused_step){IR_OP_ADD, 0, 0.0};
+    }
     return 0;
+}
+
+/* Returns the chain input of value i that is a product it can absorb, or
+ * -1. */
+static int absorbable_product(const fuse_state *s, int i)
+{
+    const ir_graph *g = s->g;
+    const chain *c = &s->chains[i];
+    for (int k = 0; k < c->ninputs; k++) {
+        int id = c->inputs[k];
+        const ir_value *p = g->values[id];
+        if (is_product(g, p) && s->uses[id] == 1 && !s->is_output[id] && s->runtime[id] == s->runtime[i] &&
+            ir_type_equal(&p->type, &g->values[i]->type))
+            return k;
+    }
+    return -1;
+}
+
+/* Builds in `out` the chain of value i with its product input `which`
+ * replaced by the product's own epilogue, so input 0 of `out` is the
+ * product. Returns -1 when it exceeds the step or input limit. */
+static int fold_product(const fuse_state *s, int i, int which, chain *out)
+{
+    const chain *c = &s->chains[i];
+    chain inner;
+    if (product_chain(s->g->values[c->inputs[which]], &inner) != 0)
+        return -1;
+    memset(out, 0, sizeof *out);
+    out->valid = true;
+    out->inputs[out->ninputs++] = -1; /* the product */
+    for (int t = 0; t < c->program.nsteps; t++) {
+        const ir_fused_step *step = &c->program.steps[t];
+        if (step->op != IR_OP_INPUT) {
+            if (out->program.nsteps == IR_FUSED_MAX_STEPS)
+                return -1;
+            out->program.steps[out->program.nsteps++] = *step;
+            continue;
+        }
+        if (step->input != which) {
+            if (push_input(out, c->inputs[step->input], s->max_inputs) != 0)
+                return -1;
+            continue;
+        }
+        for (int u = 0; u < inner.program.nsteps; u++) {
+            const ir_fused_step *is = &inner.program.steps[u];
+            if (is->op != IR_OP_INPUT) {
+                if (out->program.nsteps == IR_FUSED_MAX_STEPS)
+                    return -1;
+                out->program.steps[out->program.nsteps++] = *is;
+            } else if (push_input(out, inner.inputs[is->input], s->max_inputs) != 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Replaces value i by a fused product over product p's factors and the
+ * epilogue inputs of c, in i's place, and kills p (its only use was in
+ * the chain). */
+static int materialize_product(fuse_state *s, int i, int p, const chain *c, ir_diag *d)
+{
+    ir_graph *g = s->g;
+    const ir_value *pv = g->values[p];
+    char text[IR_FUSED_MAX_STEPS * 32];
+    if (ir_fused_format(&c->program, text, sizeof text) < 0) {
+        ir_diag_error(d, g->values[i]->loc, "fuse-elementwise: the program of value '%s' is too long to print",
+                      g->values[i]->name);
+        return -1;
+    }
+    bool is_matmul = pv->op == IR_OP_MATMUL || pv->op == IR_OP_FUSED_MATMUL;
+    ir_op op = is_matmul ? IR_OP_FUSED_MATMUL : IR_OP_FUSED_LINEAR;
+    ir_attrs attrs = ir_attrs_for(op);
+    ir_attrs_str(&attrs, "program", text);
+    if (is_matmul)
+        ir_attrs_int(&attrs, "transpose_b", ir_attr_int(pv, "transpose_b"));
+    int operands[IR_FUSED_MAX_INPUTS + 1] = {pv->ops[0], pv->ops[1]};
+    for (int k = 1; k < c->ninputs; k++)
+        operands[k + 1] = c->inputs[k];
+    int fused = ir_add(g, op, g->values[i]->name, operands, c->ninputs + 1, &attrs, g->values[i]->loc);
+    ir_attrs_clear(&attrs);
+    if (fused < 0)
+        return -1;
+    g->values[p]->dead = true;
+    return take_place(g, i, fused);
 }
 
 int pass_fuse_elementwise(ir_graph *g, const pass_options *opts, ir_diag *d)
 {
     int n = g->nvalues;
-    fuse_state s = {g, NULL, NULL, NULL, NULL, NULL, 0};
+    fuse_state s = {g, NULL, NULL, NULL, NULL, NULL, 0, pass_option_bool(opts, "epilogue", true)};
     int64_t max_inputs = pass_option_int(opts, "max-inputs", IR_FUSED_MAX_INPUTS);
     if (max_inputs < 1 || max_inputs > IR_FUSED_MAX_INPUTS) {
         ir_diag_error(d, (ir_loc){0}, "fuse-elementwise: max-inputs=%lld is out of range; use 1 to %d",
@@ -219,9 +370,17 @@ int pass_fuse_elementwise(ir_graph *g, const pass_options *opts, ir_diag *d)
     /* Only the last value of a chain becomes a fused op; the values that
      * joined it lose their only use and die. */
     for (int i = 0; rc == 0 && i < n; i++) {
-        if (s.absorbed[i])
+        if (s.absorbed[i]) {
             g->values[i]->dead = true;
-        else if (s.chains[i].valid && s.chains[i].merged)
+            continue;
+        }
+        if (!s.chains[i].valid)
+            continue;
+        int which = s.epilogue ? absorbable_product(&s, i) : -1;
+        chain folded;
+        if (which >= 0 && fold_product(&s, i, which, &folded) == 0)
+            rc = materialize_product(&s, i, s.chains[i].inputs[which], &folded, d);
+        else if (s.chains[i].merged)
             rc = materialize(&s, i, d);
     }
     free(s.chains);

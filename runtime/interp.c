@@ -270,6 +270,8 @@ static int dispatch(const rt_interp_call *call)
     case IR_OP_GRAD_FQ_ZERO_POINT: return rt_interp_grad_fake_quant(call);
     case IR_OP_QA_SCALE: return rt_interp_qa_scale(call);
     case IR_OP_FUSED_ELEMENTWISE: return rt_interp_fused_elementwise(call);
+    case IR_OP_FUSED_LINEAR:
+    case IR_OP_FUSED_MATMUL: return rt_interp_fused_product(call);
     case IR_OP_Q_LINEAR: return rt_interp_qlinear(call);
     case IR_OP_Q_QUANTIZE: return rt_interp_qquantize(call);
     case IR_OP_Q_MATMUL: return rt_interp_qmatmul(call);

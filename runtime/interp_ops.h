@@ -95,8 +95,10 @@ int rt_interp_fake_quant(const rt_interp_call *call);
 int rt_interp_grad_fake_quant(const rt_interp_call *call);
 int rt_interp_qa_scale(const rt_interp_call *call);
 
-/* fused.elementwise, in runtime/interp_fused.c. */
+/* fused.elementwise, fused.linear and fused.matmul, in
+ * runtime/interp_fused.c. */
 int rt_interp_fused_elementwise(const rt_interp_call *call);
+int rt_interp_fused_product(const rt_interp_call *call);
 
 /* The integer ops (q.linear, q.quantize, q.matmul, q.requantize,
  * q.dequantize), in runtime/interp_int8.c. */
