@@ -3,7 +3,9 @@
  * prompt in one run, then decodes one token per run and reports the median
  * time per decoded token. Compile time is reported apart and not counted.
  *
- * usage: bench_decode [--threads N] [--prompt N] [--steps N] [--layers N] */
+ * usage: bench_decode [--threads N] [--prompt N] [--steps N] [--layers N] [--fusion off]
+ * --fusion off compiles the graphs without the fuse-elementwise pass that
+ * model sessions run by default. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +72,10 @@ int main(int argc, char **argv)
     int prompt = parse_int_flag(argc, argv, "--prompt", 128);
     int steps = parse_int_flag(argc, argv, "--steps", 64);
     int layers = parse_int_flag(argc, argv, "--layers", 12);
+    bool fusion = true;
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--fusion") == 0)
+            fusion = strcmp(argv[i + 1], "off") != 0;
     if (prompt < 1 || steps < 1 || prompt + steps > 1024) {
         fprintf(stderr, "bench_decode: --prompt and --steps must be >= 1 with a sum of at most 1024\n");
         return 2;
@@ -85,6 +91,7 @@ int main(int argc, char **argv)
     o.engine = RT_MODEL_JIT;
     o.threads = threads;
     o.cache_len = prompt + steps;
+    o.no_fuse_elementwise = !fusion;
     if (!o.weights)
         return 1;
 
@@ -114,8 +121,8 @@ int main(int argc, char **argv)
     double cpu_ms = 1e3 * (double)(clock() - cpu_start) / CLOCKS_PER_SEC / steps;
     qsort(times, (size_t)steps, sizeof *times, compare_doubles);
 
-    printf("model: GPT-2 %d layers (examples/gpt2_kv.qd), cache of %d rows, %d threads\n", layers, prompt + steps,
-           threads > 0 ? threads : rt_cpu_count());
+    printf("model: GPT-2 %d layers (examples/gpt2_kv.qd), cache of %d rows, %d threads, fusion %s\n", layers,
+           prompt + steps, threads > 0 ? threads : rt_cpu_count(), fusion ? "on" : "off");
     printf("compile (2 graphs, bind weights): %.2f s\n", compile_seconds);
     printf("prefill: %d tokens in %.1f ms (%.2f ms per token)\n", prompt, prefill_seconds * 1e3,
            prefill_seconds * 1e3 / prompt);

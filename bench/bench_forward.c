@@ -5,10 +5,15 @@
  * fraction of the peak.
  *
  * usage: bench_forward [--threads N] [--runs N] [--T N] [--B N] [--layers N] [--profile 1]
+ *                      [--fusion off|on|compare]
  *        bench_forward --linear M,K,N [--threads N] [--runs N]
  * The second form times one linear layer x[M,K] W[K,N] + b[N] instead.
  * With --profile 1 it also prints the time per op kind (the ticks between
- * ops add a few microseconds per value). */
+ * ops add a few microseconds per value). --fusion on runs the
+ * fuse-elementwise pass before compiling, which folds the bias add, gelu
+ * and residual adds into the matrix products. --fusion compare compiles
+ * the graph both ways and alternates their runs, so both see the same
+ * load, and prints the ratio of their medians. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +22,7 @@
 
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
+#include "passes/manager.h"
 #include "runtime/tensor.h"
 #include "runtime/threadpool.h"
 
@@ -62,6 +68,91 @@ static int parse_int_flag(int argc, char **argv, const char *flag, int fallback)
         if (strcmp(argv[i], flag) == 0)
             return atoi(argv[i + 1]);
     return fallback;
+}
+
+static const char *parse_str_flag(int argc, char **argv, const char *flag, const char *fallback)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return argv[i + 1];
+    return fallback;
+}
+
+static double median(double *x, int n)
+{
+    qsort(x, (size_t)n, sizeof *x, compare_doubles);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+/* A compiled forward graph and the times of its runs. */
+typedef struct timed_module {
+    const char *label;
+    ir_graph *g;
+    cg_module *m;
+    double bind_s;
+    double *wall, *cpu; /* per run */
+    rt_tensor *outputs[2];
+} timed_module;
+
+static int fuse(ir_graph *g, ir_diag *d)
+{
+    pass_pipeline pipeline;
+    char err[256];
+    if (pass_pipeline_parse("fuse-elementwise", &pipeline, err, sizeof err) != 0) {
+        fprintf(stderr, "bench_forward: %s\n", err);
+        return -1;
+    }
+    pass_manager *pm = pass_manager_new(d);
+    int rc = pass_manager_run(pm, &pipeline, g);
+    pass_manager_free(pm);
+    pass_pipeline_free(&pipeline);
+    return rc;
+}
+
+/* Compiles g and binds the weights; returns the compile seconds, or a
+ * negative value on error. */
+static double compile_module(timed_module *t, const cg_options *o, const rt_weights *weights, int runs,
+                             ir_diag *d)
+{
+    double t0 = now_seconds();
+    t->m = cg_compile(t->g, o, d);
+    double compile_s = now_seconds() - t0;
+    if (!t->m)
+        return -1;
+    t0 = now_seconds();
+    if (cg_bind_weights(t->m, weights, d) != 0)
+        return -1;
+    t->bind_s = now_seconds() - t0;
+    t->wall = calloc((size_t)runs, sizeof *t->wall);
+    t->cpu = calloc((size_t)runs, sizeof *t->cpu);
+    return t->wall && t->cpu ? compile_s : -1;
+}
+
+/* Runs the module once; run -1 warms up and is not recorded. The outputs
+ * of the last run stay in t->outputs. */
+static int run_module(timed_module *t, const rt_weights *weights, const rt_weights *inputs, int r, ir_diag *d)
+{
+    for (int k = 0; k < t->g->noutputs; k++) {
+        rt_tensor_free(t->outputs[k]);
+        t->outputs[k] = NULL;
+    }
+    double t0 = now_seconds(), c0 = cpu_seconds();
+    if (cg_run(t->m, weights, inputs, t->outputs, d) != 0)
+        return -1;
+    if (r >= 0) {
+        t->wall[r] = now_seconds() - t0;
+        t->cpu[r] = cpu_seconds() - c0;
+    }
+    return 0;
+}
+
+static void free_module(timed_module *t)
+{
+    for (int k = 0; k < 2; k++)
+        rt_tensor_free(t->outputs[k]);
+    free(t->wall);
+    free(t->cpu);
+    cg_free(t->m);
 }
 
 /* Prints the mean time per forward of each op kind, largest first. */
@@ -145,6 +236,11 @@ int main(int argc, char **argv)
     int batch = parse_int_flag(argc, argv, "--B", 1);
     int layers = parse_int_flag(argc, argv, "--layers", 12);
     int profile = parse_int_flag(argc, argv, "--profile", 0);
+    const char *fusion = parse_str_flag(argc, argv, "--fusion", "off");
+    if (strcmp(fusion, "off") != 0 && strcmp(fusion, "on") != 0 && strcmp(fusion, "compare") != 0) {
+        fprintf(stderr, "bench_forward: invalid --fusion '%s'; use off, on or compare\n", fusion);
+        return 2;
+    }
     if (runs < 1)
         runs = 1;
     int nthreads = threads > 0 ? threads : rt_cpu_count();
@@ -190,61 +286,62 @@ int main(int argc, char **argv)
         rt_weights_set(inputs, names[k], ids);
     }
 
+    /* The modules to time: the graph as written, fused, or both. */
+    timed_module mods[2];
+    memset(mods, 0, sizeof mods);
+    int nmods = 0;
+    if (strcmp(fusion, "on") != 0)
+        mods[nmods++] = (timed_module){"unfused", g, NULL, 0, NULL, NULL, {NULL, NULL}};
+    if (strcmp(fusion, "off") != 0) {
+        ir_graph *fused = ir_graph_clone(g);
+        if (fuse(fused, d) != 0)
+            return 1;
+        mods[nmods++] = (timed_module){"fused", fused, NULL, 0, NULL, NULL, {NULL, NULL}};
+    }
     cg_options o = cg_default_options();
     o.threads = threads;
     o.profile = profile;
-    double t0 = now_seconds();
-    cg_module *m = cg_compile(g, &o, d);
-    double compile_s = now_seconds() - t0;
-    if (!m)
-        return 1;
-    t0 = now_seconds();
-    if (cg_bind_weights(m, weights, d) != 0)
-        return 1;
-    double bind_s = now_seconds() - t0;
-
-    rt_tensor *outputs[2] = {NULL, NULL};
-    double *times = calloc((size_t)runs, sizeof *times);
-    double *cpu_times = calloc((size_t)runs, sizeof *cpu_times);
-    for (int r = -1; r < runs; r++) { /* run -1 warms up */
-        t0 = now_seconds();
-        double c0 = cpu_seconds();
-        if (cg_run(m, weights, inputs, outputs, d) != 0)
+    for (int i = 0; i < nmods; i++) {
+        double compile_s = compile_module(&mods[i], &o, weights, runs, d);
+        if (compile_s < 0)
             return 1;
-        double dt = now_seconds() - t0;
-        if (r >= 0) {
-            times[r] = dt;
-            cpu_times[r] = cpu_seconds() - c0;
-        }
-        if (r < runs - 1)
-            for (int k = 0; k < g->noutputs; k++)
-                rt_tensor_free(outputs[k]);
+        printf("%s: JIT compile (build IR, O3, LLJIT): %.2f s; bind weights (convert, pack): %.2f s\n",
+               mods[i].label, compile_s, mods[i].bind_s);
     }
-    qsort(times, (size_t)runs, sizeof *times, compare_doubles);
-    qsort(cpu_times, (size_t)runs, sizeof *cpu_times, compare_doubles);
-    double median = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
-    double cpu_median = runs % 2 ? cpu_times[runs / 2] : 0.5 * (cpu_times[runs / 2 - 1] + cpu_times[runs / 2]);
-    double flops = cg_graph_matmul_flops(g);
-    double gflops = flops / median * 1e-9;
+    for (int r = -1; r < runs; r++) /* run -1 warms up */
+        for (int i = 0; i < nmods; i++)
+            if (run_module(&mods[i], weights, inputs, r, d) != 0)
+                return 1;
 
     printf("model: GPT-2, %d layers, %.1fM params, B=%d T=%d, %d threads\n", layers, (double)nparams * 1e-6, batch,
            seq, nthreads);
-    printf("JIT compile (build IR, O3, LLJIT): %.2f s; bind weights (convert, pack): %.2f s\n", compile_s, bind_s);
-    printf("forward: median %.2f ms over %d runs (min %.2f, max %.2f), %.3f ms per token\n", median * 1e3, runs,
-           times[0] * 1e3, times[runs - 1] * 1e3, median * 1e3 / (batch * seq));
-    printf("matrix products: %.2f GFLOP per forward, %.1f GFLOP/s = %.0f%% of the %d-thread FMA peak\n",
-           flops * 1e-9, gflops, 100.0 * gflops / peakn, nthreads);
-    printf("CPU time per forward (all threads): median %.2f ms, %.1f GFLOP per CPU-second\n", cpu_median * 1e3,
-           flops / cpu_median * 1e-9);
-    printf("loss = %.4f\n", ((float *)outputs[1]->data)[0]);
-    if (profile)
-        print_profile(g, cg_profile_seconds(m), runs + 1);
+    double flops = cg_graph_matmul_flops(g);
+    double wall_medians[2], cpu_medians[2];
+    for (int i = 0; i < nmods; i++) {
+        timed_module *t = &mods[i];
+        double med = median(t->wall, runs), cpu_med = median(t->cpu, runs);
+        double gflops = flops / med * 1e-9;
+        wall_medians[i] = med;
+        cpu_medians[i] = cpu_med;
+        printf("%s forward: median %.2f ms over %d runs (min %.2f, max %.2f), %.3f ms per token\n", t->label,
+               med * 1e3, runs, t->wall[0] * 1e3, t->wall[runs - 1] * 1e3, med * 1e3 / (batch * seq));
+        printf("%s matrix products: %.2f GFLOP per forward, %.1f GFLOP/s = %.0f%% of the %d-thread FMA peak\n",
+               t->label, flops * 1e-9, gflops, 100.0 * gflops / peakn, nthreads);
+        printf("%s CPU time per forward (all threads): median %.2f ms, %.1f GFLOP per CPU-second\n", t->label,
+               cpu_med * 1e3, flops / cpu_med * 1e-9);
+        printf("%s loss = %.4f\n", t->label, ((float *)t->outputs[1]->data)[0]);
+        if (profile)
+            print_profile(t->g, cg_profile_seconds(t->m), runs + 1);
+    }
+    if (nmods == 2)
+        printf("fused / unfused: wall median %.3f, CPU median %.3f (runs alternate)\n",
+               wall_medians[1] / wall_medians[0], cpu_medians[1] / cpu_medians[0]);
 
-    for (int k = 0; k < g->noutputs; k++)
-        rt_tensor_free(outputs[k]);
-    free(times);
-    free(cpu_times);
-    cg_free(m);
+    for (int i = 0; i < nmods; i++) {
+        free_module(&mods[i]);
+        if (mods[i].g != g)
+            ir_graph_free(mods[i].g);
+    }
     rt_weights_free(weights);
     rt_weights_free(inputs);
     ir_graph_free(g);

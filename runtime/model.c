@@ -346,6 +346,7 @@ rt_model *rt_model_open(const rt_model_options *o, ir_diag *d)
     m->model_path = strdup(o->model_path);
     m->engine = o->engine;
     m->threads = o->threads;
+    m->fuse_elementwise = !o->no_fuse_elementwise;
     if (!m->model_path || open_checked(m, o, d) != 0) {
         rt_model_free(m);
         return NULL;

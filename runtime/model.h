@@ -45,6 +45,11 @@ typedef struct rt_model_options {
     rt_model_engine engine;
     int threads;   /* JIT worker threads; 0 = one per online core */
     int cache_len; /* cache rows (hparam n_cache) of a cache model; 0 = the model's default */
+    /* true: compile the JIT graph as written, without the fuse-elementwise
+     * pass that otherwise folds elementwise chains into the matrix
+     * products before them. The interpreter always runs the graph as
+     * written. */
+    bool no_fuse_elementwise;
 } rt_model_options;
 
 typedef struct rt_model rt_model;

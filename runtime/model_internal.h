@@ -19,6 +19,7 @@ struct rt_model {
     char *model_path;
     rt_model_engine engine;
     int threads;
+    bool fuse_elementwise; /* run fuse-elementwise on JIT graphs */
     fe_define *defines; /* names owned */
     int ndefines;
     bool declares_T;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "passes/manager.h"
 #include "runtime/interp.h"
 #include "runtime/model_internal.h"
 
@@ -75,6 +76,24 @@ void rt_model_free_runs(rt_model *m)
     m->caches = NULL;
 }
 
+/* Folds elementwise chains into fused ops and the epilogues of the
+ * matrix products before them (the bias add, gelu and residual adds of
+ * GPT-2), so the JIT stores fewer intermediate tensors. */
+static int fuse_elementwise(ir_graph *g, ir_diag *d)
+{
+    pass_pipeline pipeline;
+    char err[256];
+    if (pass_pipeline_parse("fuse-elementwise", &pipeline, err, sizeof err) != 0) {
+        ir_diag_file_error(d, NULL, "internal error: invalid pass pipeline 'fuse-elementwise': %s", err);
+        return -1;
+    }
+    pass_manager *pm = pass_manager_new(d);
+    int rc = pm ? pass_manager_run(pm, &pipeline, g) : -1;
+    pass_manager_free(pm);
+    pass_pipeline_free(&pipeline);
+    return rc;
+}
+
 static int compile_run(rt_model *m, rt_model_run *r, int T, ir_diag *d)
 {
     memset(r, 0, sizeof *r);
@@ -90,6 +109,8 @@ static int compile_run(rt_model *m, rt_model_run *r, int T, ir_diag *d)
         return -1;
     if (m->engine == RT_MODEL_INTERP)
         return 0;
+    if (m->fuse_elementwise && fuse_elementwise(r->g, d) != 0)
+        return -1;
     cg_options o = cg_default_options();
     o.threads = m->threads;
     r->jit = cg_compile(r->g, &o, d);
