@@ -8,7 +8,7 @@
 #   QUADC_EVAL_ONLY=1 scripts/train_default.sh   # skip training, evaluate OUTDIR
 #
 # The training run is seeded (--seed 1337) and single-threaded, so the loss
-# trajectory repeats exactly on the same machine; it took 69 minutes on one
+# trajectory repeats exactly on the same machine. It took 69 minutes on one
 # core of a shared 2-core machine (docs/default-model.md).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
