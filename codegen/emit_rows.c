@@ -263,8 +263,70 @@ static LLVMValueRef reduce_general(cg_emit *e, const ir_type *xt, const bool *re
     return l.carry[0];
 }
 
+/* Reduces x[outer, red, inner] over the middle axis when inner > 1, as the
+ * bias gradients of linear layers do (column sums of [rows, N]). Each task
+ * adds the rows of vw neighbouring columns as vectors, so every load is
+ * contiguous. One task per output would read a column with stride inner.
+ * Each lane still accumulates in row order. */
+static void reduce_columns(cg_emit *e, const ir_value *v, int64_t outer, int64_t red, int64_t inner, acc_kind kind)
+{
+    int vw = e->gs.vw;
+    int64_t blocks = (inner + vw - 1) / vw;
+    int partial = (int)(inner % vw);
+    LLVMValueRef begin, end;
+    LLVMValueRef fn = cg_kernel_begin(e, ir_op_get(v->op)->name, &begin, &end);
+    LLVMValueRef x = cg_buf(e, e->plan->slot[v->ops[0]]);
+    LLVMValueRef y = cg_buf(e, e->plan->slot[v->id]);
+    cg_loop tl;
+    LLVMValueRef t = cg_loop_begin(e, &tl, begin, end, cg_i64(e, 1));
+    LLVMValueRef o = LLVMBuildSDiv(e->b, t, cg_i64(e, blocks), "");
+    LLVMValueRef col = LLVMBuildMul(e->b, LLVMBuildSRem(e->b, t, cg_i64(e, blocks), ""), cg_i64(e, vw), "");
+    LLVMValueRef x_base = cg_gep(e, e->f32, x, LLVMBuildAdd(e->b, LLVMBuildMul(e->b, o, cg_i64(e, red * inner), ""),
+                                                            col, ""));
+    LLVMValueRef y_at = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, o, cg_i64(e, inner), ""), col, "");
+
+    /* The last block of a row may have fewer than vw columns. */
+    LLVMValueRef mask = NULL;
+    if (partial) {
+        LLVMValueRef lanes[64];
+        for (int l = 0; l < vw; l++)
+            lanes[l] = cg_i64(e, l);
+        LLVMValueRef valid = LLVMBuildSub(e->b, cg_i64(e, inner), col, "");
+        mask = LLVMBuildICmp(e->b, LLVMIntSLT, LLVMConstVector(lanes, (unsigned)vw), cg_splat(e, valid, vw), "");
+    }
+    LLVMTypeRef mtys[2] = {e->vf, e->ptr};
+    LLVMValueRef init = cg_constf(e, e->vf, kind == ACC_MAX ? -INFINITY : 0.0);
+    cg_loop rl;
+    LLVMValueRef r = cg_loop_begin(e, &rl, cg_i64(e, 0), cg_i64(e, red), cg_i64(e, 1));
+    LLVMValueRef acc = cg_loop_carry(e, &rl, init);
+    LLVMValueRef at = LLVMBuildMul(e->b, r, cg_i64(e, inner), "");
+    LLVMValueRef row;
+    if (mask) {
+        LLVMValueRef args[4] = {cg_gep(e, e->f32, x_base, at), cg_i32(e, 4), mask, init};
+        row = cg_intrinsic2(e, "llvm.masked.load", mtys, 2, args, 4);
+    } else {
+        row = cg_load(e, e->f32, x_base, at, vw);
+    }
+    LLVMValueRef next = combine(e, kind, acc, row);
+    cg_loop_end(e, &rl, &next);
+
+    LLVMValueRef sum = rl.carry[0];
+    if (v->op == IR_OP_REDUCE_MEAN)
+        sum = LLVMBuildFMul(e->b, sum, cg_constf(e, e->vf, 1.0 / (double)red), "");
+    if (mask) {
+        LLVMValueRef args[4] = {sum, cg_gep(e, e->f32, y, y_at), cg_i32(e, 4), mask};
+        cg_intrinsic2(e, "llvm.masked.store", mtys, 2, args, 4);
+    } else {
+        cg_store(e, sum, e->f32, y, y_at);
+    }
+    cg_loop_end(e, &tl, NULL);
+    cg_kernel_end(e);
+    cg_launch(e, fn, outer * blocks, 1, outer * red * inner);
+}
+
 /* Reduced axes that form one contiguous block reduce as x[outer, r, inner]
- * with vector loads when inner = 1; other axis sets take reduce_general. */
+ * with vector loads along r when inner = 1 and across inner otherwise;
+ * other axis sets take reduce_general. */
 int cg_emit_reduce(cg_emit *e, const ir_value *v)
 {
     const ir_value *xv = e->g->values[v->ops[0]];
@@ -300,6 +362,10 @@ int cg_emit_reduce(cg_emit *e, const ir_value *v)
             inner *= xt->dims[d];
     }
     acc_kind kind = v->op == IR_OP_REDUCE_MAX ? ACC_MAX : ACC_SUM;
+    if (first >= 0 && adjacent && inner > 1) {
+        reduce_columns(e, v, outer, red, inner, kind);
+        return 0;
+    }
 
     /* One task per output element. */
     int64_t tasks = ir_type_numel(&v->type);

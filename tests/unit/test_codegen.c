@@ -699,6 +699,26 @@ static void test_reductions(void)
             fixture_free(&f);
         }
     }
+
+    /* Column sums as in bias gradients: many rows, and fewer columns than
+     * a vector or a partial last vector. */
+    static const struct {
+        int64_t dims[3];
+        int64_t axis;
+    } columns[] = {{{256, 40, 1}, 0}, {{5, 300, 2}, 1}, {{64, 16, 1}, 0}, {{7, 3, 1}, 0}};
+    for (size_t k = 0; k < 3; k++) {
+        for (size_t s = 0; s < sizeof columns / sizeof *columns; s++) {
+            fixture f = fixture_new("reduce");
+            int x = input(&f, "x", 3, columns[s].dims, -1, 1);
+            ir_attrs attrs = ir_attrs_for(ops[k]);
+            ir_attrs_ints(&attrs, "axes", &columns[s].axis, 1);
+            ir_add_output(f.g, op1(&f, ops[k], x, &attrs));
+            char label[64];
+            snprintf(label, sizeof label, "%s columns case %zu", ir_op_get(ops[k])->name, s);
+            compare(&f, label, ATOL * 16, RTOL);
+            fixture_free(&f);
+        }
+    }
 }
 
 /* ---- embedding and loss ---- */
