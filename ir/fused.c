@@ -215,8 +215,10 @@ int ir_infer_fused_product_type(ir_op op, const ir_type *const *ops, int nops, c
         return fail(err, errcap, "%d epilogue operands; a fused product takes at most %d", nops - 2,
                     IR_FUSED_MAX_INPUTS - 1);
     ir_attrs product = ir_attrs_for(op == IR_OP_FUSED_MATMUL ? IR_OP_MATMUL : IR_OP_LINEAR);
-    if (op == IR_OP_FUSED_MATMUL)
+    if (op == IR_OP_FUSED_MATMUL) {
+        ir_attrs_int(&product, "transpose_a", attrs[ir_op_attr_index(op, "transpose_a")].i);
         ir_attrs_int(&product, "transpose_b", attrs[ir_op_attr_index(op, "transpose_b")].i);
+    }
     int rc = ir_infer_type(product.op, ops, 2, product.a, out, err, errcap);
     ir_attrs_clear(&product);
     if (rc != 0)

@@ -204,13 +204,13 @@ static int materialize(fuse_state *s, int i, ir_diag *d)
 
 /* ---- epilogues of matrix products ---- */
 
-/* Returns true for a matmul whose attributes other than transpose_b are
- * at their defaults, so fused.matmul can express it. */
+/* Returns true for a matmul whose attributes other than transpose_a and
+ * transpose_b are at their defaults, so fused.matmul can express it. */
 static bool plain_matmul(const ir_value *v)
 {
     const ir_op_info *info = ir_op_get(v->op);
     for (int a = 0; a < info->nattrs; a++) {
-        if (strcmp(info->attrs[a].name, "transpose_b") == 0)
+        if (strcmp(info->attrs[a].name, "transpose_a") == 0 || strcmp(info->attrs[a].name, "transpose_b") == 0)
             continue;
         if (!info->attrs[a].has_default || info->attrs[a].kind != IR_ATTR_INT ||
             v->attrs[a].i != info->attrs[a].def.i)
@@ -328,8 +328,10 @@ static int materialize_product(fuse_state *s, int i, int p, const chain *c, ir_d
     ir_op op = is_matmul ? IR_OP_FUSED_MATMUL : IR_OP_FUSED_LINEAR;
     ir_attrs attrs = ir_attrs_for(op);
     ir_attrs_str(&attrs, "program", text);
-    if (is_matmul)
+    if (is_matmul) {
+        ir_attrs_int(&attrs, "transpose_a", ir_attr_int(pv, "transpose_a"));
         ir_attrs_int(&attrs, "transpose_b", ir_attr_int(pv, "transpose_b"));
+    }
     int operands[IR_FUSED_MAX_INPUTS + 1] = {pv->ops[0], pv->ops[1]};
     for (int k = 1; k < c->ninputs; k++)
         operands[k + 1] = c->inputs[k];

@@ -142,8 +142,10 @@ int rt_interp_fused_product(const rt_interp_call *call)
      * location for messages. */
     ir_value product = *v;
     ir_attrs attrs = ir_attrs_for(v->op == IR_OP_FUSED_MATMUL ? IR_OP_MATMUL : IR_OP_LINEAR);
-    if (v->op == IR_OP_FUSED_MATMUL)
+    if (v->op == IR_OP_FUSED_MATMUL) {
+        ir_attrs_int(&attrs, "transpose_a", ir_attr_int(v, "transpose_a"));
         ir_attrs_int(&attrs, "transpose_b", ir_attr_int(v, "transpose_b"));
+    }
     product.op = attrs.op;
     product.nops = 2;
     memcpy(product.attrs, attrs.a, sizeof product.attrs);

@@ -249,6 +249,60 @@ static void test_jit_fused_chains(const char *cpu)
     ir_diag_free(d);
 }
 
+/* A weight-gradient product x^T dy plus a second contribution, as the tied
+ * GPT-2 embedding gets. The add becomes the epilogue of a fused.matmul
+ * that keeps transpose_a. The interpreter and the JIT, over several MC
+ * blocks of the transposed A, match the unfused graph. */
+static const char transposed_graph[] = "graph @transposed {\n"
+                                       "  %x = input : f32[70,150]\n"
+                                       "  %dy = input : f32[70,50]\n"
+                                       "  %other = input : f32[150,50]\n"
+                                       "  %part = matmul %x, %dy {transpose_a=1, transpose_b=0} : f32[150,50]\n"
+                                       "  %grad = add %part, %other : f32[150,50]\n"
+                                       "  return %grad\n"
+                                       "}\n";
+
+static void test_fused_matmul_transpose_a(void)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    ir_graph *plain = ir_parse_string("transposed.qir", transposed_graph, strlen(transposed_graph), d);
+    CHECK(plain != NULL);
+    ir_graph *fused = plain ? ir_graph_clone(plain) : NULL;
+    if (!fused) {
+        ir_graph_free(plain);
+        ir_diag_free(d);
+        return;
+    }
+    CHECK_EQ_INT(run_pipeline(fused, "fuse-elementwise", d), 0);
+    CHECK_EQ_INT(ir_verify(fused, "fuse-elementwise"), 0);
+    CHECK_EQ_INT(count_op(fused, IR_OP_FUSED_MATMUL), 1);
+    CHECK_EQ_INT(count_op(fused, IR_OP_ADD), 0);
+    int product = ir_find(fused, "grad");
+    CHECK(product >= 0);
+    if (product >= 0) {
+        CHECK_EQ_INT(ir_attr_int(fused->values[product], "transpose_a"), 1);
+        CHECK_EQ_INT(ir_attr_int(fused->values[product], "transpose_b"), 0);
+    }
+
+    rt_weights *w = rt_weights_new(), *in = rt_weights_new();
+    random_leaves(plain, w, in, -1.0, 1.0);
+    rt_tensor **want = run_interp(plain, w, in, d);
+    rt_tensor **interp = run_interp(fused, w, in, d);
+    CHECK(same_bits(interp[0], want[0]));
+    cg_options o = cg_default_options();
+    o.threads = 2;
+    rt_tensor **got = run_jit(fused, &o, w, in, d);
+    CHECK_EQ_INT(count_mismatches("fused transpose_a", got[0], want[0], 1e-4, 1e-4), 0);
+    free_outputs(got, fused->noutputs);
+    free_outputs(interp, fused->noutputs);
+    free_outputs(want, plain->noutputs);
+    rt_weights_free(w);
+    rt_weights_free(in);
+    ir_graph_free(fused);
+    ir_graph_free(plain);
+    ir_diag_free(d);
+}
+
 static void test_fusion_lowers_planned_bytes(void)
 {
     ir_diag *d = ir_diag_new(stderr);
@@ -372,6 +426,7 @@ int main(void)
     test_jit_fused_chains(NULL);
     test_jit_fused_chains("haswell");
     test_jit_fused_chains("x86-64");
+    test_fused_matmul_transpose_a();
     test_gpt2_training_fused();
     return check_finish();
 }
