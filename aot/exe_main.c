@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "aot/bundle.h"
@@ -363,6 +364,55 @@ static int run_generate(exe_model *m, rt_tokenizer *tok, const exe_args *a, ir_d
     return status;
 }
 
+/* Progress of `perplexity` on standard error: one line on a terminal,
+ * redrawn at most every REDRAW_SECONDS, and nothing otherwise, so pipes
+ * and logs get only the result. The line ends in a newline and each
+ * redraw first moves the cursor up to it, so an error message that stops
+ * the evaluation starts on a line of its own. */
+#define REDRAW_SECONDS 0.1
+
+typedef struct eval_progress {
+    exe_model *model;
+    const char *file;
+    const int32_t *ids; /* the token stream, to turn a window into a position */
+    size_t n;
+    bool terminal;
+    bool drawn;
+    double start, last_draw;
+} eval_progress;
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void draw_progress(eval_progress *p, size_t done)
+{
+    double now = now_seconds();
+    if (done < p->n && p->drawn && now - p->last_draw < REDRAW_SECONDS)
+        return;
+    double seconds = now - p->start;
+    fprintf(stderr, "%s%s: %zu/%zu tokens (%.0f%%), %.1f tokens/s\033[K\n", p->drawn ? "\033[A\r" : "", p->file,
+            done, p->n, 100.0 * (double)done / (double)p->n, seconds > 0 ? (double)done / seconds : 0.0);
+    fflush(stderr);
+    p->drawn = true;
+    p->last_draw = now;
+}
+
+/* The evaluator's logits callback: eval_logits, then the progress up to
+ * the end of the window. */
+static int eval_logits_with_progress(void *ctx, const int32_t *tokens, int T, float *logits, ir_diag *d)
+{
+    eval_progress *p = ctx;
+    if (eval_logits(p->model, tokens, T, logits, d) != 0)
+        return -1;
+    if (p->terminal)
+        draw_progress(p, (size_t)(tokens - p->ids) + (size_t)T);
+    return 0;
+}
+
 static int run_perplexity(exe_model *m, rt_tokenizer *tok, const exe_args *a, ir_diag *d)
 {
     FILE *f = fopen(a->file, "rb");
@@ -400,10 +450,16 @@ static int run_perplexity(exe_model *m, rt_tokenizer *tok, const exe_args *a, ir
     int ctx = a->ctx ? (int)a->ctx : m->context;
     int stride = a->stride ? (int)a->stride : (ctx + 1) / 2;
     rt_eval_result r;
-    rc = rt_eval_perplexity(ids, n, ctx, stride, m->V, eval_logits, m, &r, d);
+    eval_progress progress = {m, a->file, ids, n, isatty(STDERR_FILENO) != 0, false, now_seconds(), 0};
+    if (progress.terminal && n >= 2)
+        draw_progress(&progress, 0);
+    rc = rt_eval_perplexity(ids, n, ctx, stride, m->V, eval_logits_with_progress, &progress, &r, d);
     free(ids);
     if (rc != 0)
         return EXIT_ERROR;
+    /* The result takes the place of the progress line. */
+    if (progress.drawn)
+        fprintf(stderr, "\033[A\r\033[K");
     printf("%s: %zu tokens scored (window %d, stride %d), mean loss %.4f nats, perplexity %.3f, %.1f tokens/s\n",
            a->file, r.tokens_scored, ctx, stride, r.mean_nll, r.perplexity, r.tokens_per_second);
     return EXIT_OK;
