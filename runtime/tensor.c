@@ -6,9 +6,10 @@
 #include <sys/mman.h>
 
 /* Tensor data of at least this many bytes starts on a 2 MB boundary and
- * asks for transparent huge pages, because the GEMV kernels stream weights
- * in place: on 4 KB pages a GPT-2 124M decoding step took about 15% more
- * time (measured on a shared 2-core Zen 4 VM with THP in madvise mode). */
+ * requests transparent huge pages, because the GEMV kernels stream the
+ * weights in place. On 4 KB pages a GPT-2 124M decoding step took about
+ * 15% more time (measured on a shared 2-core Zen 4 VM with THP in madvise
+ * mode). */
 #define HUGE_PAGE_BYTES ((size_t)2 << 20)
 
 const char *ir_dtype_name(ir_dtype t)
@@ -45,7 +46,7 @@ static void *alloc_data(size_t bytes)
     if (bytes < HUGE_PAGE_BYTES)
         return aligned_alloc(64, bytes);
     size_t whole = bytes / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
-    /* C11 wants the size to be a multiple of the alignment. */
+    /* C11 requires the size to be a multiple of the alignment. */
     void *p = aligned_alloc(HUGE_PAGE_BYTES, (bytes + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES);
 #ifdef MADV_HUGEPAGE
     if (p)
