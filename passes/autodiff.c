@@ -8,8 +8,8 @@
  * first output). wrt=all (the default), wrt=none, or a list of glob patterns
  * (fnmatch(3), where '*' also matches '.') such as wrt=h.*.ln_1.*;wte.weight
  * selects the parameters. Patterns are separated by ';' or ',', and spaces
- * around them are ignored. The pipeline parser splits options at commas, so
- * pipeline text must use ';'. */
+ * around them are ignored; inside a pass's {...} options the pipeline parser
+ * keeps "a,b" as one value, so both separators work in pipeline text. */
 #include <assert.h>
 #include <fnmatch.h>
 #include <stdio.h>
