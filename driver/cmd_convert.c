@@ -103,7 +103,7 @@ static int convert_tensors(rt_weights *w, ir_dtype to, const char *in, ir_diag *
         if (!is_float(t->dtype) || t->dtype == to)
             continue;
         rt_tensor *wide = rt_tensor_to_f32(t);
-        rt_tensor *narrow = wide ? rt_tensor_to_float_dtype(t, to) : NULL;
+        rt_tensor *narrow = wide ? rt_tensor_to_float_dtype(wide, to) : NULL;
         if (!narrow) {
             rt_tensor_free(wide);
             ir_diag_file_error(d, in, "out of memory converting tensor '%s'", w->names[i]);
