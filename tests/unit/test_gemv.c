@@ -225,8 +225,9 @@ static void test_gemv_linear(void)
 
 /* Batched matmul with broadcast batch dims and B as an input, as the
  * key-value cache is. Both layouts of B are covered: the dot-product
- * kernel with K % vector width left over and N not a multiple of the four
- * rows per step or the 64 per task, and the B[K, N] kernels. */
+ * kernel with K % vector width left over, with a whole vector after its
+ * unrolled steps (K = 50) and N not a multiple of the 64 rows per task,
+ * and the B[K, N] kernels. */
 static void test_gemv_matmul(void)
 {
     static const struct {
@@ -239,6 +240,7 @@ static void test_gemv_matmul(void)
         {4, {1, 3, 1, 64}, 4, {1, 3, 37, 64}, 1},   /* attention scores of one token */
         {4, {1, 3, 1, 37}, 4, {1, 3, 37, 64}, 0},   /* attention times V */
         {3, {2, 3, 19}, 3, {2, 130, 19}, 1},
+        {3, {2, 3, 50}, 3, {2, 21, 50}, 1},
         {3, {2, 4, 7}, 2, {201, 7}, 1},             /* B broadcast over the batch */
         {2, {1, 768}, 2, {203, 768}, 1},            /* an LM head */
         {3, {3, 2, 300}, 3, {1, 300, 150}, 0},      /* split K, B broadcast */
