@@ -22,9 +22,44 @@
 #define GEMV_UNROLL 4
 #define GEMV_MAX_ACC (GEMV_UNROLL * CG_I8_MAX_NVEC)
 
+/* A task reads about GEMV_TASK_BYTES of packed B, in whole panels, unless
+ * that leaves fewer than GEMV_MIN_TASKS tasks to balance over threads.
+ * With one panel per task two threads took alternate panels, and each
+ * one's reads jumped over the other's. Runs of panels and the prefetch
+ * together made the int8 linear layers of a GPT-2 124M decoding step
+ * about 10% faster (2-core Zen 4 VM, noisy; paired runs). */
+#define GEMV_TASK_BYTES (128 * 1024)
+#define GEMV_MIN_TASKS 16
+#define GEMV_PREFETCH_BYTES 2048
+
+static int64_t panels_per_task(const cg_gemm_i8_desc *d)
+{
+    int64_t panels = (d->n + d->shape.nr - 1) / d->shape.nr;
+    int64_t panel_bytes = (d->k + 3) / 4 * 4 * d->shape.nr;
+    int64_t per = panel_bytes > 0 ? GEMV_TASK_BYTES / panel_bytes : 1;
+    if (per > panels / GEMV_MIN_TASKS)
+        per = panels / GEMV_MIN_TASKS;
+    return per < 1 ? 1 : per;
+}
+
 int64_t cg_gemv_i8_tasks(const cg_gemm_i8_desc *d)
 {
-    return (d->n + d->shape.nr - 1) / d->shape.nr;
+    int64_t panels = (d->n + d->shape.nr - 1) / d->shape.nr;
+    int64_t per = panels_per_task(d);
+    return (panels + per - 1) / per;
+}
+
+/* Prefetches packed B GEMV_PREFETCH_BYTES after vector j of group g; past
+ * the panel's end that is the next panel, which the task reads next. */
+static void prefetch_b(cg_i8_gen *gen, LLVMValueRef bp, LLVMValueRef g, int j)
+{
+    cg_emit *e = gen->e;
+    const cg_gemm_i8_shape *s = gen->s;
+    LLVMValueRef at = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, g, cg_i64(e, s->nr * 4), ""),
+                                   cg_i64(e, (int64_t)j * s->vw * 4 + GEMV_PREFETCH_BYTES), "");
+    /* Not inbounds: the address may lie past the end of B. */
+    LLVMValueRef args[4] = {LLVMBuildGEP2(e->b, e->i8, bp, &at, 1, ""), cg_i32(e, 0), cg_i32(e, 2), cg_i32(e, 1)};
+    cg_intrinsic(e, "llvm.prefetch", e->ptr, args, 4);
 }
 
 /* Accumulators of one panel call: acc[(u · rows + r) · nv + j] for group
@@ -43,8 +78,11 @@ static void emit_groups(cg_i8_gen *gen, LLVMValueRef bp, const LLVMValueRef *aro
     for (int u = 0; u < unroll; u++) {
         LLVMValueRef gu = LLVMBuildAdd(e->b, g, cg_i64(e, u), "");
         LLVMValueRef bvec[CG_I8_MAX_NVEC];
-        for (int j = 0; j < acc->nv; j++)
+        for (int j = 0; j < acc->nv; j++) {
             bvec[j] = cg_i8_load_b(gen, bp, gu, j);
+            if (!partial)
+                prefetch_b(gen, bp, gu, j);
+        }
         for (int r = 0; r < acc->rows; r++) {
             LLVMValueRef quad = cg_i8_load_quad(gen, arow[r], gu, partial);
             for (int j = 0; j < acc->nv; j++) {
@@ -162,8 +200,11 @@ LLVMValueRef cg_emit_gemv_i8(cg_emit *e, const cg_gemm_i8_desc *d)
     LLVMValueRef packed = cg_i8_arg(e, e->kctx, CG_GEMM_I8_ARG_PACKED);
     LLVMValueRef c = cg_i8_arg(e, e->kctx, CG_GEMM_I8_ARG_C);
 
+    /* Task t owns panels [t · per, min((t + 1) · per, panels)). */
+    LLVMValueRef per = cg_i64(e, panels_per_task(d));
+    LLVMValueRef pend = cg_i8_min_i64(e, LLVMBuildMul(b, end, per, ""), gen.panels);
     cg_loop pl;
-    LLVMValueRef p = cg_loop_begin(e, &pl, begin, end, cg_i64(e, 1));
+    LLVMValueRef p = cg_loop_begin(e, &pl, LLVMBuildMul(b, begin, per, ""), pend, cg_i64(e, 1));
     LLVMValueRef args[5] = {e->kctx, a, cg_gep(e, e->i8, packed, LLVMBuildMul(b, p, cg_i64(e, gen.panel_bytes), "")),
                             c, LLVMBuildMul(b, p, cg_i64(e, s->nr), "col")};
     if (edge) {

@@ -1,6 +1,7 @@
 /* Host tensors and named weight sets. */
 #include "runtime/tensor.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -37,23 +38,27 @@ size_t ir_dtype_size(ir_dtype t)
     }
 }
 
-/* Allocates `bytes` (a multiple of 64) of tensor data. Only the whole 2 MB
- * pages of large data are advised, so a tail shorter than a page does not
- * take a whole huge page of memory. The advice may be ignored, for
- * example when THP is off. */
-static void *alloc_data(size_t bytes)
+/* Only the whole 2 MB pages of large data are advised, so a tail shorter
+ * than a page does not take a whole huge page of memory. The advice may be
+ * ignored, for example when THP is off. */
+void *rt_alloc_data(size_t bytes)
 {
-    if (bytes < HUGE_PAGE_BYTES)
-        return aligned_alloc(64, bytes);
-    size_t whole = bytes / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
-    /* C11 requires the size to be a multiple of the alignment. */
-    void *p = aligned_alloc(HUGE_PAGE_BYTES, (bytes + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES);
+    if (bytes > SIZE_MAX - HUGE_PAGE_BYTES)
+        return NULL;
+    bytes = bytes ? (bytes + 63) / 64 * 64 : 64;
+    void *p;
+    if (bytes < HUGE_PAGE_BYTES) {
+        p = aligned_alloc(64, bytes);
+    } else {
+        /* C11 requires the size to be a multiple of the alignment. */
+        p = aligned_alloc(HUGE_PAGE_BYTES, (bytes + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES);
 #ifdef MADV_HUGEPAGE
-    if (p)
-        madvise(p, whole, MADV_HUGEPAGE);
-#else
-    (void)whole;
+        if (p)
+            madvise(p, bytes / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES, MADV_HUGEPAGE);
 #endif
+    }
+    if (p)
+        memset(p, 0, bytes);
     return p;
 }
 
@@ -77,12 +82,11 @@ rt_tensor *rt_tensor_new(ir_dtype dtype, int rank, const int64_t *dims)
     }
     size_t bytes = (size_t)n * ir_dtype_size(dtype);
     size_t rounded = (bytes + 63) / 64 * 64;
-    t->data = alloc_data(rounded ? rounded : 64);
+    t->data = rt_alloc_data(rounded);
     if (!t->data) {
         free(t);
         return NULL;
     }
-    memset(t->data, 0, rounded ? rounded : 64);
     return t;
 }
 

@@ -17,6 +17,11 @@ typedef struct rt_tensor {
     void *data; /* 64-byte aligned, owned by the tensor */
 } rt_tensor;
 
+/* Allocates `bytes` (rounded up to a multiple of 64) of zero-filled,
+ * 64-byte aligned memory for tensor data, to release with free(). Large
+ * buffers start on a 2 MB boundary and ask for transparent huge pages,
+ * because kernels that stream them run faster on huge pages. */
+void *rt_alloc_data(size_t bytes);
 /* Allocates a zero-filled tensor; returns NULL when out of memory or when
  * the byte count would overflow. */
 rt_tensor *rt_tensor_new(ir_dtype dtype, int rank, const int64_t *dims);

@@ -361,14 +361,16 @@ static void test_pack_kernel(rt_pool *pool, const code_path *path)
 
 static const int64_t sweep_m[] = {1, 3, 17, 128}; /* 1 and 3 take the GEMV kernel */
 static const int64_t sweep_k[] = {1, 3, 5, 64, 768, 3072};
-static const int64_t sweep_n[] = {1, 7, 33, 768, 2304};
-#define SWEEP_CASES (4 * 6 * 5)
+/* 1601 columns are enough panels for the GEMV to give a task several,
+ * with an edge panel in the last task. */
+static const int64_t sweep_n[] = {1, 7, 33, 768, 2304, 1601};
+#define SWEEP_CASES (4 * 6 * 6)
 
 /* Case i of the sweep: its shape, activation type, zero point, strides
  * and bias vary with i. */
 static void sweep_case(gemm_case *c, int i, char *name, size_t name_size)
 {
-    int64_t m = sweep_m[i / 30], k = sweep_k[(i / 5) % 6], n = sweep_n[i % 5];
+    int64_t m = sweep_m[i / 36], k = sweep_k[(i / 6) % 6], n = sweep_n[i % 6];
     snprintf(name, name_size, "sweep_%lldx%lldx%lld", (long long)m, (long long)k, (long long)n);
     case_init(c, name, m, k, n);
     c->desc.output = CG_GEMM_I8_OUT_I32;
@@ -376,7 +378,7 @@ static void sweep_case(gemm_case *c, int i, char *name, size_t name_size)
     static const int32_t zero_points[3] = {0, 131, -17}; /* u8, u8, s8 */
     c->desc.a_zero_point = zero_points[i % 3];
     c->desc.has_bias = i % 2 == 1;
-    c->misalign_packed = i % 5 == 1;
+    c->misalign_packed = i % 6 == 1;
     if (i % 4 == 3) {
         c->desc.lda = k + 3;
         c->desc.ldc = n + 5;
