@@ -55,6 +55,11 @@ typedef struct gemv_dims {
     int64_t b_stride[IR_MAX_RANK];
     bool transpose_b;
     int bias; /* value id of a linear's bias, or -1 */
+    /* The cache_write that B is, when only its live rows (before pos + T)
+     * matter (cg_live_cache), else NULL. The dot-product kernel then
+     * computes only the live output columns and stores 0 in the others,
+     * and the single-block kernel sums only the live rows of B. */
+    const ir_value *live;
 } gemv_dims;
 
 /* Fills strides[0 .. out_rank) for an operand of type t whose last two
@@ -235,6 +240,16 @@ static gemv_out task_output(cg_emit *e, const ir_value *v, const gemv_dims *d, c
     return o;
 }
 
+/* The live rows of B, at most `limit`, or `limit` when all rows count. */
+static LLVMValueRef live_limit(cg_emit *e, const gemv_dims *d, int64_t limit)
+{
+    LLVMValueRef all = cg_i64(e, limit);
+    if (!d->live)
+        return all;
+    LLVMValueRef rows = cg_live_cache_rows(e, d->live);
+    return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, rows, all, ""), rows, all, "");
+}
+
 /* ---- B[K, N] with N in one block ---- */
 
 /* One task per matrix: C[m, 0..N) = sum_k A[m, k] B[k, 0..N) in
@@ -260,7 +275,7 @@ static void emit_single_block(cg_emit *e, const ir_value *v, const gemv_dims *d,
     gemv_out o = task_output(e, v, d, ep, LLVMBuildMul(e->b, bi, cg_i64(e, d->m * d->n), ""), cg_i64(e, 0));
 
     cg_loop l;
-    LLVMValueRef k = cg_loop_begin(e, &l, cg_i64(e, 0), cg_i64(e, d->k), cg_i64(e, 1));
+    LLVMValueRef k = cg_loop_begin(e, &l, cg_i64(e, 0), live_limit(e, d, d->k), cg_i64(e, 1));
     LLVMValueRef acc[CG_GEMV_MAX_ROWS * MAX_BLOCK_VECTORS], next[CG_GEMV_MAX_ROWS * MAX_BLOCK_VECTORS];
     for (int i = 0; i < m * nvec; i++)
         acc[i] = cg_loop_carry(e, &l, cg_constf(e, e->vf, 0.0));
@@ -527,10 +542,21 @@ static void emit_dot_products(cg_emit *e, const ir_value *v, const gemv_dims *d,
     LLVMValueRef n1 = LLVMBuildAdd(e->b, n0, cg_i64(e, DOT_ROWS_PER_TASK), "");
     LLVMValueRef over = LLVMBuildICmp(e->b, LLVMIntSGT, n1, cg_i64(e, d->n), "");
     n1 = LLVMBuildSelect(e->b, over, cg_i64(e, d->n), n1, "n1");
+    /* Columns [n0, live) are dot products, [live, n1) dead cache rows. */
+    LLVMValueRef live = live_limit(e, d, d->n);
+    live = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, live, n0, ""), n0, live, "");
+    live = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, live, n1, ""), live, n1, "live");
     cg_loop nl;
-    LLVMValueRef n = cg_loop_begin(e, &nl, n0, n1, cg_i64(e, 1));
+    LLVMValueRef n = cg_loop_begin(e, &nl, n0, live, cg_i64(e, 1));
     dot_row(e, d, a, b, &o, n);
     cg_loop_end(e, &nl, NULL);
+    if (d->live) {
+        cg_loop zl;
+        LLVMValueRef z = cg_loop_begin(e, &zl, live, n1, cg_i64(e, 1));
+        for (int i = 0; i < (int)d->m; i++)
+            cg_store(e, cg_constf(e, e->f32, 0.0), e->f32, o.c, LLVMBuildAdd(e->b, cg_i64(e, i * d->n), z, ""));
+        cg_loop_end(e, &zl, NULL);
+    }
     cg_loop_end(e, &tl, NULL);
     cg_kernel_end(e);
     cg_launch(e, fn, d->batch * nblocks, 1, d->batch * d->m * d->k * d->n);
@@ -541,6 +567,10 @@ int cg_emit_gemv(cg_emit *e, const ir_value *v, const cg_epilogue *ep)
     gemv_dims d = gemv_dims_of(e->g, v);
     if (d.m == 0 || d.n == 0 || d.batch == 0)
         return 0;
+    if (d.transpose_b || single_block(&d, e->gs.vw)) {
+        int cw = cg_live_cache(e->g, v);
+        d.live = cw >= 0 ? e->g->values[cw] : NULL;
+    }
     if (d.transpose_b)
         emit_dot_products(e, v, &d, ep);
     else if (single_block(&d, e->gs.vw))

@@ -2,7 +2,8 @@
  * which updates rows of a state buffer in place, and causal_mask with a
  * run-time position operand. The plan gives a cache_write value the buffer
  * slot of its cache operand, so the rows land in the caller's input tensor
- * and nothing else is copied. */
+ * and nothing else is copied. cg_live_cache finds the attention products
+ * that may skip the cache rows after the current position. */
 #include <math.h>
 
 #include "codegen/cg_internal.h"
@@ -108,4 +109,83 @@ int cg_emit_causal_mask_at(cg_emit *e, const ir_value *v)
     cg_kernel_end(e);
     cg_launch(e, fn, rows, 16, rows * S);
     return 0;
+}
+
+/* The one value that uses `id`, or -1 when `id` has no use, several, or is
+ * a graph output. */
+static int single_user(const ir_graph *g, int id)
+{
+    for (int i = 0; i < g->noutputs; i++)
+        if (g->outputs[i] == id)
+            return -1;
+    int user = -1;
+    for (int i = id + 1; i < g->nvalues; i++) {
+        const ir_value *u = g->values[i];
+        if (u->dead)
+            continue;
+        for (int k = 0; k < u->nops; k++) {
+            if (u->ops[k] != id)
+                continue;
+            if (user >= 0)
+                return -1;
+            user = i;
+        }
+    }
+    return user;
+}
+
+/* True when x is causal_mask(_, pos) with the cache_write's pos and an
+ * offset of at most 0: every query row i < T then masks the columns from
+ * pos + T on. */
+static bool masks_dead_rows(const ir_value *x, const ir_value *cw)
+{
+    return x->op == IR_OP_CAUSAL_MASK && x->nops == 2 && x->ops[1] == cw->ops[2] && ir_attr_int(x, "offset") <= 0;
+}
+
+/* The patterns are those of attention over a cache kh (or vh) =
+ * cache_write(cache, new, pos) with T new rows:
+ *   - scores = matmul(q, kh, transpose_b=1), then only elementwise ops
+ *     (scale, or an epilogue of fused.matmul), each the single use of the
+ *     one before, then causal_mask(_, pos): the columns from pos + T on
+ *     are replaced by -inf whatever the product wrote there.
+ *   - matmul(softmax(causal_mask(_, pos), axis=-1), vh): the weights of
+ *     cache rows from pos + T on are exp(-inf) = 0.
+ * Rows from pos + T on are zeros or stale values of a longer sequence
+ * that ran earlier in the same cache, so skipping them also keeps a
+ * stale non-finite value from reaching the output. */
+int cg_live_cache(const ir_graph *g, const ir_value *v)
+{
+    if ((v->op != IR_OP_MATMUL && v->op != IR_OP_FUSED_MATMUL) || ir_attr_int(v, "transpose_a") != 0)
+        return -1;
+    const ir_value *cw = g->values[v->ops[1]];
+    if (cw->op != IR_OP_CACHE_WRITE)
+        return -1;
+    if (ir_attr_int(v, "transpose_b") == 0) {
+        const ir_value *a = g->values[v->ops[0]];
+        if (a->op != IR_OP_SOFTMAX)
+            return -1;
+        int64_t axis = ir_attr_int(a, "axis");
+        if (axis != -1 && axis != a->type.rank - 1)
+            return -1;
+        return masks_dead_rows(g->values[a->ops[0]], cw) ? cw->id : -1;
+    }
+    int cur = v->id;
+    for (;;) {
+        int next = single_user(g, cur);
+        if (next < 0)
+            return -1;
+        const ir_value *u = g->values[next];
+        if (u->ops[0] == cur && masks_dead_rows(u, cw))
+            return cw->id;
+        bool columnwise = (ir_op_get(u->op)->flags & IR_OPF_ELEMENTWISE) || u->op == IR_OP_FUSED_ELEMENTWISE;
+        if (!columnwise || !ir_type_equal(&u->type, &v->type))
+            return -1;
+        cur = next;
+    }
+}
+
+LLVMValueRef cg_live_cache_rows(cg_emit *e, const ir_value *cw)
+{
+    const ir_type *fresh = &e->g->values[cw->ops[1]]->type;
+    return LLVMBuildAdd(e->b, load_position(e, cw->ops[2]), cg_i64(e, fresh->dims[fresh->rank - 2]), "live_rows");
 }

@@ -1,15 +1,19 @@
 /* Tests of cache_write and causal_mask with a position operand in the
  * interpreter and the JIT: rows land in the caller's cache tensor, the
  * mask follows pos, and a write past the cache is an error naming the
- * rows. Also tests the token samplers of runtime/sample.h. */
+ * rows. Attention over a cache whose rows after the position hold stale
+ * values matches the interpreter although the JIT skips those rows. Also
+ * tests the token samplers of runtime/sample.h. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
+#include "codegen/cg_internal.h"
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
+#include "passes/manager.h"
 #include "runtime/interp.h"
 #include "runtime/sample.h"
 
@@ -161,6 +165,143 @@ static void test_cache_write_shape_errors(void)
     free(out);
 }
 
+/* ---- attention over the live cache rows ---- */
+
+/* One attention step over caches of 70 rows, more than one 64-row task of
+ * the dot-product kernel, with 19-wide heads. With scores_out the scores
+ * are an output too, so their product must compute every column. */
+static const char *attention_text(bool scores_out)
+{
+    return scores_out ? "hparam T = 1;\n"
+                        "input q : f32[1, 2, T, 19];\n"
+                        "input kc : f32[1, 2, 70, 19];\n"
+                        "input vc : f32[1, 2, 70, 19];\n"
+                        "input kn : f32[1, 2, T, 19];\n"
+                        "input vn : f32[1, 2, T, 19];\n"
+                        "input pos : i32[];\n"
+                        "kh = cache_write(kc, kn, pos);\n"
+                        "vh = cache_write(vc, vn, pos);\n"
+                        "scores = scale(matmul(q, kh, transpose_b=1), factor=0.25);\n"
+                        "att = softmax(causal_mask(scores, pos), axis=-1);\n"
+                        "y = matmul(att, vh);\n"
+                        "output y, scores;\n"
+                      : "hparam T = 1;\n"
+                        "input q : f32[1, 2, T, 19];\n"
+                        "input kc : f32[1, 2, 70, 19];\n"
+                        "input vc : f32[1, 2, 70, 19];\n"
+                        "input kn : f32[1, 2, T, 19];\n"
+                        "input vn : f32[1, 2, T, 19];\n"
+                        "input pos : i32[];\n"
+                        "kh = cache_write(kc, kn, pos);\n"
+                        "vh = cache_write(vc, vn, pos);\n"
+                        "scores = scale(matmul(q, kh, transpose_b=1), factor=0.25);\n"
+                        "att = softmax(causal_mask(scores, pos), axis=-1);\n"
+                        "y = matmul(att, vh);\n"
+                        "output y;\n";
+}
+
+/* Inputs with every cache row filled, so rows after pos + T are stale
+ * values that a wrong bound would mix into the result. */
+static rt_weights *attention_inputs(int64_t T, int32_t pos)
+{
+    static const char *names[5] = {"q", "kc", "vc", "kn", "vn"};
+    rt_weights *w = rt_weights_new();
+    uint32_t state = 12345u + (uint32_t)pos;
+    for (int i = 0; i < 5; i++) {
+        int64_t dims[4] = {1, 2, i == 1 || i == 2 ? 70 : T, 19};
+        rt_tensor *t = rt_tensor_new(IR_F32, 4, dims);
+        float *x = t->data;
+        for (int64_t k = 0; k < rt_tensor_numel(t); k++) {
+            state = state * 1664525u + 1013904223u;
+            x[k] = (float)((state >> 8) % 6001) / 1000.0f - 3.0f;
+        }
+        rt_weights_set(w, names[i], t);
+    }
+    rt_tensor *p = rt_tensor_new(IR_I32, 0, NULL);
+    *(int32_t *)p->data = pos;
+    rt_weights_set(w, "pos", p);
+    return w;
+}
+
+/* The products whose cache_write cg_live_cache accepts, as a bit mask:
+ * 1 for the scores, 2 for the weighted sum of values. */
+static int live_products(const ir_graph *g)
+{
+    int mask = 0;
+    for (int i = 0; i < g->nvalues; i++) {
+        const ir_value *v = g->values[i];
+        if ((v->op == IR_OP_MATMUL || v->op == IR_OP_FUSED_MATMUL) && cg_live_cache(g, v) >= 0)
+            mask |= ir_attr_int(v, "transpose_b") ? 1 : 2;
+    }
+    return mask;
+}
+
+static int run_fusion(ir_graph *g, ir_diag *d)
+{
+    pass_pipeline pipeline;
+    char err[256];
+    if (pass_pipeline_parse("fuse-elementwise", &pipeline, err, sizeof err) != 0)
+        return -1;
+    pass_manager *pm = pass_manager_new(d);
+    int rc = pass_manager_run(pm, &pipeline, g);
+    pass_manager_free(pm);
+    pass_pipeline_free(&pipeline);
+    return rc;
+}
+
+/* The graph as written and fused (the scale then runs in the scores'
+ * fused.matmul), T = 1 and T = 3, with and without the scores as an
+ * output. */
+static void test_live_cache_rows(void)
+{
+    ir_diag *d = ir_diag_new(stderr);
+    for (int variant = 0; variant < 4; variant++) {
+        int scores_out = variant & 1;
+        bool fused = variant & 2;
+        for (int64_t T = 1; T <= 3; T += 2) {
+            const char *text = attention_text(scores_out);
+            fe_define def = {"T", T};
+            ir_graph *g = fe_compile_string("attention.qd", text, strlen(text), &def, 1, d);
+            CHECK(g != NULL);
+            if (!g)
+                continue;
+            if (fused)
+                CHECK(run_fusion(g, d) == 0);
+            CHECK_EQ_INT(live_products(g), scores_out ? 2 : 3);
+            cg_options o = cg_default_options();
+            o.threads = 2;
+            cg_module *jit = cg_compile(g, &o, d);
+            CHECK(jit != NULL);
+            const int32_t positions[] = {0, 5, 63, 64, (int32_t)(70 - T)};
+            for (size_t p = 0; p < sizeof positions / sizeof *positions && jit; p++) {
+                rt_weights *wi = attention_inputs(T, positions[p]), *wj = attention_inputs(T, positions[p]);
+                rt_tensor *want[2] = {NULL, NULL}, *got[2] = {NULL, NULL};
+                CHECK(rt_interp_run(g, NULL, wi, want, d) == 0);
+                CHECK(cg_run(jit, NULL, wj, got, d) == 0);
+                for (int k = 0; k <= scores_out && want[k] && got[k]; k++) {
+                    const float *a = want[k]->data, *b = got[k]->data;
+                    double worst = 0;
+                    for (int64_t i = 0; i < rt_tensor_numel(want[k]); i++)
+                        worst = fmax(worst, fabs((double)a[i] - (double)b[i]));
+                    if (worst > 1e-4)
+                        fprintf(stderr, "T=%lld pos=%d output %d: max |diff| %g\n", (long long)T, positions[p], k,
+                                worst);
+                    CHECK(worst <= 1e-4);
+                }
+                for (int k = 0; k < 2; k++) {
+                    rt_tensor_free(want[k]);
+                    rt_tensor_free(got[k]);
+                }
+                rt_weights_free(wi);
+                rt_weights_free(wj);
+            }
+            cg_free(jit);
+            ir_graph_free(g);
+        }
+    }
+    ir_diag_free(d);
+}
+
 /* ---- samplers ---- */
 
 static void test_argmax_ties(void)
@@ -215,6 +356,7 @@ int main(void)
 {
     test_cache_ops();
     test_cache_write_shape_errors();
+    test_live_cache_rows();
     test_argmax_ties();
     test_top_k_sampling();
     return check_finish();
