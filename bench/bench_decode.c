@@ -2,6 +2,12 @@
  * on examples/gpt2_kv.qd (124M by default) with random weights, prefills a
  * prompt in one run, then decodes one token per run and reports the median
  * time per decoded token. Compile time is reported apart and not counted.
+ * A decoding step reads every weight once, so it is bound by memory
+ * bandwidth; the benchmark measures the streaming read bandwidth with a
+ * generated probe right before and after the decoding steps and reports
+ * the bytes a step reads per second as a fraction of it. The machine's
+ * bandwidth varies with the load of other tenants, so that fraction is
+ * steadier than the time.
  *
  * usage: bench_decode [--threads N] [--prompt N] [--steps N] [--layers N] [--fusion off]
  * --fusion off compiles the graphs without the fuse-elementwise pass that
@@ -12,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "codegen/codegen.h"
 #include "frontend/frontend.h"
 #include "runtime/model.h"
 #include "runtime/threadpool.h"
@@ -94,6 +101,17 @@ int main(int argc, char **argv)
     o.no_fuse_elementwise = !fusion;
     if (!o.weights)
         return 1;
+    /* Bytes a decoding step reads: every weight but the rows of wpe it
+     * does not use; the live cache rows are added per step below. */
+    double weight_bytes = 0;
+    int64_t n_embd = 0;
+    for (int i = 0; i < o.weights->count; i++) {
+        const rt_tensor *t = o.weights->tensors[i];
+        if (strcmp(o.weights->names[i], "wpe.weight") == 0)
+            n_embd = t->dims[1];
+        else
+            weight_bytes += (double)rt_tensor_nbytes(t);
+    }
 
     double start = now_seconds();
     rt_model *m = rt_model_open(&o, d);
@@ -111,6 +129,7 @@ int main(int argc, char **argv)
     if (rt_model_append(m, tokens, prompt, logits, d) != 0)
         return 1;
     double prefill_seconds = now_seconds() - start;
+    double bandwidth_before = cg_measure_read_bandwidth(NULL, threads, (int64_t)512 << 20, d);
     clock_t cpu_start = clock();
     for (int s = 0; s < steps; s++) {
         start = now_seconds();
@@ -119,7 +138,12 @@ int main(int argc, char **argv)
         times[s] = now_seconds() - start;
     }
     double cpu_ms = 1e3 * (double)(clock() - cpu_start) / CLOCKS_PER_SEC / steps;
+    double bandwidth_after = cg_measure_read_bandwidth(NULL, threads, (int64_t)512 << 20, d);
     qsort(times, (size_t)steps, sizeof *times, compare_doubles);
+    /* The median step's live cache: keys and values of every layer up to
+     * position prompt + steps / 2. */
+    double step_bytes = weight_bytes + 2.0 * layers * (prompt + steps / 2 + 1) * (double)n_embd * sizeof(float);
+    double step_gbs = step_bytes / times[steps / 2] * 1e-9;
 
     printf("model: GPT-2 %d layers (examples/gpt2_kv.qd), cache of %d rows, %d threads, fusion %s\n", layers,
            prompt + steps, threads > 0 ? threads : rt_cpu_count(), fusion ? "on" : "off");
@@ -131,6 +155,10 @@ int main(int argc, char **argv)
     /* On a loaded machine the wall time includes waiting for a core; the
      * CPU time of all threads shows the work itself. */
     printf("decode: %.2f ms of CPU time per token, summed over all threads\n", cpu_ms);
+    printf("decode: %.1f MB read per token, %.1f GB/s at the median; streaming read bandwidth %.1f GB/s before and "
+           "%.1f GB/s after: %.0f%% of the better one\n",
+           step_bytes * 1e-6, step_gbs, bandwidth_before, bandwidth_after,
+           100.0 * step_gbs / (bandwidth_before > bandwidth_after ? bandwidth_before : bandwidth_after));
     free(tokens);
     free(logits);
     free(times);

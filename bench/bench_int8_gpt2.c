@@ -361,16 +361,18 @@ static void free_setting(setting_result *r)
 /* Prints the int8 over fp32 speedups of one setting and the int8
  * products' rate as a fraction of the VNNI peak, per forward: the time
  * includes the f32 ops between the products. */
-static void print_summary_line(const char *setting, int tokens, const setting_result *r, double peak)
+static void print_summary_line(const char *setting, int tokens, const setting_result *r, double peak,
+                               double bandwidth)
 {
     const timing *f = &r->t[GRAPH_FP32], *q = &r->t[GRAPH_INT8];
     double gops = r->int8_ops / q->wall * 1e-9;
     printf("%-8s fp32 %8.2f ms (%.3f ms/token), int8 %8.2f ms (%.3f ms/token); int8 speedup %.2fx wall, %.2fx CPU\n",
            setting, f->wall * 1e3, f->wall * 1e3 / tokens, q->wall * 1e3, q->wall * 1e3 / tokens, f->wall / q->wall,
            f->cpu / q->cpu);
+    double gbs = r->int8_weight_bytes / q->wall * 1e-9;
     printf("%-8s int8 products %.2f GOP per forward, %.1f GOP/s = %.1f%% of the VNNI peak; i8 weights %.1f MB, "
-           "read at %.1f GB/s\n", "", r->int8_ops * 1e-9, gops, 100.0 * gops / peak, r->int8_weight_bytes * 1e-6,
-           r->int8_weight_bytes / q->wall * 1e-9);
+           "read at %.1f GB/s = %.0f%% of the streaming read bandwidth\n", "", r->int8_ops * 1e-9, gops,
+           100.0 * gops / peak, r->int8_weight_bytes * 1e-6, gbs, 100.0 * gbs / bandwidth);
 }
 
 int main(int argc, char **argv)
@@ -412,9 +414,14 @@ int main(int argc, char **argv)
     setting_result prefill, step;
     if (bench_setting(&o, false, &prefill, d) != 0 || bench_setting(&o, true, &step, d) != 0)
         return 1;
-    printf("summary, %d threads, medians of %d runs, VNNI peak %.1f GOP/s:\n", o.threads, o.runs, peak);
-    print_summary_line("prefill", o.seq, &prefill, peak);
-    print_summary_line("decode", 1, &step, peak);
+    /* Measured after the runs, closest to the decoding steps. */
+    double bandwidth = cg_measure_read_bandwidth(NULL, o.threads, (int64_t)512 << 20, d);
+    if (bandwidth < 0)
+        return 1;
+    printf("summary, %d threads, medians of %d runs, VNNI peak %.1f GOP/s, streaming read bandwidth %.1f GB/s:\n",
+           o.threads, o.runs, peak, bandwidth);
+    print_summary_line("prefill", o.seq, &prefill, peak, bandwidth);
+    print_summary_line("decode", 1, &step, peak, bandwidth);
     free_setting(&prefill);
     free_setting(&step);
     ir_diag_free(d);

@@ -84,6 +84,12 @@ double cg_graph_matmul_flops(const ir_graph *g);
  * generated loop of independent vector FMAs on `threads` threads (0 = all
  * cores). Returns a negative value after reporting an error. */
 double cg_measure_fma_peak(const cg_options *o, int threads, ir_diag *d);
+/* Measures the streaming read bandwidth in GB/s (1e9 bytes per second):
+ * `threads` threads sum a buffer of about `bytes` bytes on huge pages with
+ * generated vector loads, each thread one contiguous part. Returns the
+ * best of 7 timed passes after a warm-up, or a negative value after
+ * reporting an error. */
+double cg_measure_read_bandwidth(const cg_options *o, int threads, int64_t bytes, ir_diag *d);
 
 /* Memory of a graph under the buffer plan of cg_compile, in bytes. Float
  * tensors count 4 bytes per element, as the module stores them. */
