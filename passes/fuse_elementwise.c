@@ -188,7 +188,7 @@ static int materialize(fuse_state *s, int i, ir_diag *d)
     chain *c = &s->chains[i];
     char text[IR_FUSED_MAX_STEPS * 32];
     if (ir_fused_format(&c->program, text, sizeof text) < 0) {
-        ir_diag_error(d, g->values[i]->loc, "fuse-elementwise: the program of value '%s' is too long to print",
+        ir_diag_error(d, g->values[i]->loc, "the program of value '%s' is too long to print",
                       g->values[i]->name);
         return -1;
     }
@@ -320,7 +320,7 @@ static int materialize_product(fuse_state *s, int i, int p, const chain *c, ir_d
     const ir_value *pv = g->values[p];
     char text[IR_FUSED_MAX_STEPS * 32];
     if (ir_fused_format(&c->program, text, sizeof text) < 0) {
-        ir_diag_error(d, g->values[i]->loc, "fuse-elementwise: the program of value '%s' is too long to print",
+        ir_diag_error(d, g->values[i]->loc, "the program of value '%s' is too long to print",
                       g->values[i]->name);
         return -1;
     }
@@ -349,7 +349,7 @@ int pass_fuse_elementwise(ir_graph *g, const pass_options *opts, ir_diag *d)
     fuse_state s = {g, NULL, NULL, NULL, NULL, NULL, 0, pass_option_bool(opts, "epilogue", true)};
     int64_t max_inputs = pass_option_int(opts, "max-inputs", IR_FUSED_MAX_INPUTS);
     if (max_inputs < 1 || max_inputs > IR_FUSED_MAX_INPUTS) {
-        ir_diag_error(d, (ir_loc){0}, "fuse-elementwise: max-inputs=%lld is out of range; use 1 to %d",
+        ir_diag_error(d, (ir_loc){0}, "max-inputs=%lld is out of range; use 1 to %d",
                       (long long)max_inputs, IR_FUSED_MAX_INPUTS);
         return -1;
     }
@@ -361,7 +361,7 @@ int pass_fuse_elementwise(ir_graph *g, const pass_options *opts, ir_diag *d)
     s.absorbed = calloc((size_t)n + 1, sizeof *s.absorbed);
     int rc = 0;
     if (!s.chains || !s.uses || !s.is_output || !s.runtime || !s.absorbed) {
-        ir_diag_error(d, (ir_loc){0}, "fuse-elementwise: out of memory for %d values", n);
+        ir_diag_error(d, (ir_loc){0}, "out of memory for %d values", n);
         rc = -1;
     }
     for (int i = 0; rc == 0 && i < g->noutputs; i++)

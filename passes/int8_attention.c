@@ -193,7 +193,7 @@ static int add_named(ir_graph *g, ir_op op, const char *base, const char *suffix
     char name[512];
     int n = snprintf(name, sizeof name, "%s%s", base, suffix);
     if (n < 0 || (size_t)n >= sizeof name) {
-        ir_diag_error(d, loc, "lower-int8: the name of value %%%s is too long", base);
+        ir_diag_error(d, loc, "the name of value %%%s is too long", base);
         return -1;
     }
     return ir_add(g, op, name, operands, nops, attrs, loc);
@@ -241,7 +241,7 @@ static int lower_requantized(ir_graph *g, const pass_int8_attention *s, int acc,
     const ir_value *v = g->values[s->op];
     char name[512];
     if (pass_int8_multiplier_name(g, s, name, sizeof name) != 0) {
-        ir_diag_error(d, v->loc, "lower-int8: the name of value %%%s is too long", v->name);
+        ir_diag_error(d, v->loc, "the name of value %%%s is too long", v->name);
         return -1;
     }
     int multiplier = ir_find(g, name);
@@ -296,7 +296,7 @@ int pass_int8_lower_attention(ir_graph *g, const pass_int8_attention *s, ir_diag
     const ir_value *v = g->values[s->op];
     char *base = strdup(v->name);
     if (!base) {
-        ir_diag_error(d, v->loc, "lower-int8: out of memory");
+        ir_diag_error(d, v->loc, "out of memory");
         return -1;
     }
     int qa = add_quantize(g, s->act_a, base, ".a", d);

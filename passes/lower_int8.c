@@ -72,14 +72,14 @@ static int int8_weight_param(ir_graph *g, int weight, ir_diag *d)
     const ir_value *w = g->values[weight];
     int n = snprintf(name, sizeof name, "%s%s", w->name, PASS_INT8_WEIGHT_SUFFIX);
     if (n < 0 || (size_t)n >= sizeof name) {
-        ir_diag_error(d, w->loc, "lower-int8: the name of weight @%s is too long", w->name);
+        ir_diag_error(d, w->loc, "the name of weight @%s is too long", w->name);
         return -1;
     }
     int id = ir_find(g, name);
     if (id >= 0) {
         if (g->values[id]->op == IR_OP_PARAM && g->values[id]->type.dtype == IR_I8)
             return id;
-        ir_diag_error(d, w->loc, "lower-int8: value '%s' exists but is not an i8 param; rename it", name);
+        ir_diag_error(d, w->loc, "value '%s' exists but is not an i8 param; rename it", name);
         return -1;
     }
     ir_type type = w->type;
@@ -159,7 +159,7 @@ int pass_lower_int8(ir_graph *g, const pass_options *opts, ir_diag *d)
     int n = g->nvalues;
     bool *candidate = calloc((size_t)n + 1, sizeof *candidate);
     if (!candidate) {
-        ir_diag_error(d, (ir_loc){0}, "lower-int8: out of memory");
+        ir_diag_error(d, (ir_loc){0}, "out of memory");
         return -1;
     }
     int rc = 0;
@@ -174,7 +174,7 @@ int pass_lower_int8(ir_graph *g, const pass_options *opts, ir_diag *d)
      * read, so that a requantized attention result finds the q.linear
      * that reads it as its only user. */
     if (rc == 0 && remove_unused(g, candidate, n) != 0) {
-        ir_diag_error(d, (ir_loc){0}, "lower-int8: out of memory");
+        ir_diag_error(d, (ir_loc){0}, "out of memory");
         rc = -1;
     }
     for (int i = 0; i < n && rc == 0; i++) {
@@ -187,7 +187,7 @@ int pass_lower_int8(ir_graph *g, const pass_options *opts, ir_diag *d)
         rc = pass_int8_lower_attention(g, &site, d);
     }
     if (rc == 0 && remove_unused(g, candidate, n) != 0) {
-        ir_diag_error(d, (ir_loc){0}, "lower-int8: out of memory");
+        ir_diag_error(d, (ir_loc){0}, "out of memory");
         rc = -1;
     }
     free(candidate);
