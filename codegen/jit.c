@@ -64,8 +64,8 @@ static const cg_options *options_or_default(const cg_options *o, cg_options *sto
 
 /* Buffers come from rt_alloc_data, so large ones (packed and converted
  * weights, big activations) get huge pages like the weights bound in
- * place. On 4 KB pages the int8 decoding step, which streams its packed
- * weights, ran about 25% slower (2-core Zen 4 VM). */
+ * place. On 4 KB pages the int8 linear layers of a decoding step, which
+ * stream their packed weights, took about 12% longer (2-core Zen 4 VM). */
 static void *alloc_aligned(int64_t bytes)
 {
     return rt_alloc_data((size_t)bytes);
