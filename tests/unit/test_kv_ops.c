@@ -168,37 +168,21 @@ static void test_cache_write_shape_errors(void)
 /* ---- attention over the live cache rows ---- */
 
 /* One attention step over caches of 70 rows, more than one 64-row task of
- * the dot-product kernel, with 19-wide heads. With scores_out the scores
- * are an output too, so their product must compute every column. */
-static const char *attention_text(bool scores_out)
-{
-    return scores_out ? "hparam T = 1;\n"
-                        "input q : f32[1, 2, T, 19];\n"
-                        "input kc : f32[1, 2, 70, 19];\n"
-                        "input vc : f32[1, 2, 70, 19];\n"
-                        "input kn : f32[1, 2, T, 19];\n"
-                        "input vn : f32[1, 2, T, 19];\n"
-                        "input pos : i32[];\n"
-                        "kh = cache_write(kc, kn, pos);\n"
-                        "vh = cache_write(vc, vn, pos);\n"
-                        "scores = scale(matmul(q, kh, transpose_b=1), factor=0.25);\n"
-                        "att = softmax(causal_mask(scores, pos), axis=-1);\n"
-                        "y = matmul(att, vh);\n"
-                        "output y, scores;\n"
-                      : "hparam T = 1;\n"
-                        "input q : f32[1, 2, T, 19];\n"
-                        "input kc : f32[1, 2, 70, 19];\n"
-                        "input vc : f32[1, 2, 70, 19];\n"
-                        "input kn : f32[1, 2, T, 19];\n"
-                        "input vn : f32[1, 2, T, 19];\n"
-                        "input pos : i32[];\n"
-                        "kh = cache_write(kc, kn, pos);\n"
-                        "vh = cache_write(vc, vn, pos);\n"
-                        "scores = scale(matmul(q, kh, transpose_b=1), factor=0.25);\n"
-                        "att = softmax(causal_mask(scores, pos), axis=-1);\n"
-                        "y = matmul(att, vh);\n"
-                        "output y;\n";
-}
+ * the dot-product kernel, with 19-wide heads. The graph's outputs follow
+ * it: with the scores as an output too, their product must compute every
+ * column. */
+static const char attention_body[] = "hparam T = 1;\n"
+                                     "input q : f32[1, 2, T, 19];\n"
+                                     "input kc : f32[1, 2, 70, 19];\n"
+                                     "input vc : f32[1, 2, 70, 19];\n"
+                                     "input kn : f32[1, 2, T, 19];\n"
+                                     "input vn : f32[1, 2, T, 19];\n"
+                                     "input pos : i32[];\n"
+                                     "kh = cache_write(kc, kn, pos);\n"
+                                     "vh = cache_write(vc, vn, pos);\n"
+                                     "scores = scale(matmul(q, kh, transpose_b=1), factor=0.25);\n"
+                                     "att = softmax(causal_mask(scores, pos), axis=-1);\n"
+                                     "y = matmul(att, vh);\n";
 
 /* Inputs with every cache row filled, so rows after pos + T are stale
  * values that a wrong bound would mix into the result. */
@@ -259,7 +243,8 @@ static void test_live_cache_rows(void)
         int scores_out = variant & 1;
         bool fused = variant & 2;
         for (int64_t T = 1; T <= 3; T += 2) {
-            const char *text = attention_text(scores_out);
+            char text[sizeof attention_body + 32];
+            snprintf(text, sizeof text, "%s%s", attention_body, scores_out ? "output y, scores;\n" : "output y;\n");
             fe_define def = {"T", T};
             ir_graph *g = fe_compile_string("attention.qd", text, strlen(text), &def, 1, d);
             CHECK(g != NULL);
