@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "frontend/frontend.h"
 #include "runtime/interp.h"
 #include "runtime/quantize_run.h"
@@ -70,20 +71,7 @@ static const char main_source[] =
     "    return fclose(out) == 0 ? 0 : 93;\n"
     "}\n";
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static double uniform(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return ((double)(rng_state >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double normal(void)
-{
-    return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
-}
+static fx_rng rng = {FX_RNG_XORSHIFT, 0x9e3779b97f4a7c15ull};
 
 typedef struct int8_case {
     char dir[64];
@@ -159,42 +147,6 @@ static int tokenize_wikitext(int8_case *c)
     return rc;
 }
 
-/* N(0, 0.02) matrices, 1 + N(0, 0.1) gains, N(0, 0.1) biases. */
-static rt_weights *random_weights(const ir_graph *g)
-{
-    rt_weights *w = rt_weights_new();
-    for (int id = 0; id < g->nvalues; id++) {
-        const ir_value *v = g->values[id];
-        if (v->op != IR_OP_PARAM)
-            continue;
-        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
-        float *x = t->data;
-        const char *init = ir_attr_str(v, "init");
-        for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
-            if (v->type.rank == 2)
-                x[i] = (float)(0.02 * normal());
-            else if (strcmp(init, "ones") == 0)
-                x[i] = (float)(1.0 + 0.1 * normal());
-            else
-                x[i] = (float)(0.1 * normal());
-        }
-        rt_weights_set(w, v->name, t);
-    }
-    return w;
-}
-
-static rt_weights *copy_weights(const rt_weights *w)
-{
-    rt_weights *out = rt_weights_new();
-    for (int i = 0; i < w->count; i++) {
-        const rt_tensor *t = w->tensors[i];
-        rt_tensor *copy = rt_tensor_new(t->dtype, t->rank, t->dims);
-        memcpy(copy->data, t->data, rt_tensor_nbytes(t));
-        rt_weights_set(out, w->names[i], copy);
-    }
-    return out;
-}
-
 /* idx and targets: the sequence after the calibration sequences. */
 static int make_inputs(int8_case *c)
 {
@@ -233,7 +185,7 @@ static int case_setup(int8_case *c)
     ir_graph *fp = fe_compile_file(MODEL, defines, NDEFINES + 2, c->diag);
     if (!fp)
         return -1;
-    rt_weights *w = random_weights(fp);
+    rt_weights *w = fx_gpt2_weights(&rng, fp, 0.02);
     rt_tensor *float_out[2] = {NULL, NULL};
     int rc = rt_interp_run(fp, w, c->inputs, float_out, c->diag);
     c->float_logits = float_out[0];
@@ -253,7 +205,7 @@ static int case_setup(int8_case *c)
     rt_quantized_model m = {0};
     rt_quantize_report report = {0};
     if (rc == 0)
-        rc = rt_quantize_run(&config, copy_weights(w), seqs, NCALIB, &m, &report, c->diag);
+        rc = rt_quantize_run(&config, fx_copy_weights(w), seqs, NCALIB, &m, &report, c->diag);
     rt_weights_free(w);
     rt_quantize_report_free(&report);
     if (rc == 0)

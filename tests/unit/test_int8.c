@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
 #include "ir/int8.h"
@@ -33,48 +34,13 @@
 #define LOGITS_RTOL 1e-4
 #define PERPLEXITY_RTOL 5e-3
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static double uniform(void)
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return ((double)(rng_state >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double normal(void)
-{
-    return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
-}
-
-static rt_tensor *random_tensor(int rank, const int64_t *dims, double stddev)
-{
-    rt_tensor *t = rt_tensor_new(IR_F32, rank, dims);
-    float *x = t->data;
-    for (int64_t i = 0; i < rt_tensor_numel(t); i++)
-        x[i] = (float)(stddev * normal());
-    return t;
-}
+static fx_rng rng = {FX_RNG_LCG, 0x9e3779b97f4a7c15ull};
 
 static void set_values(rt_weights *w, const char *name, int rank, const int64_t *dims, const float *values)
 {
     rt_tensor *t = rt_tensor_new(IR_F32, rank, dims);
     memcpy(t->data, values, sizeof(float) * (size_t)rt_tensor_numel(t));
     rt_weights_set(w, name, t);
-}
-
-static int run_passes(ir_graph *g, const char *text, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pass_manager_run(pm, &pipeline, g);
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
 }
 
 /* Compiles g for the host and runs it once. Returns 0 or -1. */
@@ -87,14 +53,6 @@ static int run_jit(const ir_graph *g, const rt_weights *w, const rt_weights *in,
     int rc = cg_run(m, w, in, outputs, d);
     cg_free(m);
     return rc;
-}
-
-static int count_ops(const ir_graph *g, ir_op op)
-{
-    int n = 0;
-    for (int id = 0; id < g->nvalues; id++)
-        n += g->values[id]->op == op;
-    return n;
 }
 
 /* ---- one linear and one LM head ---- */
@@ -133,9 +91,9 @@ static rt_weights *small_weights(void)
 {
     rt_weights *w = rt_weights_new();
     int64_t wdims[2] = {K, N}, bdims[1] = {N}, tdims[2] = {V, N};
-    rt_weights_set(w, "fc.weight", random_tensor(2, wdims, 0.05));
-    rt_weights_set(w, "fc.bias", random_tensor(1, bdims, 0.1));
-    rt_weights_set(w, "wte", random_tensor(2, tdims, 0.05));
+    rt_weights_set(w, "fc.weight", fx_normal_tensor(&rng, 2, wdims, 0.05));
+    rt_weights_set(w, "fc.bias", fx_normal_tensor(&rng, 1, bdims, 0.1));
+    rt_weights_set(w, "wte", fx_normal_tensor(&rng, 2, tdims, 0.05));
 
     float scales[N], zeros[N];
     const float *fw = rt_weights_get(w, "fc.weight")->data;
@@ -217,7 +175,7 @@ static void test_qlinear_matches_fake_quant(void)
     rt_weights *w = small_weights();
     rt_weights *in = rt_weights_new();
     int64_t xdims[2] = {M, K};
-    rt_weights_set(in, "x", random_tensor(2, xdims, 0.8));
+    rt_weights_set(in, "x", fx_normal_tensor(&rng, 2, xdims, 0.8));
 
     rt_tensor *want[2] = {NULL, NULL};
     CHECK_EQ_INT(rt_interp_run(g, w, in, want, d), 0);
@@ -227,10 +185,10 @@ static void test_qlinear_matches_fake_quant(void)
     check_converted_weight(w, "wte", "head.w.scale", "head.w.zero_point", true);
 
     ir_graph *lowered = ir_graph_clone(g);
-    CHECK_EQ_INT(run_passes(lowered, "lower-int8", d), 0);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_Q_LINEAR), 2);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_FQ_ACT), 0);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_FQ_WEIGHT), 0);
+    CHECK_EQ_INT(fx_run_pipeline(lowered, "lower-int8", d), 0);
+    CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_Q_LINEAR), 2);
+    CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_FQ_ACT), 0);
+    CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_FQ_WEIGHT), 0);
     CHECK(ir_find(lowered, "fc.weight") < 0);
     rt_tensor *got[2] = {NULL, NULL};
     CHECK_EQ_INT(rt_interp_run(lowered, w, in, got, d), 0);
@@ -303,31 +261,6 @@ static ir_graph *compile_tiny_gpt2(ir_diag *d)
     return fe_compile_file("examples/gpt2.qd", defines, 6, d);
 }
 
-/* N(0, 0.02) matrices, 1 + N(0, 0.1) gains, N(0, 0.1) biases; quantizer
- * params stay unset for calibration. */
-static rt_weights *random_weights(const ir_graph *g)
-{
-    rt_weights *w = rt_weights_new();
-    for (int id = 0; id < g->nvalues; id++) {
-        const ir_value *v = g->values[id];
-        if (v->op != IR_OP_PARAM)
-            continue;
-        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
-        float *x = t->data;
-        const char *init = ir_attr_str(v, "init");
-        for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
-            if (v->type.rank == 2)
-                x[i] = (float)(0.02 * normal());
-            else if (strcmp(init, "ones") == 0)
-                x[i] = (float)(1.0 + 0.1 * normal());
-            else
-                x[i] = (float)(0.1 * normal());
-        }
-        rt_weights_set(w, v->name, t);
-    }
-    return w;
-}
-
 /* The first GPT2_T tokens of the sentence as idx and the next as targets. */
 static rt_weights *sentence_inputs(ir_diag *d)
 {
@@ -353,18 +286,6 @@ static rt_weights *sentence_inputs(ir_diag *d)
     return in;
 }
 
-/* Returns max |a - b| / max |b|. */
-static double relative_difference(const rt_tensor *a, const rt_tensor *b)
-{
-    const float *x = a->data, *y = b->data;
-    double diff = 0, scale = 0;
-    for (int64_t i = 0; i < rt_tensor_numel(b); i++) {
-        diff = fmax(diff, fabs((double)x[i] - y[i]));
-        scale = fmax(scale, fabs((double)y[i]));
-    }
-    return diff / scale;
-}
-
 static void test_gpt2_lowered_matches_fake_quant(void)
 {
     ir_diag *d = ir_diag_new(stderr);
@@ -373,8 +294,8 @@ static void test_gpt2_lowered_matches_fake_quant(void)
     CHECK(g != NULL);
     if (!g || !in)
         return;
-    CHECK_EQ_INT(run_passes(g, "insert-fakequant{bits=w8a8}", d), 0);
-    rt_weights *w = random_weights(g);
+    CHECK_EQ_INT(fx_run_pipeline(g, "insert-fakequant{bits=w8a8}", d), 0);
+    rt_weights *w = fx_gpt2_weights(&rng, g, 0.02);
     const rt_weights *batches[1] = {in};
     pass_calib_options o = pass_calib_default_options();
     CHECK_EQ_INT(pass_calibrate(g, w, batches, 1, &o, d), 0);
@@ -384,9 +305,9 @@ static void test_gpt2_lowered_matches_fake_quant(void)
     /* Four linears per block and the LM head. */
     CHECK_EQ_INT(pass_int8_convert_weights(g, w, d), 9);
     ir_graph *lowered = ir_graph_clone(g);
-    CHECK_EQ_INT(run_passes(lowered, "lower-int8", d), 0);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_Q_LINEAR), 9);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_FQ_ACT) + count_ops(lowered, IR_OP_FQ_WEIGHT), 0);
+    CHECK_EQ_INT(fx_run_pipeline(lowered, "lower-int8", d), 0);
+    CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_Q_LINEAR), 9);
+    CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_FQ_ACT) + fx_count_ops(lowered, IR_OP_FQ_WEIGHT), 0);
     rt_tensor *got[2] = {NULL, NULL};
     CHECK_EQ_INT(rt_interp_run(lowered, w, in, got, d), 0);
     if (!want[0] || !got[0] || !want[1] || !got[1])
@@ -400,7 +321,7 @@ static void test_gpt2_lowered_matches_fake_quant(void)
         rt_tensor **y = results[r];
         if (!y[0] || !y[1])
             continue;
-        double logits_diff = relative_difference(y[0], want[0]);
+        double logits_diff = fx_relative_difference(y[0], want[0]);
         double ppl_want = exp(((float *)want[1]->data)[0]), ppl_got = exp(((float *)y[1]->data)[0]);
         double ppl_diff = fabs(ppl_got - ppl_want) / ppl_want;
         printf("tiny GPT-2 W8A8, lowered (%s) vs fake quant (interpreter): logits max |diff| / max |logit| = "
@@ -481,23 +402,23 @@ static void qlinear_data(const qlinear_case *c, rt_weights *w, rt_weights *in)
     int64_t wdims[2] = {c->transpose_b ? c->n : c->k, c->transpose_b ? c->k : c->n};
     rt_tensor *wq = rt_tensor_new(IR_I8, 2, wdims);
     for (int64_t i = 0; i < c->k * c->n; i++)
-        ((int8_t *)wq->data)[i] = (int8_t)(floor(uniform() * 255.0) - 127.0);
+        ((int8_t *)wq->data)[i] = (int8_t)(floor(fx_uniform_open(&rng) * 255.0) - 127.0);
     rt_weights_set(w, "w.q", wq);
     int64_t channels = c->per_channel ? c->n : 1, cdims[1] = {channels}, bdims[1] = {c->n};
     float *scales = malloc(sizeof *scales * (size_t)channels), *zeros = malloc(sizeof *zeros * (size_t)channels);
     for (int64_t j = 0; j < channels; j++) {
-        scales[j] = (float)(1e-3 + 1e-2 * uniform());
-        zeros[j] = (float)floor(uniform() * 5.0) - 2.0f;
+        scales[j] = (float)(1e-3 + 1e-2 * fx_uniform_open(&rng));
+        zeros[j] = (float)floor(fx_uniform_open(&rng) * 5.0) - 2.0f;
     }
     set_values(w, "w.scale", c->per_channel ? 1 : 0, cdims, scales);
     set_values(w, "w.zero_point", c->per_channel ? 1 : 0, cdims, zeros);
     free(scales);
     free(zeros);
-    rt_weights_set(w, "b", random_tensor(1, bdims, 0.1));
+    rt_weights_set(w, "b", fx_normal_tensor(&rng, 1, bdims, 0.1));
     set_scalar(w, "x.scale", 2.0f / 255.0f);
     set_scalar(w, "x.zero_point", c->symmetric ? 0.0f : 120.5f);
     int64_t xdims[2] = {c->m, c->k};
-    rt_weights_set(in, "x", random_tensor(2, xdims, 0.6));
+    rt_weights_set(in, "x", fx_normal_tensor(&rng, 2, xdims, 0.6));
 }
 
 static void test_qlinear_jit_equals_interpreter(void)
@@ -550,8 +471,8 @@ enum { KV_CACHE = 12, KV_POS = 7 };
  * the same on every call. */
 static rt_weights *decode_inputs(const ir_graph *g)
 {
-    uint64_t saved_state = rng_state;
-    rng_state = 0x853c49e6748fea9bull;
+    uint64_t saved_state = rng.state;
+    rng.state = 0x853c49e6748fea9bull;
     rt_weights *in = rt_weights_new();
     int64_t one[2] = {1, 1};
     rt_tensor *idx = rt_tensor_new(IR_I32, 2, one), *pos = rt_tensor_new(IR_I32, 0, NULL);
@@ -566,7 +487,7 @@ static rt_weights *decode_inputs(const ir_graph *g)
         const ir_value *v = g->values[id];
         if (v->op != IR_OP_INPUT || v->type.dtype != IR_F32)
             continue;
-        rt_tensor *t = random_tensor(v->type.rank, v->type.dims, 0.5);
+        rt_tensor *t = fx_normal_tensor(&rng, v->type.rank, v->type.dims, 0.5);
         /* [B, NH, n_cache, HS]: zero the rows at and after KV_POS. */
         int64_t rows = v->type.dims[2], hs = v->type.dims[3];
         for (int64_t i = 0; i < rt_tensor_numel(t); i++)
@@ -574,7 +495,7 @@ static rt_weights *decode_inputs(const ir_graph *g)
                 ((float *)t->data)[i] = 0;
         rt_weights_set(in, v->name, t);
     }
-    rng_state = saved_state;
+    rng.state = saved_state;
     return in;
 }
 
@@ -590,8 +511,8 @@ static void test_gpt2_decode_lowered_matches_fake_quant(void)
     CHECK(g != NULL);
     if (!g)
         return;
-    CHECK_EQ_INT(run_passes(g, "insert-fakequant{bits=w8a8}", d), 0);
-    rt_weights *w = random_weights(g);
+    CHECK_EQ_INT(fx_run_pipeline(g, "insert-fakequant{bits=w8a8}", d), 0);
+    rt_weights *w = fx_gpt2_weights(&rng, g, 0.02);
     rt_weights *in = decode_inputs(g);
     const rt_weights *batches[1] = {in};
     pass_calib_options o = pass_calib_default_options();
@@ -601,8 +522,8 @@ static void test_gpt2_decode_lowered_matches_fake_quant(void)
 
     CHECK_EQ_INT(pass_int8_convert_weights(g, w, d), 9);
     ir_graph *lowered = ir_graph_clone(g);
-    CHECK_EQ_INT(run_passes(lowered, "lower-int8", d), 0);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_Q_LINEAR), 9);
+    CHECK_EQ_INT(fx_run_pipeline(lowered, "lower-int8", d), 0);
+    CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_Q_LINEAR), 9);
     /* cache_write stores the step's row into the cache inputs, so each run
      * gets fresh ones. */
     rt_weights_free(in);
@@ -610,7 +531,7 @@ static void test_gpt2_decode_lowered_matches_fake_quant(void)
     rt_tensor *got = NULL;
     CHECK_EQ_INT(run_jit(lowered, w, in, &got, d), 0);
     if (want && got) {
-        double diff = relative_difference(got, want);
+        double diff = fx_relative_difference(got, want);
         printf("tiny GPT-2 W8A8 decoding step, lowered (JIT, GEMV) vs fake quant (interpreter): logits max |diff| "
                "/ max |logit| = %.3g\n", diff);
         CHECK(diff <= LOGITS_RTOL);
@@ -633,8 +554,8 @@ static void test_lowered_needs_converted_weights(void)
     rt_weights *w = small_weights();
     rt_weights *in = rt_weights_new();
     int64_t xdims[2] = {M, K};
-    rt_weights_set(in, "x", random_tensor(2, xdims, 0.8));
-    CHECK_EQ_INT(run_passes(g, "lower-int8", d), 0);
+    rt_weights_set(in, "x", fx_normal_tensor(&rng, 2, xdims, 0.8));
+    CHECK_EQ_INT(fx_run_pipeline(g, "lower-int8", d), 0);
     rt_tensor *got[2] = {NULL, NULL};
     CHECK(rt_interp_run(g, w, in, got, d) != 0);
     rt_weights_free(w);
@@ -652,7 +573,7 @@ static void test_qlinear_asm_uses_vnni(void)
     CHECK(g != NULL);
     if (!g)
         return;
-    CHECK_EQ_INT(run_passes(g, "lower-int8", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "lower-int8", d), 0);
     cg_options o = cg_default_options();
     o.cpu = "znver4";
     char *vnni = cg_emit_asm(g, &o, d);

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "codegen/codegen.h"
 #include "codegen/quant_arith.h"
 #include "frontend/frontend.h"
@@ -38,56 +39,13 @@
 #define GPT2_T 16
 #define LOGITS_RTOL 1e-4
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static double uniform(void)
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return ((double)(rng_state >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double normal(void)
-{
-    return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
-}
-
-static rt_tensor *random_tensor(int rank, const int64_t *dims, double stddev)
-{
-    rt_tensor *t = rt_tensor_new(IR_F32, rank, dims);
-    float *x = t->data;
-    for (int64_t i = 0; i < rt_tensor_numel(t); i++)
-        x[i] = (float)(stddev * normal());
-    return t;
-}
+static fx_rng rng = {FX_RNG_LCG, 0x2545f4914f6cdd1dull};
 
 static void set_scalar(rt_weights *w, const char *name, float value)
 {
     rt_tensor *t = rt_tensor_new(IR_F32, 0, NULL);
     *(float *)t->data = value;
     rt_weights_set(w, name, t);
-}
-
-static int run_passes(ir_graph *g, const char *text, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pass_manager_run(pm, &pipeline, g);
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
-static int count_ops(const ir_graph *g, ir_op op)
-{
-    int n = 0;
-    for (int id = 0; id < g->nvalues; id++)
-        n += !g->values[id]->dead && g->values[id]->op == op;
-    return n;
 }
 
 /* ---- the ops, JIT against the interpreter ---- */
@@ -143,8 +101,8 @@ static void qmatmul_data(const qmatmul_case *c, rt_weights *w, rt_weights *in, c
 {
     int64_t adims[3] = {c->batch, c->m, c->k};
     int64_t bdims[3] = {c->batch, c->transpose_b ? c->n : c->k, c->transpose_b ? c->k : c->n};
-    rt_weights_set(in, "a", random_tensor(3, adims, 1.0));
-    rt_weights_set(in, "b", random_tensor(3, bdims, 1.0));
+    rt_weights_set(in, "a", fx_normal_tensor(&rng, 3, adims, 1.0));
+    rt_weights_set(in, "b", fx_normal_tensor(&rng, 3, bdims, 1.0));
     set_scalar(w, "a.scale", 4.0f / 255.0f);
     set_scalar(w, "a.zero_point", 127.5f); /* rounds half to even: 128 */
     set_scalar(w, "b.scale", 3.0f / 127.0f);
@@ -292,36 +250,13 @@ static void test_qmatmul_rejects_broadcast(void)
 
 /* ---- tiny GPT-2 with quantized attention ---- */
 
-static rt_weights *random_weights(const ir_graph *g)
-{
-    rt_weights *w = rt_weights_new();
-    for (int id = 0; id < g->nvalues; id++) {
-        const ir_value *v = g->values[id];
-        if (v->op != IR_OP_PARAM)
-            continue;
-        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
-        float *x = t->data;
-        const char *init = ir_attr_str(v, "init");
-        for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
-            if (v->type.rank == 2)
-                x[i] = (float)(0.08 * normal());
-            else if (strcmp(init, "ones") == 0)
-                x[i] = (float)(1.0 + 0.1 * normal());
-            else
-                x[i] = (float)(0.1 * normal());
-        }
-        rt_weights_set(w, v->name, t);
-    }
-    return w;
-}
-
 static rt_weights *random_tokens(int64_t vocab)
 {
     int64_t dims[2] = {1, GPT2_T};
     rt_tensor *idx = rt_tensor_new(IR_I32, 2, dims), *targets = rt_tensor_new(IR_I32, 2, dims);
     for (int i = 0; i < GPT2_T; i++) {
-        ((int32_t *)idx->data)[i] = (int32_t)(uniform() * (double)vocab);
-        ((int32_t *)targets->data)[i] = (int32_t)(uniform() * (double)vocab);
+        ((int32_t *)idx->data)[i] = (int32_t)(fx_uniform_open(&rng) * (double)vocab);
+        ((int32_t *)targets->data)[i] = (int32_t)(fx_uniform_open(&rng) * (double)vocab);
     }
     rt_weights *in = rt_weights_new();
     rt_weights_set(in, "idx", idx);
@@ -352,12 +287,12 @@ static void test_gpt2_attention_matches_fake_quant(void)
         ir_diag_free(d);
         return;
     }
-    rt_weights *w = random_weights(g);
+    rt_weights *w = fx_gpt2_weights(&rng, g, 0.08);
     rt_weights *in = random_tokens(512);
     rt_tensor *float_out[2] = {NULL, NULL};
     CHECK_EQ_INT(rt_interp_run(g, w, in, float_out, d), 0);
 
-    CHECK_EQ_INT(run_passes(g, "insert-fakequant{sites=linear;lm_head;attention}", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "insert-fakequant{sites=linear;lm_head;attention}", d), 0);
     rt_weights *calib[3];
     for (int b = 0; b < 3; b++)
         calib[b] = random_tokens(512);
@@ -374,13 +309,13 @@ static void test_gpt2_attention_matches_fake_quant(void)
     /* Nine i8 weights and one multiplier per block (att · v). */
     CHECK_EQ_INT(pass_int8_convert_weights(g, w, d), 11);
     ir_graph *lowered = ir_graph_clone(g);
-    CHECK_EQ_INT(run_passes(lowered, "lower-int8", d), 0);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_Q_LINEAR), 9);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_Q_MATMUL), 4);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_Q_QUANTIZE), 8);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_Q_REQUANTIZE), 2);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_Q_DEQUANTIZE), 4);
-    CHECK_EQ_INT(count_ops(lowered, IR_OP_FQ_ACT) + count_ops(lowered, IR_OP_MATMUL), 0);
+    CHECK_EQ_INT(fx_run_pipeline(lowered, "lower-int8", d), 0);
+    CHECK_EQ_INT(fx_count_live_ops(lowered, IR_OP_Q_LINEAR), 9);
+    CHECK_EQ_INT(fx_count_live_ops(lowered, IR_OP_Q_MATMUL), 4);
+    CHECK_EQ_INT(fx_count_live_ops(lowered, IR_OP_Q_QUANTIZE), 8);
+    CHECK_EQ_INT(fx_count_live_ops(lowered, IR_OP_Q_REQUANTIZE), 2);
+    CHECK_EQ_INT(fx_count_live_ops(lowered, IR_OP_Q_DEQUANTIZE), 4);
+    CHECK_EQ_INT(fx_count_live_ops(lowered, IR_OP_FQ_ACT) + fx_count_live_ops(lowered, IR_OP_MATMUL), 0);
 
     rt_tensor *interp[2] = {NULL, NULL}, *jit[2] = {NULL, NULL};
     CHECK_EQ_INT(rt_interp_run(lowered, w, in, interp, d), 0);

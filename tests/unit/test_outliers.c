@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "runtime/interp.h"
 #include "runtime/outliers.h"
 #include "runtime/safetensors.h"
@@ -33,52 +34,7 @@ static const char *text =
 static const fe_define defines[] = {{"n_layer", 2}, {"n_embd", C}, {"n_head", 2}, {"n_vocab", 256}, {"n_ctx", 64}};
 #define NDEFINES 5
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static double uniform(void)
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return ((double)(rng_state >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double normal(void)
-{
-    return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
-}
-
-static ir_graph *compile_float(ir_diag *d)
-{
-    fe_define all[NDEFINES + 2];
-    memcpy(all, defines, sizeof defines);
-    all[NDEFINES] = (fe_define){"B", 1};
-    all[NDEFINES + 1] = (fe_define){"T", SEQ};
-    return fe_compile_file("examples/gpt2.qd", all, NDEFINES + 2, d);
-}
-
-/* N(0, 0.1) matrices, N(0, 0.05) biases, layernorm gains 1 + N(0, 0.1)
- * with every 8th channel times 20. */
-static rt_weights *random_weights(const ir_graph *g)
-{
-    rt_weights *w = rt_weights_new();
-    for (int id = 0; id < g->nvalues; id++) {
-        const ir_value *v = g->values[id];
-        if (v->op != IR_OP_PARAM)
-            continue;
-        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
-        float *x = t->data;
-        bool gain = strcmp(ir_attr_str(v, "init"), "ones") == 0;
-        for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
-            if (v->type.rank == 2)
-                x[i] = (float)(0.1 * normal());
-            else if (gain)
-                x[i] = (float)((1.0 + 0.1 * normal()) * (i % 8 == 3 ? 20.0 : 1.0));
-            else
-                x[i] = (float)(0.05 * normal());
-        }
-        rt_weights_set(w, v->name, t);
-    }
-    return w;
-}
+static fx_rng rng = {FX_RNG_LCG, 0x2545f4914f6cdd1dull};
 
 static int32_t tokens[512];
 static const int32_t *seqs[NSEQS];
@@ -197,11 +153,11 @@ static void check_summary(const rt_outlier_site *s)
 
 static void test_measure(ir_diag *d)
 {
-    ir_graph *fp = compile_float(d);
+    ir_graph *fp = fx_compile_gpt2(defines, NDEFINES, 1, SEQ, d);
     CHECK(fp != NULL);
     if (!fp)
         return;
-    rt_weights *w = random_weights(fp);
+    rt_weights *w = fx_outlier_gpt2_weights(&rng, fp);
     char path[] = "/tmp/quadc_outliers_XXXXXX";
     int fd = mkstemp(path);
     CHECK(fd >= 0);
@@ -262,10 +218,10 @@ static void test_measure(ir_diag *d)
 
 static void test_rejects_wrong_shape(ir_diag *d)
 {
-    ir_graph *fp = compile_float(d);
+    ir_graph *fp = fx_compile_gpt2(defines, NDEFINES, 1, SEQ, d);
     if (!fp)
         return;
-    rt_weights *w = random_weights(fp);
+    rt_weights *w = fx_outlier_gpt2_weights(&rng, fp);
     int64_t dims[1] = {C + 1};
     rt_weights_set(w, "h.1.ln_2.bias", rt_tensor_new(IR_F32, 1, dims));
     char path[] = "/tmp/quadc_outliers_XXXXXX";

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "frontend/frontend.h"
 #include "ir/text.h"
 #include "passes/manager.h"
@@ -33,18 +34,7 @@
 
 static const char *sentence = "The quick brown fox jumps over the lazy dog, and the dog does not seem to mind it.";
 
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
-
-static double uniform(void)
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return ((double)(rng_state >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double normal(void)
-{
-    return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
-}
+static fx_rng rng = {FX_RNG_LCG, 0x243f6a8885a308d3ull};
 
 static ir_graph *compile_tiny_gpt2(ir_diag *d)
 {
@@ -68,29 +58,17 @@ static rt_weights *random_weights(const ir_graph *g)
         bool alpha = strstr(v->name, ".quadapter.alpha") != NULL;
         for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
             if (alpha)
-                x[i] = (float)(0.5 + 1.5 * uniform());
+                x[i] = (float)(0.5 + 1.5 * fx_uniform_open(&rng));
             else if (v->type.rank == 2)
-                x[i] = (float)(0.02 * normal());
+                x[i] = (float)(0.02 * fx_normal(&rng));
             else if (strcmp(init, "ones") == 0)
-                x[i] = (float)(1.0 + 0.1 * normal());
+                x[i] = (float)(1.0 + 0.1 * fx_normal(&rng));
             else
-                x[i] = (float)(0.1 * normal());
+                x[i] = (float)(0.1 * fx_normal(&rng));
         }
         rt_weights_set(w, v->name, t);
     }
     return w;
-}
-
-static rt_weights *copy_weights(const rt_weights *w)
-{
-    rt_weights *copy = rt_weights_new();
-    for (int i = 0; i < w->count; i++) {
-        const rt_tensor *t = w->tensors[i];
-        rt_tensor *c = rt_tensor_new(t->dtype, t->rank, t->dims);
-        memcpy(c->data, t->data, rt_tensor_nbytes(t));
-        rt_weights_set(copy, w->names[i], c);
-    }
-    return copy;
 }
 
 /* The first T tokens of the sentence as idx and the next T as targets. */
@@ -126,43 +104,6 @@ static rt_tensor *logits_of(const ir_graph *g, const rt_weights *w, const rt_wei
     return outputs[0];
 }
 
-/* Returns max |a - b| / max |b|. */
-static double relative_difference(const rt_tensor *a, const rt_tensor *b)
-{
-    if (!a || !b)
-        return INFINITY;
-    const float *x = a->data, *y = b->data;
-    double diff = 0, scale = 0;
-    for (int64_t i = 0; i < rt_tensor_numel(b); i++) {
-        diff = fmax(diff, fabs((double)x[i] - y[i]));
-        scale = fmax(scale, fabs((double)y[i]));
-    }
-    return diff / scale;
-}
-
-static int run_passes(ir_graph *g, const char *text, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pass_manager_run(pm, &pipeline, g);
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
-static int count_ops(const ir_graph *g, ir_op op)
-{
-    int n = 0;
-    for (int id = 0; id < g->nvalues; id++)
-        n += g->values[id]->op == op;
-    return n;
-}
-
 static void test_fold_preserves_float_logits(void)
 {
     ir_diag *d = ir_diag_new(stderr);
@@ -171,21 +112,21 @@ static void test_fold_preserves_float_logits(void)
     rt_weights *in = sentence_inputs(d);
     if (!g || !in)
         return;
-    CHECK_EQ_INT(run_passes(g, "insert-quadapter{sites=ln;attn-v}", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "insert-quadapter{sites=ln;attn-v}", d), 0);
     /* Two layernorm sites and one value site per layer. */
-    CHECK_EQ_INT(count_ops(g, IR_OP_QA_SCALE), 12);
+    CHECK_EQ_INT(fx_count_ops(g, IR_OP_QA_SCALE), 12);
     rt_weights *w = random_weights(g);
     rt_tensor *before = logits_of(g, w, in, d);
 
     ir_graph *folded = ir_graph_clone(g);
-    rt_weights *fw = copy_weights(w);
+    rt_weights *fw = fx_copy_weights(w);
     CHECK_EQ_INT(pass_fold_quadapter(folded, fw, d), 0);
-    CHECK_EQ_INT(count_ops(folded, IR_OP_QA_SCALE), 0);
+    CHECK_EQ_INT(fx_count_ops(folded, IR_OP_QA_SCALE), 0);
     CHECK(ir_find(folded, "h.0.ln_1.quadapter.alpha") < 0);
     CHECK(rt_weights_get(fw, "h.1.attn.c_proj.quadapter.alpha") == NULL);
     CHECK_EQ_INT(ir_verify(folded, "fold-quadapter"), 0);
     rt_tensor *after = logits_of(folded, fw, in, d);
-    double diff = relative_difference(after, before);
+    double diff = fx_relative_difference(after, before);
     printf("float logits, folded vs unfolded: max |diff| / max |logit| = %.3g\n", diff);
     CHECK(diff <= FP_TOL);
 
@@ -206,7 +147,7 @@ static void test_fold_preserves_quantized_logits(void)
     rt_weights *in = sentence_inputs(d);
     if (!g || !in)
         return;
-    CHECK_EQ_INT(run_passes(g, "insert-quadapter{sites=ln;attn-v},insert-fakequant{bits=w8a8}", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "insert-quadapter{sites=ln;attn-v},insert-fakequant{bits=w8a8}", d), 0);
     rt_weights *w = random_weights(g);
     const rt_weights *batches[1] = {in};
     pass_calib_options o = pass_calib_default_options();
@@ -214,10 +155,10 @@ static void test_fold_preserves_quantized_logits(void)
     rt_tensor *before = logits_of(g, w, in, d);
 
     ir_graph *folded = ir_graph_clone(g);
-    rt_weights *fw = copy_weights(w);
+    rt_weights *fw = fx_copy_weights(w);
     CHECK_EQ_INT(pass_fold_quadapter(folded, fw, d), 0);
     rt_tensor *same_params = logits_of(folded, fw, in, d);
-    double diff = relative_difference(same_params, before);
+    double diff = fx_relative_difference(same_params, before);
     printf("W8A8 logits, folded (quantizer params carried through the fold) vs unfolded: %.3g\n", diff);
     CHECK(diff <= QUANT_TOL);
 
@@ -228,7 +169,7 @@ static void test_fold_preserves_quantized_logits(void)
     const float *s1 = rt_weights_get(fw, "h.0.attn.c_attn.input.scale")->data;
     CHECK_CLOSE(s1[0], s0[0], 0, 1e-5);
     rt_tensor *refit = logits_of(folded, fw, in, d);
-    diff = relative_difference(refit, before);
+    diff = fx_relative_difference(refit, before);
     printf("W8A8 logits, folded (recalibrated) vs unfolded: %.3g\n", diff);
     CHECK(diff <= QUANT_TOL);
 
@@ -251,14 +192,14 @@ static void test_smoothquant_folds(void)
     rt_weights *in = sentence_inputs(d);
     if (!g || !in)
         return;
-    CHECK_EQ_INT(run_passes(g, "insert-quadapter", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "insert-quadapter", d), 0);
     rt_weights *w = random_weights(g);
     const rt_weights *batches[1] = {in};
     CHECK_EQ_INT(pass_smoothquant_scales(g, w, batches, 1, 0.5, NULL, d), 0);
     rt_tensor *before = logits_of(g, w, in, d);
     CHECK_EQ_INT(pass_fold_quadapter(g, w, d), 0);
     rt_tensor *after = logits_of(g, w, in, d);
-    double diff = relative_difference(after, before);
+    double diff = fx_relative_difference(after, before);
     printf("float logits with SmoothQuant alphas, folded vs unfolded: %.3g\n", diff);
     CHECK(diff <= FP_TOL);
     rt_tensor_free(before);
@@ -279,9 +220,9 @@ static void test_calibrate_with_jit(void)
     rt_weights *in = sentence_inputs(d);
     if (!g || !in)
         return;
-    CHECK_EQ_INT(run_passes(g, "insert-quadapter,insert-fakequant{bits=w4a8}", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "insert-quadapter,insert-fakequant{bits=w4a8}", d), 0);
     rt_weights *w = random_weights(g);
-    rt_weights *wj = copy_weights(w);
+    rt_weights *wj = fx_copy_weights(w);
     const rt_weights *batches[1] = {in};
     pass_calib_options o = pass_calib_default_options();
     CHECK_EQ_INT(pass_calibrate(g, w, batches, 1, &o, d), 0);
@@ -323,7 +264,7 @@ static void test_fold_rejects_bad_alpha(void)
     ir_graph *g = compile_tiny_gpt2(d);
     if (!g)
         return;
-    CHECK_EQ_INT(run_passes(g, "insert-quadapter", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "insert-quadapter", d), 0);
     rt_weights *w = random_weights(g);
     ((float *)rt_weights_get(w, "h.1.ln_2.quadapter.alpha")->data)[3] = 0.0f;
     float gamma0 = ((float *)rt_weights_get(w, "h.0.ln_1.weight")->data)[0];

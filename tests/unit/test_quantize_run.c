@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "passes/manager.h"
 #include "runtime/interp.h"
 #include "runtime/quantize_run.h"
@@ -41,63 +42,7 @@ static const char *text =
 static const fe_define defines[] = {{"n_layer", 2}, {"n_embd", 32}, {"n_head", 2}, {"n_vocab", 256}, {"n_ctx", 64}};
 #define NDEFINES 5
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static double uniform(void)
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return ((double)(rng_state >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double normal(void)
-{
-    return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
-}
-
-static ir_graph *compile_float(ir_diag *d)
-{
-    fe_define all[NDEFINES + 2];
-    memcpy(all, defines, sizeof defines);
-    all[NDEFINES] = (fe_define){"B", 1};
-    all[NDEFINES + 1] = (fe_define){"T", SEQ};
-    return fe_compile_file("examples/gpt2.qd", all, NDEFINES + 2, d);
-}
-
-/* N(0, 0.1) matrices, N(0, 0.05) biases, layernorm gains 1 + N(0, 0.1)
- * with every 8th channel times 20. */
-static rt_weights *random_weights(const ir_graph *g)
-{
-    rt_weights *w = rt_weights_new();
-    for (int id = 0; id < g->nvalues; id++) {
-        const ir_value *v = g->values[id];
-        if (v->op != IR_OP_PARAM)
-            continue;
-        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
-        float *x = t->data;
-        bool gain = strcmp(ir_attr_str(v, "init"), "ones") == 0;
-        for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
-            if (v->type.rank == 2)
-                x[i] = (float)(0.1 * normal());
-            else if (gain)
-                x[i] = (float)((1.0 + 0.1 * normal()) * (i % 8 == 3 ? 20.0 : 1.0));
-            else
-                x[i] = (float)(0.05 * normal());
-        }
-        rt_weights_set(w, v->name, t);
-    }
-    return w;
-}
-
-static rt_weights *copy_weights(const rt_weights *w)
-{
-    rt_weights *out = rt_weights_new();
-    for (int i = 0; i < w->count; i++) {
-        rt_tensor *t = rt_tensor_new(w->tensors[i]->dtype, w->tensors[i]->rank, w->tensors[i]->dims);
-        memcpy(t->data, w->tensors[i]->data, rt_tensor_nbytes(t));
-        rt_weights_set(out, w->names[i], t);
-    }
-    return out;
-}
+static fx_rng rng = {FX_RNG_LCG, 0x9e3779b97f4a7c15ull};
 
 static int32_t tokens[1024];
 static const int32_t *seqs[NSEQS];
@@ -134,7 +79,7 @@ static rt_quantized_model run_method(rt_quantize_method method, const rt_weights
 {
     rt_quantize_config c = config_for(method);
     rt_quantized_model m = {0};
-    int rc = rt_quantize_run(&c, copy_weights(input), seqs, NSEQS, &m, r, d);
+    int rc = rt_quantize_run(&c, fx_copy_weights(input), seqs, NSEQS, &m, r, d);
     CHECK_EQ_INT(rc, 0);
     if (rc != 0)
         return m;
@@ -225,7 +170,7 @@ static void check_only_alpha_changed(const ir_graph *fp, const rt_weights *input
     pass_pipeline_free(&pipeline);
 
     /* Params that the fold leaves alone are bit-identical. */
-    rt_weights *unfolded = copy_weights(input);
+    rt_weights *unfolded = fx_copy_weights(input);
     int identical = 0;
     for (int i = 0; i < input->count; i++) {
         rt_tensor *out = rt_weights_get(m->weights, input->names[i]);
@@ -333,7 +278,7 @@ static void check_jit_matches_interp(rt_quantize_method method, const rt_weights
         c.phase2_steps = 5;
         c.heldout = seqs + 4;
         c.nheldout = 3;
-        CHECK_EQ_INT(rt_quantize_run(&c, copy_weights(input), seqs, NSEQS - 1, &m[e], &r[e], d), 0);
+        CHECK_EQ_INT(rt_quantize_run(&c, fx_copy_weights(input), seqs, NSEQS - 1, &m[e], &r[e], d), 0);
     }
     printf("%s interp / jit: final %.6f / %.6f, held-out %.6f / %.6f, %d graphs compiled\n",
            rt_quantize_method_name(method), r[0].final_loss, r[1].final_loss, r[0].final_heldout_loss,
@@ -380,11 +325,11 @@ int main(void)
 {
     ir_diag *d = ir_diag_new(stderr);
     make_sequences();
-    ir_graph *fp = compile_float(d);
+    ir_graph *fp = fx_compile_gpt2(defines, NDEFINES, 1, SEQ, d);
     CHECK(fp != NULL);
     if (!fp)
         return check_finish();
-    rt_weights *input = random_weights(fp);
+    rt_weights *input = fx_outlier_gpt2_weights(&rng, fp);
 
     rt_quantize_report ptq_report, report;
     rt_quantized_model ptq = run_method(RT_QUANTIZE_PTQ, input, &ptq_report, d);
@@ -426,7 +371,7 @@ int main(void)
     rt_quantize_config c = config_for(RT_QUANTIZE_QUADAPTER);
     c.train_ranges = true;
     c.phase1_steps = 0;
-    CHECK_EQ_INT(rt_quantize_run(&c, copy_weights(input), seqs, NSEQS, &qa, &report, d), 0);
+    CHECK_EQ_INT(rt_quantize_run(&c, fx_copy_weights(input), seqs, NSEQS, &qa, &report, d), 0);
     printf("phase 2 with ranges: LM loss %.6f -> %.6f\n", report.train_loss_before, report.train_loss_after);
     CHECK(report.train_loss_after < report.train_loss_before);
     int scales = 0;

@@ -1,0 +1,210 @@
+/* Fixtures shared by the unit tests; see fixtures.h. */
+#include "fixtures.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "passes/manager.h"
+
+/* ---- random numbers ---- */
+
+uint64_t fx_next(fx_rng *rng)
+{
+    if (rng->kind == FX_RNG_LCG) {
+        rng->state = rng->state * 6364136223846793005ull + 1442695040888963407ull;
+    } else {
+        rng->state ^= rng->state << 13;
+        rng->state ^= rng->state >> 7;
+        rng->state ^= rng->state << 17;
+    }
+    return rng->state;
+}
+
+double fx_uniform(fx_rng *rng, double lo, double hi)
+{
+    return lo + (hi - lo) * (double)(fx_next(rng) >> 11) / 9007199254740992.0;
+}
+
+double fx_uniform_open(fx_rng *rng)
+{
+    return ((double)(fx_next(rng) >> 11) + 0.5) / 9007199254740992.0;
+}
+
+double fx_normal(fx_rng *rng)
+{
+    double radius = sqrt(-2.0 * log(fx_uniform_open(rng)));
+    return radius * cos(6.283185307179586 * fx_uniform_open(rng));
+}
+
+rt_tensor *fx_normal_tensor(fx_rng *rng, int rank, const int64_t *dims, double stddev)
+{
+    rt_tensor *t = rt_tensor_new(IR_F32, rank, dims);
+    float *x = t->data;
+    for (int64_t i = 0; i < rt_tensor_numel(t); i++)
+        x[i] = (float)(stddev * fx_normal(rng));
+    return t;
+}
+
+rt_tensor *fx_uniform_tensor(fx_rng *rng, ir_dtype dtype, int rank, const int64_t *dims, double lo, double hi)
+{
+    rt_tensor *t = rt_tensor_new(dtype, rank, dims);
+    int64_t n = rt_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++) {
+        double x = fx_uniform(rng, lo, hi);
+        switch (dtype) {
+        case IR_F32: ((float *)t->data)[i] = (float)x; break;
+        case IR_F16: ((uint16_t *)t->data)[i] = rt_f32_to_f16((float)x); break;
+        case IR_BF16: ((uint16_t *)t->data)[i] = rt_f32_to_bf16((float)x); break;
+        case IR_I32: ((int32_t *)t->data)[i] = (int32_t)floor(x); break;
+        case IR_I64: ((int64_t *)t->data)[i] = (int64_t)floor(x); break;
+        case IR_I8: ((int8_t *)t->data)[i] = (int8_t)floor(x); break;
+        case IR_U8: ((uint8_t *)t->data)[i] = (uint8_t)floor(x); break;
+        default: break;
+        }
+    }
+    return t;
+}
+
+/* ---- weight sets ---- */
+
+rt_weights *fx_gpt2_weights(fx_rng *rng, const ir_graph *g, double matrix_stddev)
+{
+    rt_weights *w = rt_weights_new();
+    for (int id = 0; id < g->nvalues; id++) {
+        const ir_value *v = g->values[id];
+        if (v->op != IR_OP_PARAM)
+            continue;
+        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
+        float *x = t->data;
+        const char *init = ir_attr_str(v, "init");
+        for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
+            if (v->type.rank == 2)
+                x[i] = (float)(matrix_stddev * fx_normal(rng));
+            else if (strcmp(init, "ones") == 0)
+                x[i] = (float)(1.0 + 0.1 * fx_normal(rng));
+            else
+                x[i] = (float)(0.1 * fx_normal(rng));
+        }
+        rt_weights_set(w, v->name, t);
+    }
+    return w;
+}
+
+rt_weights *fx_outlier_gpt2_weights(fx_rng *rng, const ir_graph *g)
+{
+    rt_weights *w = rt_weights_new();
+    for (int id = 0; id < g->nvalues; id++) {
+        const ir_value *v = g->values[id];
+        if (v->op != IR_OP_PARAM)
+            continue;
+        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
+        float *x = t->data;
+        bool gain = strcmp(ir_attr_str(v, "init"), "ones") == 0;
+        for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
+            if (v->type.rank == 2)
+                x[i] = (float)(0.1 * fx_normal(rng));
+            else if (gain)
+                x[i] = (float)((1.0 + 0.1 * fx_normal(rng)) * (i % 8 == 3 ? 20.0 : 1.0));
+            else
+                x[i] = (float)(0.05 * fx_normal(rng));
+        }
+        rt_weights_set(w, v->name, t);
+    }
+    return w;
+}
+
+rt_weights *fx_copy_weights(const rt_weights *w)
+{
+    rt_weights *out = rt_weights_new();
+    for (int i = 0; i < w->count; i++) {
+        const rt_tensor *t = w->tensors[i];
+        rt_tensor *copy = rt_tensor_new(t->dtype, t->rank, t->dims);
+        memcpy(copy->data, t->data, rt_tensor_nbytes(t));
+        rt_weights_set(out, w->names[i], copy);
+    }
+    return out;
+}
+
+/* ---- graphs ---- */
+
+fx_fixture fx_fixture_new(const char *graph_name)
+{
+    fx_fixture f;
+    f.diag = ir_diag_new(stderr);
+    f.g = ir_graph_new(graph_name, f.diag);
+    f.weights = rt_weights_new();
+    f.inputs = rt_weights_new();
+    return f;
+}
+
+void fx_fixture_free(fx_fixture *f)
+{
+    ir_graph_free(f->g);
+    rt_weights_free(f->weights);
+    rt_weights_free(f->inputs);
+    ir_diag_free(f->diag);
+}
+
+#define FX_MAX_DEFINES 16
+
+ir_graph *fx_compile_gpt2(const fe_define *defines, int ndefines, int64_t batch, int64_t seq, ir_diag *d)
+{
+    if (ndefines < 0 || ndefines > FX_MAX_DEFINES - 2) {
+        fprintf(stderr, "fx_compile_gpt2: %d defines is too many, the maximum is %d; raise FX_MAX_DEFINES\n",
+                ndefines, FX_MAX_DEFINES - 2);
+        return NULL;
+    }
+    fe_define all[FX_MAX_DEFINES];
+    memcpy(all, defines, sizeof *defines * (size_t)ndefines);
+    all[ndefines] = (fe_define){"B", batch};
+    all[ndefines + 1] = (fe_define){"T", seq};
+    return fe_compile_file("examples/gpt2.qd", all, ndefines + 2, d);
+}
+
+int fx_run_pipeline(ir_graph *g, const char *text, ir_diag *d)
+{
+    pass_pipeline pipeline;
+    char err[256];
+    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
+        fprintf(stderr, "pipeline '%s': %s\n", text, err);
+        return -1;
+    }
+    pass_manager *pm = pass_manager_new(d);
+    int rc = pass_manager_run(pm, &pipeline, g);
+    pass_manager_free(pm);
+    pass_pipeline_free(&pipeline);
+    return rc;
+}
+
+int fx_count_ops(const ir_graph *g, ir_op op)
+{
+    int n = 0;
+    for (int id = 0; id < g->nvalues; id++)
+        n += g->values[id]->op == op;
+    return n;
+}
+
+int fx_count_live_ops(const ir_graph *g, ir_op op)
+{
+    int n = 0;
+    for (int id = 0; id < g->nvalues; id++)
+        n += !g->values[id]->dead && g->values[id]->op == op;
+    return n;
+}
+
+/* ---- comparisons ---- */
+
+double fx_relative_difference(const rt_tensor *got, const rt_tensor *want)
+{
+    if (!got || !want)
+        return INFINITY;
+    const float *x = got->data, *y = want->data;
+    double diff = 0, scale = 0;
+    for (int64_t i = 0; i < rt_tensor_numel(want); i++) {
+        diff = fmax(diff, fabs((double)x[i] - y[i]));
+        scale = fmax(scale, fabs((double)y[i]));
+    }
+    return diff / scale;
+}

@@ -1,0 +1,85 @@
+/* Fixtures shared by the unit tests: seeded random numbers, random tensors
+ * and weight sets, pass pipelines and op counts. Each test keeps its own
+ * generator state, so its values do not depend on the other tests. The
+ * helpers run no CHECK because check.h keeps its counters per translation
+ * unit. They return NULL or -1 and leave the checks to the caller. */
+#ifndef QUADC_TESTS_FIXTURES_H
+#define QUADC_TESTS_FIXTURES_H
+
+#include <stdint.h>
+
+#include "frontend/frontend.h"
+#include "ir/ir.h"
+#include "runtime/tensor.h"
+
+/* ---- random numbers ---- */
+
+typedef enum fx_rng_kind {
+    FX_RNG_XORSHIFT, /* xorshift64 with shifts 13, 7, 17 */
+    FX_RNG_LCG,      /* 64-bit LCG with Knuth's MMIX constants */
+} fx_rng_kind;
+
+typedef struct fx_rng {
+    fx_rng_kind kind;
+    uint64_t state;
+} fx_rng;
+
+/* Advances the generator and returns its new 64-bit state. */
+uint64_t fx_next(fx_rng *rng);
+/* Uniform in [lo, hi), from the top 53 bits of the next state. */
+double fx_uniform(fx_rng *rng, double lo, double hi);
+/* Uniform in the open interval (0, 1), so its logarithm is finite. */
+double fx_uniform_open(fx_rng *rng);
+/* Standard normal by Box-Muller from two fx_uniform_open draws. */
+double fx_normal(fx_rng *rng);
+
+/* An f32 tensor of N(0, stddev) values (stddev is the standard deviation). */
+rt_tensor *fx_normal_tensor(fx_rng *rng, int rank, const int64_t *dims, double stddev);
+/* A tensor of uniform [lo, hi) values. Integer dtypes get floor(x). */
+rt_tensor *fx_uniform_tensor(fx_rng *rng, ir_dtype dtype, int rank, const int64_t *dims, double lo, double hi);
+
+/* ---- weight sets ---- */
+
+/* Random weights for every param of a GPT-2 graph: N(0, matrix_stddev)
+ * matrices (rank 2), 1 + N(0, 0.1) for params with init "ones" (layernorm
+ * gains) and N(0, 0.1) for the rest, quantizer params included. */
+rt_weights *fx_gpt2_weights(fx_rng *rng, const ir_graph *g, double matrix_stddev);
+/* Random weights with outlier channels: N(0, 0.1) matrices (rank 2),
+ * N(0, 0.05) biases, and layernorm gains (init "ones") of 1 + N(0, 0.1)
+ * with every 8th channel (i % 8 == 3) times 20. */
+rt_weights *fx_outlier_gpt2_weights(fx_rng *rng, const ir_graph *g);
+/* A deep copy of every tensor in w. */
+rt_weights *fx_copy_weights(const rt_weights *w);
+
+/* ---- graphs ---- */
+
+/* A test graph under construction with its weights and inputs. Its
+ * diagnostics go to stderr. */
+typedef struct fx_fixture {
+    ir_diag *diag;
+    ir_graph *g;
+    rt_weights *weights;
+    rt_weights *inputs;
+} fx_fixture;
+
+fx_fixture fx_fixture_new(const char *graph_name);
+void fx_fixture_free(fx_fixture *f);
+
+/* Compiles examples/gpt2.qd (relative to the working directory) with
+ * defines plus B = batch and T = seq. At most 14 defines. */
+ir_graph *fx_compile_gpt2(const fe_define *defines, int ndefines, int64_t batch, int64_t seq, ir_diag *d);
+/* Parses a pass pipeline such as "constfold,dce" and runs it on g.
+ * Returns the pass manager's status, or -1 after printing a parse error. */
+int fx_run_pipeline(ir_graph *g, const char *text, ir_diag *d);
+/* Number of values of g with the given op, dead ones included. */
+int fx_count_ops(const ir_graph *g, ir_op op);
+/* Number of values of g with the given op that passes have not marked dead. */
+int fx_count_live_ops(const ir_graph *g, ir_op op);
+
+/* ---- comparisons ---- */
+
+/* Returns max |got - want| / max |want| over want's elements, or INFINITY
+ * when either tensor is missing. */
+double fx_relative_difference(const rt_tensor *got, const rt_tensor *want);
+
+#endif
