@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "codegen/aot.h"
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
@@ -28,15 +29,7 @@
 #define RTOL 1e-3
 #define ATOL 1e-4
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static double uniform(double lo, double hi)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (double)(rng_state >> 11) / 9007199254740992.0;
-}
+static fx_rng rng = {FX_RNG_XORSHIFT, 0x2545f4914f6cdd1dull};
 
 /* The C program linked with the bundle. Usage: main WEIGHTS|- NTHREADS
  * INPUTS OUTPUTS. It exits with the init or run status. */
@@ -96,18 +89,6 @@ static int write_file(const char *path, const void *a, size_t an, const void *b,
     return fclose(f) == 0 && ok ? 0 : -1;
 }
 
-static rt_tensor *random_tensor(ir_dtype dt, int rank, const int64_t *dims, double lo, double hi)
-{
-    rt_tensor *t = rt_tensor_new(dt, rank, dims);
-    for (int64_t k = 0; k < rt_tensor_numel(t); k++) {
-        if (dt == IR_I32)
-            ((int32_t *)t->data)[k] = (int32_t)uniform(lo, hi);
-        else
-            ((float *)t->data)[k] = (float)uniform(lo, hi);
-    }
-    return t;
-}
-
 /* Builds the graph, writes random weights with the safetensors writer,
  * reads them back and runs the interpreter. Returns 0 or -1. */
 static int case_setup(aot_case *c)
@@ -128,7 +109,7 @@ static int case_setup(aot_case *c)
         if (v->op != IR_OP_PARAM)
             continue;
         bool ln = strstr(v->name, "ln_") != NULL;
-        rt_tensor *t = random_tensor(IR_F32, v->type.rank, v->type.dims, ln ? -1.0 : -0.1, ln ? 1.0 : 0.1);
+        rt_tensor *t = fx_uniform_tensor(&rng, IR_F32, v->type.rank, v->type.dims, ln ? -1.0 : -0.1, ln ? 1.0 : 0.1);
         if (ln && strstr(v->name, "weight"))
             for (int64_t k = 0; k < rt_tensor_numel(t); k++)
                 ((float *)t->data)[k] += 1.0f;
@@ -141,8 +122,8 @@ static int case_setup(aot_case *c)
     c->weights = rt_safetensors_read(path_in(c, "tiny.safetensors"), c->diag);
     c->inputs = rt_weights_new();
     int64_t dims[2] = {2, 17};
-    rt_weights_set(c->inputs, "idx", random_tensor(IR_I32, 2, dims, 0, 101));
-    rt_weights_set(c->inputs, "targets", random_tensor(IR_I32, 2, dims, 0, 101));
+    rt_weights_set(c->inputs, "idx", fx_uniform_tensor(&rng, IR_I32, 2, dims, 0, 101));
+    rt_weights_set(c->inputs, "targets", fx_uniform_tensor(&rng, IR_I32, 2, dims, 0, 101));
     rt_tensor *idx = rt_weights_get(c->inputs, "idx"), *targets = rt_weights_get(c->inputs, "targets");
     if (!c->weights || write_file(path_in(c, "inputs.bin"), idx->data, rt_tensor_nbytes(idx), targets->data,
                                   rt_tensor_nbytes(targets)) != 0)

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
 #include "ir/ir.h"
@@ -23,41 +24,7 @@
 #include "runtime/tensor.h"
 
 static const ir_loc no_loc = {0};
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static double uniform(double lo, double hi)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (double)(rng_state >> 11) / 9007199254740992.0;
-}
-
-/* One test graph with its weights and inputs. */
-typedef struct fixture {
-    ir_diag *diag;
-    ir_graph *g;
-    rt_weights *weights;
-    rt_weights *inputs;
-} fixture;
-
-static fixture fixture_new(const char *name)
-{
-    fixture f;
-    f.diag = ir_diag_new(stderr);
-    f.g = ir_graph_new(name, f.diag);
-    f.weights = rt_weights_new();
-    f.inputs = rt_weights_new();
-    return f;
-}
-
-static void fixture_free(fixture *f)
-{
-    ir_graph_free(f->g);
-    rt_weights_free(f->weights);
-    rt_weights_free(f->inputs);
-    ir_diag_free(f->diag);
-}
+static fx_rng rng = {FX_RNG_XORSHIFT, 0x9e3779b97f4a7c15ull};
 
 static ir_type type_of(ir_dtype dt, int rank, const int64_t *dims)
 {
@@ -66,46 +33,26 @@ static ir_type type_of(ir_dtype dt, int rank, const int64_t *dims)
     return t;
 }
 
-static rt_tensor *random_tensor(ir_dtype dt, int rank, const int64_t *dims, double lo, double hi)
-{
-    rt_tensor *t = rt_tensor_new(dt, rank, dims);
-    int64_t n = rt_tensor_numel(t);
-    for (int64_t i = 0; i < n; i++) {
-        double x = uniform(lo, hi);
-        switch (dt) {
-        case IR_F32: ((float *)t->data)[i] = (float)x; break;
-        case IR_F16: ((uint16_t *)t->data)[i] = rt_f32_to_f16((float)x); break;
-        case IR_BF16: ((uint16_t *)t->data)[i] = rt_f32_to_bf16((float)x); break;
-        case IR_I32: ((int32_t *)t->data)[i] = (int32_t)floor(x); break;
-        case IR_I64: ((int64_t *)t->data)[i] = (int64_t)floor(x); break;
-        case IR_I8: ((int8_t *)t->data)[i] = (int8_t)floor(x); break;
-        case IR_U8: ((uint8_t *)t->data)[i] = (uint8_t)floor(x); break;
-        default: break;
-        }
-    }
-    return t;
-}
-
 /* Adds an input (or, with param, a weight) filled uniformly from [lo, hi). */
-static int leaf(fixture *f, bool param, const char *name, ir_dtype dt, int rank, const int64_t *dims, double lo,
+static int leaf(fx_fixture *f, bool param, const char *name, ir_dtype dt, int rank, const int64_t *dims, double lo,
                 double hi)
 {
     int id = ir_add_leaf(f->g, param ? IR_OP_PARAM : IR_OP_INPUT, name, type_of(dt, rank, dims), NULL, no_loc);
-    rt_weights_set(param ? f->weights : f->inputs, name, random_tensor(dt, rank, dims, lo, hi));
+    rt_weights_set(param ? f->weights : f->inputs, name, fx_uniform_tensor(&rng, dt, rank, dims, lo, hi));
     return id;
 }
 
-static int input(fixture *f, const char *name, int rank, const int64_t *dims, double lo, double hi)
+static int input(fx_fixture *f, const char *name, int rank, const int64_t *dims, double lo, double hi)
 {
     return leaf(f, false, name, IR_F32, rank, dims, lo, hi);
 }
 
-static int op1(fixture *f, ir_op op, int a, ir_attrs *attrs)
+static int op1(fx_fixture *f, ir_op op, int a, ir_attrs *attrs)
 {
     return ir_add(f->g, op, NULL, &a, 1, attrs, no_loc);
 }
 
-static int op2(fixture *f, ir_op op, int a, int b, ir_attrs *attrs)
+static int op2(fx_fixture *f, ir_op op, int a, int b, ir_attrs *attrs)
 {
     int ops[2] = {a, b};
     return ir_add(f->g, op, NULL, ops, 2, attrs, no_loc);
@@ -177,7 +124,7 @@ static cg_options test_options = {2, NULL, 3, 0, 0};
 
 /* Compiles and runs the fixture's graph with test_options and `threads`
  * threads, runs the interpreter, and checks every output. */
-static void compare_threads(fixture *f, const char *label, double atol, double rtol, int threads)
+static void compare_threads(fx_fixture *f, const char *label, double atol, double rtol, int threads)
 {
     int n = f->g->noutputs;
     rt_tensor *want[8] = {0}, *got[8] = {0};
@@ -221,7 +168,7 @@ static void compare_threads(fixture *f, const char *label, double atol, double r
     cg_free(m);
 }
 
-static void compare(fixture *f, const char *label, double atol, double rtol)
+static void compare(fx_fixture *f, const char *label, double atol, double rtol)
 {
     compare_threads(f, label, atol, rtol, test_options.threads);
 }
@@ -255,7 +202,7 @@ static void test_binary_ops(void)
     for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
         for (size_t s = 0; s < sizeof broadcast_cases / sizeof *broadcast_cases; s++) {
             const shape_pair *c = &broadcast_cases[s];
-            fixture f = fixture_new("binary");
+            fx_fixture f = fx_fixture_new("binary");
             int a = input(&f, "a", c->ra, c->a, -3, 3);
             int b = ops[k] == IR_OP_DIV ? input(&f, "b", c->rb, c->b, 0.5, 2) : input(&f, "b", c->rb, c->b, -3, 3);
             ir_add_output(f.g, op2(&f, ops[k], a, b, NULL));
@@ -264,7 +211,7 @@ static void test_binary_ops(void)
             char label[64];
             snprintf(label, sizeof label, "%s case %zu", ir_op_get(ops[k])->name, s);
             compare(&f, label, ATOL, RTOL);
-            fixture_free(&f);
+            fx_fixture_free(&f);
         }
     }
 }
@@ -282,7 +229,7 @@ static void test_unary_ops(void)
     static const int64_t sizes[] = {1, 7, 13, 17, 33, 65, 1000};
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
-            fixture f = fixture_new("unary");
+            fx_fixture f = fx_fixture_new("unary");
             int64_t dims[2] = {3, sizes[s]};
             int x = input(&f, "x", 2, dims, cases[k].lo, cases[k].hi);
             ir_attrs attrs = ir_attrs_for(cases[k].op);
@@ -292,7 +239,7 @@ static void test_unary_ops(void)
             char label[64];
             snprintf(label, sizeof label, "%s size %lld", ir_op_get(cases[k].op)->name, (long long)sizes[s]);
             compare(&f, label, ATOL, RTOL);
-            fixture_free(&f);
+            fx_fixture_free(&f);
         }
     }
 }
@@ -306,7 +253,7 @@ static void test_math_edge_values(void)
     static const ir_op ops[] = {IR_OP_EXP, IR_OP_LOG, IR_OP_TANH, IR_OP_GELU, IR_OP_RELU, IR_OP_SQRT};
     int64_t n = sizeof values / sizeof *values;
     for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
-        fixture f = fixture_new("edges");
+        fx_fixture f = fx_fixture_new("edges");
         int x = ir_add_leaf(f.g, IR_OP_INPUT, "x", type_of(IR_F32, 1, &n), NULL, no_loc);
         rt_tensor *t = rt_tensor_new(IR_F32, 1, &n);
         memcpy(t->data, values, sizeof values);
@@ -315,7 +262,7 @@ static void test_math_edge_values(void)
         char label[64];
         snprintf(label, sizeof label, "%s edge values", ir_op_get(ops[k])->name);
         compare(&f, label, 1e-6, 1e-5);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -334,7 +281,7 @@ static void test_casts(void)
     static const int64_t sizes[] = {1, 17, 65};
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
-            fixture f = fixture_new("cast");
+            fx_fixture f = fx_fixture_new("cast");
             int x = leaf(&f, false, "x", cases[k].from, 1, &sizes[s], cases[k].lo, cases[k].hi);
             /* Exact halves test round-half-to-even. */
             if (cases[k].from == IR_F32 && cases[k].hi == 4) {
@@ -350,7 +297,7 @@ static void test_casts(void)
             snprintf(label, sizeof label, "cast %s to %s size %lld", ir_dtype_name(cases[k].from), cases[k].to,
                      (long long)sizes[s]);
             compare(&f, label, 0, 0);
-            fixture_free(&f);
+            fx_fixture_free(&f);
         }
     }
 }
@@ -358,13 +305,13 @@ static void test_casts(void)
 /* f16 arithmetic rounds after each elementwise op, as in the interpreter. */
 static void test_f16_elementwise(void)
 {
-    fixture f = fixture_new("f16");
+    fx_fixture f = fx_fixture_new("f16");
     int64_t dims[1] = {33};
     int a = leaf(&f, false, "a", IR_F16, 1, dims, -4, 4);
     int b = leaf(&f, false, "b", IR_F16, 1, dims, -4, 4);
     ir_add_output(f.g, op2(&f, IR_OP_MUL, op2(&f, IR_OP_ADD, a, b, NULL), b, NULL));
     compare(&f, "f16 add then mul", 0, 0);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 /* f16 results of non-elementwise ops round once, like the interpreter's.
@@ -374,7 +321,7 @@ static void test_f16_graph(void)
 {
     static const ir_dtype types[] = {IR_F16, IR_BF16};
     for (int k = 0; k < 2; k++) {
-        fixture f = fixture_new("half");
+        fx_fixture f = fx_fixture_new("half");
         int64_t xd[2] = {5, 33}, wd[2] = {33, 17}, n = 17;
         int x = leaf(&f, false, "x", types[k], 2, xd, -1, 1);
         int w = leaf(&f, true, "w", types[k], 2, wd, -1, 1);
@@ -395,7 +342,7 @@ static void test_f16_graph(void)
         ir_add_output(f.g, op1(&f, IR_OP_REDUCE_MEAN, sm, &red));
         compare(&f, k == 0 ? "f16 linear layernorm softmax" : "bf16 linear layernorm softmax", 1e-3,
                 k == 0 ? 2e-3 : 1.6e-2);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -403,7 +350,7 @@ static void test_f16_graph(void)
  * constants at the first run. */
 static void test_const_without_weights(void)
 {
-    fixture f = fixture_new("const");
+    fx_fixture f = fx_fixture_new("const");
     int64_t dims[1] = {5};
     ir_attrs attrs = ir_attrs_for(IR_OP_CONST);
     ir_attrs_float(&attrs, "value", 3.0);
@@ -418,12 +365,12 @@ static void test_const_without_weights(void)
         CHECK_CLOSE(((float *)out[0]->data)[i], xs[i] + 3.0f, 1e-6, 0);
     rt_tensor_free(out[0]);
     cg_free(m);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 static void test_const(void)
 {
-    fixture f = fixture_new("const");
+    fx_fixture f = fx_fixture_new("const");
     int64_t dims[2] = {3, 17};
     ir_attrs attrs = ir_attrs_for(IR_OP_CONST);
     ir_attrs_float(&attrs, "value", 2.5);
@@ -432,7 +379,7 @@ static void test_const(void)
     ir_add_output(f.g, op2(&f, IR_OP_MUL, x, c, NULL));
     ir_add_output(f.g, c);
     compare(&f, "const times input", ATOL, RTOL);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 /* ---- matrix products ---- */
@@ -447,7 +394,7 @@ static void test_matmul_2d(void)
     for (size_t s = 0; s < sizeof mkn / sizeof *mkn; s++) {
         for (int transposes = 0; transposes < 4; transposes++) {
             for (int b_is_param = 0; b_is_param < 2; b_is_param++) {
-                fixture f = fixture_new("matmul");
+                fx_fixture f = fx_fixture_new("matmul");
                 int transpose_a = transposes & 1, transpose_b = transposes >> 1;
                 int64_t m = mkn[s][0], k = mkn[s][1], n = mkn[s][2];
                 int64_t ad[2] = {transpose_a ? k : m, transpose_a ? m : k};
@@ -463,7 +410,7 @@ static void test_matmul_2d(void)
                          (long long)n, transpose_a ? " a^T" : "", transpose_b ? " b^T" : "",
                          b_is_param ? " param" : "");
                 compare(&f, label, ATOL * sqrt((double)k), RTOL);
-                fixture_free(&f);
+                fx_fixture_free(&f);
             }
         }
     }
@@ -491,7 +438,7 @@ static void test_matmul_batched(void)
         {2, {17, 33}, 3, {2, 17, 20}, 1, 0},
     };
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-        fixture f = fixture_new("bmm");
+        fx_fixture f = fx_fixture_new("bmm");
         int a = input(&f, "a", cases[s].ra, cases[s].a, -1, 1);
         int b = input(&f, "b", cases[s].rb, cases[s].b, -1, 1);
         ir_attrs attrs = ir_attrs_for(IR_OP_MATMUL);
@@ -501,7 +448,7 @@ static void test_matmul_batched(void)
         char label[64];
         snprintf(label, sizeof label, "batched matmul case %zu", s);
         compare(&f, label, ATOL * 4, RTOL);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -517,7 +464,7 @@ static void test_linear(void)
         {3, {2, 9, 48}, 144, false}, {2, {130, 260}, 49, true},
     };
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-        fixture f = fixture_new("linear");
+        fx_fixture f = fx_fixture_new("linear");
         int64_t in = cases[s].x[cases[s].rx - 1];
         int64_t wd[2] = {in, cases[s].out};
         int x = input(&f, "x", cases[s].rx, cases[s].x, -1, 1);
@@ -529,7 +476,7 @@ static void test_linear(void)
         char label[64];
         snprintf(label, sizeof label, "linear case %zu", s);
         compare(&f, label, ATOL * sqrt((double)in), RTOL);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -542,7 +489,7 @@ static void test_layernorm(void)
         int64_t dims[3];
     } cases[] = {{1, {7}}, {2, {3, 17}}, {3, {2, 5, 65}}, {2, {4, 768}}, {2, {2, 1}}};
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-        fixture f = fixture_new("layernorm");
+        fx_fixture f = fx_fixture_new("layernorm");
         int64_t c = cases[s].dims[cases[s].rank - 1];
         int ops[3] = {input(&f, "x", cases[s].rank, cases[s].dims, -2, 3), leaf(&f, true, "w", IR_F32, 1, &c, 0.5, 1.5),
                       leaf(&f, true, "b", IR_F32, 1, &c, -1, 1)};
@@ -550,7 +497,7 @@ static void test_layernorm(void)
         char label[64];
         snprintf(label, sizeof label, "layernorm case %zu", s);
         compare(&f, label, ATOL * 5, RTOL);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -562,7 +509,7 @@ static void test_softmax(void)
         int axis;
     } cases[] = {{2, {3, 17}, -1}, {2, {2, 65}, 1}, {2, {5, 7}, 0}, {3, {2, 3, 4}, 1}, {1, {1}, 0}, {2, {2, 1000}, -1}};
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-        fixture f = fixture_new("softmax");
+        fx_fixture f = fx_fixture_new("softmax");
         int x = input(&f, "x", cases[s].rank, cases[s].dims, -10, 10);
         ir_attrs attrs = ir_attrs_for(IR_OP_SOFTMAX);
         ir_attrs_int(&attrs, "axis", cases[s].axis);
@@ -570,7 +517,7 @@ static void test_softmax(void)
         char label[64];
         snprintf(label, sizeof label, "softmax case %zu", s);
         compare(&f, label, ATOL, RTOL);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -583,7 +530,7 @@ static void test_causal_mask_softmax(void)
     } cases[] = {{2, {5, 5}, 0}, {4, {2, 3, 7, 7}, 0}, {2, {4, 9}, 2}, {2, {4, 9}, -1}, {3, {2, 17, 17}, 0},
                  {2, {3, 40}, -2}};
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-        fixture f = fixture_new("mask");
+        fx_fixture f = fx_fixture_new("mask");
         int x = input(&f, "x", cases[s].rank, cases[s].dims, -4, 4);
         ir_attrs attrs = ir_attrs_for(IR_OP_CAUSAL_MASK);
         ir_attrs_int(&attrs, "offset", cases[s].offset);
@@ -594,7 +541,7 @@ static void test_causal_mask_softmax(void)
         char label[64];
         snprintf(label, sizeof label, "causal_mask case %zu", s);
         compare(&f, label, ATOL, RTOL);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -604,7 +551,7 @@ static void test_layout_ops(void)
 {
     int64_t d4[4] = {2, 3, 5, 7}, d2[2] = {13, 17}, d3[3] = {3, 13, 5};
     {
-        fixture f = fixture_new("transpose");
+        fx_fixture f = fx_fixture_new("transpose");
         int x = input(&f, "x", 4, d4, -1, 1);
         static const int64_t perms[][4] = {{0, 2, 1, 3}, {3, 2, 1, 0}, {1, 0, 3, 2}, {0, 1, 3, 2}};
         for (int p = 0; p < 4; p++) {
@@ -617,10 +564,10 @@ static void test_layout_ops(void)
         ir_attrs_ints(&attrs, "perm", (int64_t[]){1, 0}, 2);
         ir_add_output(f.g, op1(&f, IR_OP_TRANSPOSE, y, &attrs));
         compare(&f, "transpose", 0, 0);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
     {
-        fixture f = fixture_new("slice");
+        fx_fixture f = fx_fixture_new("slice");
         int x = input(&f, "x", 3, d3, -1, 1);
         static const int64_t args[][3] = {{1, 2, 9}, {-1, 1, 4}, {0, 2, 3}, {2, 0, 5}};
         for (int i = 0; i < 4; i++) {
@@ -631,10 +578,10 @@ static void test_layout_ops(void)
             ir_add_output(f.g, op1(&f, IR_OP_SLICE, x, &attrs));
         }
         compare(&f, "slice", 0, 0);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
     {
-        fixture f = fixture_new("concat");
+        fx_fixture f = fx_fixture_new("concat");
         int64_t a[3] = {2, 3, 5}, b[3] = {2, 4, 5}, c[3] = {2, 3, 17};
         int xa = input(&f, "a", 3, a, -1, 1), xb = input(&f, "b", 3, b, -1, 1), xc = input(&f, "c", 3, c, -1, 1);
         ir_attrs attrs = ir_attrs_for(IR_OP_CONCAT);
@@ -648,10 +595,10 @@ static void test_layout_ops(void)
         int ops3[2] = {xa, xa};
         ir_add_output(f.g, ir_add(f.g, IR_OP_CONCAT, NULL, ops3, 2, &attrs, no_loc));
         compare(&f, "concat", 0, 0);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
     {
-        fixture f = fixture_new("broadcast");
+        fx_fixture f = fx_fixture_new("broadcast");
         int64_t a[2] = {3, 1}, b[1] = {17};
         int xa = input(&f, "a", 2, a, -1, 1), xb = input(&f, "b", 1, b, -1, 1);
         ir_attrs attrs = ir_attrs_for(IR_OP_BROADCAST);
@@ -660,10 +607,10 @@ static void test_layout_ops(void)
         ir_attrs_ints(&attrs, "shape", (int64_t[]){5, 17}, 2);
         ir_add_output(f.g, op1(&f, IR_OP_BROADCAST, xb, &attrs));
         compare(&f, "broadcast", 0, 0);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
     {
-        fixture f = fixture_new("reshape");
+        fx_fixture f = fx_fixture_new("reshape");
         int x = input(&f, "x", 4, d4, -1, 1);
         ir_attrs attrs = ir_attrs_for(IR_OP_RESHAPE);
         ir_attrs_ints(&attrs, "shape", (int64_t[]){6, 35}, 2);
@@ -671,7 +618,7 @@ static void test_layout_ops(void)
         ir_add_output(f.g, r);
         ir_add_output(f.g, op1(&f, IR_OP_EXP, r, NULL));
         compare(&f, "reshape", ATOL, RTOL);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -687,7 +634,7 @@ static void test_reductions(void)
     int64_t dims[3] = {3, 17, 33};
     for (size_t k = 0; k < 3; k++) {
         for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-            fixture f = fixture_new("reduce");
+            fx_fixture f = fx_fixture_new("reduce");
             int x = input(&f, "x", 3, dims, -1, 1);
             ir_attrs attrs = ir_attrs_for(ops[k]);
             ir_attrs_ints(&attrs, "axes", cases[s].axes, cases[s].naxes);
@@ -696,7 +643,7 @@ static void test_reductions(void)
             char label[64];
             snprintf(label, sizeof label, "%s case %zu", ir_op_get(ops[k])->name, s);
             compare(&f, label, ATOL * 10, RTOL);
-            fixture_free(&f);
+            fx_fixture_free(&f);
         }
     }
 
@@ -708,7 +655,7 @@ static void test_reductions(void)
     } columns[] = {{{256, 40, 1}, 0}, {{5, 300, 2}, 1}, {{64, 16, 1}, 0}, {{7, 3, 1}, 0}};
     for (size_t k = 0; k < 3; k++) {
         for (size_t s = 0; s < sizeof columns / sizeof *columns; s++) {
-            fixture f = fixture_new("reduce");
+            fx_fixture f = fx_fixture_new("reduce");
             int x = input(&f, "x", 3, columns[s].dims, -1, 1);
             ir_attrs attrs = ir_attrs_for(ops[k]);
             ir_attrs_ints(&attrs, "axes", &columns[s].axis, 1);
@@ -716,7 +663,7 @@ static void test_reductions(void)
             char label[64];
             snprintf(label, sizeof label, "%s columns case %zu", ir_op_get(ops[k])->name, s);
             compare(&f, label, ATOL * 16, RTOL);
-            fixture_free(&f);
+            fx_fixture_free(&f);
         }
     }
 }
@@ -727,19 +674,19 @@ static void test_embedding(void)
 {
     static const ir_dtype id_types[] = {IR_I32, IR_I64};
     for (int k = 0; k < 2; k++) {
-        fixture f = fixture_new("embedding");
+        fx_fixture f = fx_fixture_new("embedding");
         int64_t td[2] = {101, 17}, idd[2] = {2, 7};
         int table = leaf(&f, true, "table", IR_F32, 2, td, -1, 1);
         int ids = leaf(&f, false, "ids", id_types[k], 2, idd, 0, 101);
         ir_add_output(f.g, ir_add(f.g, IR_OP_EMBEDDING, "tok", (int[]){table, ids}, 2, NULL, no_loc));
         compare(&f, "embedding", 0, 0);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
 static void test_embedding_out_of_range(void)
 {
-    fixture f = fixture_new("embedding");
+    fx_fixture f = fx_fixture_new("embedding");
     int64_t td[2] = {11, 16}, idd[1] = {5};
     int table = leaf(&f, true, "table", IR_F32, 2, td, -1, 1);
     int ids = leaf(&f, false, "ids", IR_I32, 1, idd, 0, 11);
@@ -774,7 +721,7 @@ static void test_embedding_out_of_range(void)
     ir_diag_free(d);
     fclose(sink);
     free(text);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 static void test_cross_entropy(void)
@@ -785,25 +732,25 @@ static void test_cross_entropy(void)
         double ignored_fraction;
     } cases[] = {{3, {2, 7, 101}, 0.3}, {2, {1, 17}, 0}, {2, {5, 1000}, 0}, {2, {3, 9}, 1.0}};
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-        fixture f = fixture_new("xent");
+        fx_fixture f = fx_fixture_new("xent");
         int64_t v = cases[s].dims[cases[s].rank - 1];
         int logits = input(&f, "logits", cases[s].rank, cases[s].dims, -5, 5);
         int targets = leaf(&f, false, "targets", IR_I32, cases[s].rank - 1, cases[s].dims, 0, (double)v);
         rt_tensor *t = rt_weights_get(f.inputs, "targets");
         for (int64_t i = 0; i < rt_tensor_numel(t); i++)
-            if (uniform(0, 1) < cases[s].ignored_fraction)
+            if (fx_uniform(&rng, 0, 1) < cases[s].ignored_fraction)
                 ((int32_t *)t->data)[i] = -1;
         ir_add_output(f.g, op2(&f, IR_OP_CROSS_ENTROPY, logits, targets, NULL));
         char label[64];
         snprintf(label, sizeof label, "cross_entropy case %zu", s);
         compare(&f, label, ATOL, RTOL);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
 static void test_cross_entropy_bad_target(void)
 {
-    fixture f = fixture_new("xent");
+    fx_fixture f = fx_fixture_new("xent");
     int64_t ld[2] = {4, 9};
     int logits = input(&f, "logits", 2, ld, -1, 1);
     int targets = leaf(&f, false, "targets", IR_I32, 1, ld, 0, 9);
@@ -818,12 +765,12 @@ static void test_cross_entropy_bad_target(void)
     cg_free(m);
     ir_diag_free(d);
     fclose(sink);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 static void test_missing_input(void)
 {
-    fixture f = fixture_new("missing");
+    fx_fixture f = fx_fixture_new("missing");
     int64_t dims[1] = {5};
     int x = input(&f, "x", 1, dims, -1, 1);
     ir_add_output(f.g, op1(&f, IR_OP_EXP, x, NULL));
@@ -834,20 +781,20 @@ static void test_missing_input(void)
     rt_weights *empty = rt_weights_new();
     CHECK_EQ_INT(m ? cg_run(m, NULL, empty, out, d) : 0, -1);
     CHECK_EQ_INT(ir_diag_error_count(d), 1);
-    rt_weights_set(empty, "x", random_tensor(IR_F32, 1, (int64_t[]){6}, 0, 1));
+    rt_weights_set(empty, "x", fx_uniform_tensor(&rng, IR_F32, 1, (int64_t[]){6}, 0, 1));
     CHECK_EQ_INT(m ? cg_run(m, NULL, empty, out, d) : 0, -1);
     CHECK_EQ_INT(ir_diag_error_count(d), 2);
     rt_weights_free(empty);
     cg_free(m);
     ir_diag_free(d);
     fclose(sink);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 /* Ops large enough (over 2^17 elements) to run on the thread pool. */
 static void test_large_ops_parallel(void)
 {
-    fixture f = fixture_new("large");
+    fx_fixture f = fx_fixture_new("large");
     int64_t xd[2] = {300, 1000}, bd[1] = {1000}, sd[2] = {256, 1024}, td[3] = {64, 64, 64};
     int x = input(&f, "x", 2, xd, -3, 3);
     int b = input(&f, "b", 1, bd, -3, 3);
@@ -867,14 +814,14 @@ static void test_large_ops_parallel(void)
     ir_attrs_ints(&perm, "perm", (int64_t[]){2, 0, 1}, 3);
     ir_add_output(f.g, op1(&f, IR_OP_TRANSPOSE, t, &perm));
     compare(&f, "large ops", ATOL * 10, RTOL);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 /* With profile set, each run-time value gets a non-negative time and the
  * leaves get none. */
 static void test_profile_times(void)
 {
-    fixture f = fixture_new("profile");
+    fx_fixture f = fx_fixture_new("profile");
     int64_t dims[2] = {64, 256};
     int x = input(&f, "x", 2, dims, -1, 1);
     int y = op1(&f, IR_OP_EXP, x, NULL);
@@ -901,21 +848,21 @@ static void test_profile_times(void)
     if (plain)
         CHECK(cg_profile_seconds(plain) == NULL);
     cg_free(plain);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 /* ---- whole models ---- */
 
 /* Fills every param of g with N(0, 0.02)-like uniform values (ones and
  * zeros for layernorm weights and biases would hide errors). */
-static void random_weights(fixture *f)
+static void random_weights(fx_fixture *f)
 {
     for (int i = 0; i < f->g->nvalues; i++) {
         const ir_value *v = f->g->values[i];
         if (v->op != IR_OP_PARAM)
             continue;
         double scale = strstr(v->name, "ln_") ? 1.0 : 0.1;
-        rt_tensor *t = random_tensor(IR_F32, v->type.rank, v->type.dims, -scale, scale);
+        rt_tensor *t = fx_uniform_tensor(&rng, IR_F32, v->type.rank, v->type.dims, -scale, scale);
         if (strstr(v->name, "ln_") && strstr(v->name, "weight"))
             for (int64_t k = 0; k < rt_tensor_numel(t); k++)
                 ((float *)t->data)[k] += 1.0f;
@@ -925,7 +872,7 @@ static void random_weights(fixture *f)
 
 static void test_gpt2(int64_t layers, int64_t c, int64_t nh, int64_t vocab, int64_t t, int64_t b, int threads)
 {
-    fixture f = fixture_new("gpt2");
+    fx_fixture f = fx_fixture_new("gpt2");
     fe_define defs[] = {{"n_layer", layers}, {"n_embd", c}, {"n_head", nh}, {"n_vocab", vocab}, {"n_ctx", t + 3},
                         {"T", t}, {"B", b}};
     ir_graph_free(f.g);
@@ -933,25 +880,25 @@ static void test_gpt2(int64_t layers, int64_t c, int64_t nh, int64_t vocab, int6
     CHECK(f.g != NULL);
     if (!f.g) {
         f.g = ir_graph_new("empty", f.diag);
-        fixture_free(&f);
+        fx_fixture_free(&f);
         return;
     }
     random_weights(&f);
     int64_t dims[2] = {b, t};
-    rt_weights_set(f.inputs, "idx", random_tensor(IR_I32, 2, dims, 0, (double)vocab));
-    rt_weights_set(f.inputs, "targets", random_tensor(IR_I32, 2, dims, 0, (double)vocab));
+    rt_weights_set(f.inputs, "idx", fx_uniform_tensor(&rng, IR_I32, 2, dims, 0, (double)vocab));
+    rt_weights_set(f.inputs, "targets", fx_uniform_tensor(&rng, IR_I32, 2, dims, 0, (double)vocab));
     char label[96];
     snprintf(label, sizeof label, "gpt2 L=%lld C=%lld NH=%lld V=%lld T=%lld B=%lld threads=%d", (long long)layers,
              (long long)c, (long long)nh, (long long)vocab, (long long)t, (long long)b, threads);
     compare_threads(&f, label, 1e-4, 1e-3, threads);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 /* Text output: optimized LLVM IR with both entry points and vector FMAs,
  * and host assembly with FMA instructions. */
 static void test_emit_text(void)
 {
-    fixture f = fixture_new("text");
+    fx_fixture f = fx_fixture_new("text");
     int64_t xd[2] = {9, 40}, wd[2] = {40, 50};
     int x = input(&f, "x", 2, xd, -1, 1);
     int w = leaf(&f, true, "w", IR_F32, 2, wd, -1, 1);
@@ -971,7 +918,7 @@ static void test_emit_text(void)
         CHECK(strstr(s, "vfmadd") != NULL);
     }
     free(s);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 /* Reruns a selection of the op tests for other targets (vector widths 8

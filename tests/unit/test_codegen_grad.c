@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
 #include "ir/ir.h"
@@ -27,76 +28,24 @@
 #include "runtime/tensor.h"
 
 static const ir_loc no_loc = {0};
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static double uniform(double lo, double hi)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (double)(rng_state >> 11) / 9007199254740992.0;
-}
-
-/* One test graph with its weights and inputs. */
-typedef struct fixture {
-    ir_diag *diag;
-    ir_graph *g;
-    rt_weights *weights;
-    rt_weights *inputs;
-} fixture;
-
-static fixture fixture_new(const char *name)
-{
-    fixture f;
-    f.diag = ir_diag_new(stderr);
-    f.g = ir_graph_new(name, f.diag);
-    f.weights = rt_weights_new();
-    f.inputs = rt_weights_new();
-    return f;
-}
-
-static void fixture_free(fixture *f)
-{
-    ir_graph_free(f->g);
-    rt_weights_free(f->weights);
-    rt_weights_free(f->inputs);
-    ir_diag_free(f->diag);
-}
-
-static rt_tensor *random_tensor(ir_dtype dt, int rank, const int64_t *dims, double lo, double hi)
-{
-    rt_tensor *t = rt_tensor_new(dt, rank, dims);
-    int64_t n = rt_tensor_numel(t);
-    for (int64_t i = 0; i < n; i++) {
-        double x = uniform(lo, hi);
-        switch (dt) {
-        case IR_F32: ((float *)t->data)[i] = (float)x; break;
-        case IR_F16: ((uint16_t *)t->data)[i] = rt_f32_to_f16((float)x); break;
-        case IR_BF16: ((uint16_t *)t->data)[i] = rt_f32_to_bf16((float)x); break;
-        case IR_I32: ((int32_t *)t->data)[i] = (int32_t)floor(x); break;
-        case IR_I64: ((int64_t *)t->data)[i] = (int64_t)floor(x); break;
-        default: break;
-        }
-    }
-    return t;
-}
+static fx_rng rng = {FX_RNG_XORSHIFT, 0x2545f4914f6cdd1dull};
 
 /* Adds an input filled uniformly from [lo, hi) and returns its value id. */
-static int input(fixture *f, const char *name, ir_dtype dt, int rank, const int64_t *dims, double lo, double hi)
+static int input(fx_fixture *f, const char *name, ir_dtype dt, int rank, const int64_t *dims, double lo, double hi)
 {
     ir_type t = {dt, rank, {0}};
     memcpy(t.dims, dims, sizeof(int64_t) * (size_t)rank);
     int id = ir_add_leaf(f->g, IR_OP_INPUT, name, t, NULL, no_loc);
-    rt_weights_set(f->inputs, name, random_tensor(dt, rank, dims, lo, hi));
+    rt_weights_set(f->inputs, name, fx_uniform_tensor(&rng, dt, rank, dims, lo, hi));
     return id;
 }
 
-static float *input_data(fixture *f, const char *name)
+static float *input_data(fx_fixture *f, const char *name)
 {
     return rt_weights_get(f->inputs, name)->data;
 }
 
-static int add_op(fixture *f, ir_op op, const int *operands, int n, ir_attrs *attrs)
+static int add_op(fx_fixture *f, ir_op op, const int *operands, int n, ir_attrs *attrs)
 {
     return ir_add(f->g, op, NULL, operands, n, attrs, no_loc);
 }
@@ -153,7 +102,7 @@ static cg_options options_with(int threads, int opt_level)
 
 /* Runs the JIT with `threads` threads and returns the outputs (the caller
  * frees them), or NULL after a failed check. */
-static rt_tensor **run_jit(fixture *f, int threads)
+static rt_tensor **run_jit(fx_fixture *f, int threads)
 {
     int n = f->g->noutputs;
     cg_options o = options_with(threads, 2);
@@ -180,7 +129,7 @@ static void free_outputs(rt_tensor **out, int n)
 }
 
 /* Checks every output of the JIT (2 threads) against the interpreter. */
-static void compare(fixture *f, const char *label, double atol, double rtol)
+static void compare(fx_fixture *f, const char *label, double atol, double rtol)
 {
     int n = f->g->noutputs;
     CHECK(ir_verify(f->g, NULL) == 0);
@@ -198,7 +147,7 @@ static void compare(fixture *f, const char *label, double atol, double rtol)
 
 /* Checks that 1, 2 and 3 threads give bit-identical outputs, on the host
  * target only, to keep the test short. */
-static void check_thread_independent(fixture *f, const char *label)
+static void check_thread_independent(fx_fixture *f, const char *label)
 {
     int n = f->g->noutputs;
     if (test_cpu)
@@ -238,7 +187,7 @@ static void test_grad_pointwise(void)
     for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
         for (size_t s = 0; s < sizeof pointwise_shapes / sizeof *pointwise_shapes; s++) {
             const shape *sh = &pointwise_shapes[s];
-            fixture f = fixture_new("pointwise");
+            fx_fixture f = fx_fixture_new("pointwise");
             int dy = input(&f, "dy", IR_F32, sh->rank, sh->dims, -2, 2);
             int x = input(&f, "x", IR_F32, sh->rank, sh->dims, -8, 8);
             /* Exact zeros, where relu' and abs' are defined as 0. */
@@ -249,7 +198,7 @@ static void test_grad_pointwise(void)
             char label[64];
             snprintf(label, sizeof label, "%s shape %zu", ir_op_get(ops[k])->name, s);
             compare(&f, label, ATOL, RTOL);
-            fixture_free(&f);
+            fx_fixture_free(&f);
         }
     }
 }
@@ -258,13 +207,13 @@ static void test_grad_gelu_edge_values(void)
 {
     static const float values[] = {0.0f, -0.0f, 1e-7f, -30.0f, 30.0f, -200.0f, 200.0f, INFINITY, -INFINITY, NAN};
     int64_t n = sizeof values / sizeof *values;
-    fixture f = fixture_new("gelu_edges");
+    fx_fixture f = fx_fixture_new("gelu_edges");
     int dy = input(&f, "dy", IR_F32, 1, &n, 1, 1);
     int x = input(&f, "x", IR_F32, 1, &n, 0, 0);
     memcpy(input_data(&f, "x"), values, sizeof values);
     ir_add_output(f.g, add_op(&f, IR_OP_GRAD_GELU, (int[]){dy, x}, 2, NULL));
     compare(&f, "grad.gelu edge values", ATOL, RTOL);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 typedef struct broadcast_case {
@@ -294,7 +243,7 @@ static void test_grad_minmax(void)
         for (size_t s = 0; s < sizeof minmax_cases / sizeof *minmax_cases; s++)
             for (int operand = 0; operand < 2; operand++) {
                 const broadcast_case *c = &minmax_cases[s];
-                fixture f = fixture_new("minmax");
+                fx_fixture f = fx_fixture_new("minmax");
                 int a = input(&f, "a", IR_F32, c->a.rank, c->a.dims, -2, 2);
                 int b = input(&f, "b", IR_F32, c->b.rank, c->b.dims, -2, 2);
                 quantize_halves(input_data(&f, "a"), rt_tensor_numel(rt_weights_get(f.inputs, "a")));
@@ -308,7 +257,7 @@ static void test_grad_minmax(void)
                 char label[64];
                 snprintf(label, sizeof label, "%s{operand=%d} case %zu", ir_op_get(ops[k])->name, operand, s);
                 compare(&f, label, 0, 0);
-                fixture_free(&f);
+                fx_fixture_free(&f);
             }
 }
 
@@ -320,7 +269,7 @@ static void test_grad_causal_mask(void)
     } cases[] = {{{4, {2, 3, 5, 5}}, 0}, {{3, {1, 7, 9}}, 2}, {{2, {4, 6}}, -1}, {{3, {2, 33, 33}}, 0},
                  {{2, {3, 40}}, -5}, {{2, {6, 3}}, 7}};
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-        fixture f = fixture_new("mask");
+        fx_fixture f = fx_fixture_new("mask");
         int dy = input(&f, "dy", IR_F32, cases[s].s.rank, cases[s].s.dims, -1, 1);
         ir_attrs attrs = ir_attrs_for(IR_OP_GRAD_CAUSAL_MASK);
         ir_attrs_int(&attrs, "offset", cases[s].offset);
@@ -328,7 +277,7 @@ static void test_grad_causal_mask(void)
         char label[64];
         snprintf(label, sizeof label, "grad.causal_mask case %zu", s);
         compare(&f, label, 0, 0);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -341,7 +290,7 @@ static void test_grad_softmax(void)
         int64_t axis;
     } cases[] = {{{2, {5, 37}}, -1}, {{3, {2, 7, 3}}, 1}, {{2, {3, 1000}}, -1}, {{1, {1}}, 0}, {{3, {4, 9, 2}}, 0}};
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-        fixture f = fixture_new("softmax");
+        fx_fixture f = fx_fixture_new("softmax");
         int x = input(&f, "x", IR_F32, cases[s].s.rank, cases[s].s.dims, -4, 4);
         int dy = input(&f, "dy", IR_F32, cases[s].s.rank, cases[s].s.dims, -1, 1);
         ir_attrs attrs = ir_attrs_for(IR_OP_SOFTMAX);
@@ -354,7 +303,7 @@ static void test_grad_softmax(void)
         char label[64];
         snprintf(label, sizeof label, "grad.softmax case %zu", s);
         compare(&f, label, ATOL * sqrt((double)len), RTOL);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -366,7 +315,7 @@ static void test_grad_layernorm(void)
     for (size_t s = 0; s < sizeof layernorm_shapes / sizeof *layernorm_shapes; s++) {
         const shape *sh = &layernorm_shapes[s];
         int64_t c = sh->dims[sh->rank - 1];
-        fixture f = fixture_new("layernorm");
+        fx_fixture f = fx_fixture_new("layernorm");
         int dy = input(&f, "dy", IR_F32, sh->rank, sh->dims, -1, 1);
         int x = input(&f, "x", IR_F32, sh->rank, sh->dims, -3, 5);
         int w = input(&f, "w", IR_F32, 1, &c, 0.5, 1.5);
@@ -382,7 +331,7 @@ static void test_grad_layernorm(void)
         snprintf(label, sizeof label, "grad.layernorm shape %zu", s);
         compare(&f, label, ATOL * sqrt((double)(c > rows ? c : rows)), RTOL);
         check_thread_independent(&f, label);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -397,7 +346,7 @@ static void test_grad_embedding(void)
     } cases[] = {{{2, {2, 7}}, 11, 17, IR_I32}, {{2, {2, 7}}, 101, 40, IR_I64}, {{1, {300}}, 5, 64, IR_I32},
                  {{2, {4, 64}}, 257, 128, IR_I32}, {{1, {1}}, 1, 1, IR_I32}};
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-        fixture f = fixture_new("embedding");
+        fx_fixture f = fx_fixture_new("embedding");
         shape dys = cases[s].ids;
         dys.dims[dys.rank++] = cases[s].c;
         int dy = input(&f, "dy", IR_F32, dys.rank, dys.dims, -1, 1);
@@ -410,13 +359,13 @@ static void test_grad_embedding(void)
         snprintf(label, sizeof label, "grad.embedding case %zu", s);
         compare(&f, label, ATOL * sqrt((double)positions), RTOL);
         check_thread_independent(&f, label);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
 /* Compiles f's graph, sets element `at` of input `name` (i32) to `bad`, runs
  * it and checks that the run fails with an error containing `expected`. */
-static void check_range_error(fixture *f, const char *name, int64_t at, int32_t bad, const char *expected)
+static void check_range_error(fx_fixture *f, const char *name, int64_t at, int32_t bad, const char *expected)
 {
     ((int32_t *)rt_weights_get(f->inputs, name)->data)[at] = bad;
     char *text = NULL;
@@ -442,7 +391,7 @@ static void check_range_error(fixture *f, const char *name, int64_t at, int32_t 
 
 static void test_grad_embedding_out_of_range(void)
 {
-    fixture f = fixture_new("embedding");
+    fx_fixture f = fx_fixture_new("embedding");
     int64_t dyd[2] = {5, 16}, idd[1] = {5};
     int dy = input(&f, "dy", IR_F32, 2, dyd, -1, 1);
     int ids = input(&f, "ids", IR_I32, 1, idd, 0, 11);
@@ -451,7 +400,7 @@ static void test_grad_embedding_out_of_range(void)
     ir_add_output(f.g, ir_add(f.g, IR_OP_GRAD_EMBEDDING, "dwte", (int[]){dy, ids}, 2, &attrs, no_loc));
     check_range_error(&f, "ids", 3, 11, "grad.embedding 'dwte': id 11 at flat position 3 is out of range [0, 11)");
     check_range_error(&f, "ids", 3, -1, "id -1 at flat position 3");
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 static void test_grad_cross_entropy(void)
@@ -463,7 +412,7 @@ static void test_grad_cross_entropy(void)
     } cases[] = {{{3, {2, 7, 101}}, 0.3, -1}, {{2, {1, 17}}, 0, -1}, {{2, {5, 1000}}, 0, -1},
                  {{2, {3, 9}}, 1.0, -1},      {{2, {16, 33}}, 0.5, 5}, {{2, {64, 257}}, 0.1, -100}};
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-        fixture f = fixture_new("xent");
+        fx_fixture f = fx_fixture_new("xent");
         const shape *ls = &cases[s].logits;
         int64_t v = ls->dims[ls->rank - 1];
         int dloss = input(&f, "dloss", IR_F32, 0, ld_scalar, 0.5, 2);
@@ -471,7 +420,7 @@ static void test_grad_cross_entropy(void)
         int targets = input(&f, "targets", IR_I32, ls->rank - 1, ls->dims, 0, (double)v);
         rt_tensor *t = rt_weights_get(f.inputs, "targets");
         for (int64_t i = 0; i < rt_tensor_numel(t); i++)
-            if (uniform(0, 1) < cases[s].ignored_fraction)
+            if (fx_uniform(&rng, 0, 1) < cases[s].ignored_fraction)
                 ((int32_t *)t->data)[i] = (int32_t)cases[s].ignore_index;
         ir_attrs attrs = ir_attrs_for(IR_OP_GRAD_CROSS_ENTROPY);
         ir_attrs_int(&attrs, "ignore_index", cases[s].ignore_index);
@@ -480,13 +429,13 @@ static void test_grad_cross_entropy(void)
         snprintf(label, sizeof label, "grad.cross_entropy case %zu", s);
         compare(&f, label, ATOL, RTOL);
         check_thread_independent(&f, label);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
 static void test_grad_cross_entropy_bad_target(void)
 {
-    fixture f = fixture_new("xent");
+    fx_fixture f = fx_fixture_new("xent");
     int64_t ld[2] = {4, 9};
     int dloss = input(&f, "dloss", IR_F32, 0, ld_scalar, 1, 1);
     int logits = input(&f, "logits", IR_F32, 2, ld, -1, 1);
@@ -495,7 +444,7 @@ static void test_grad_cross_entropy_bad_target(void)
                               no_loc));
     check_range_error(&f, "targets", 2, 9,
                       "grad.cross_entropy 'dlogits': target 9 at flat position 2 is out of range [0, 9)");
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 /* ---- half precision ---- */
@@ -522,7 +471,7 @@ static void test_grad_half_precision(void)
 {
     static const ir_dtype dtypes[] = {IR_F16, IR_BF16};
     for (size_t k = 0; k < 2; k++) {
-        fixture f = fixture_new("half");
+        fx_fixture f = fx_fixture_new("half");
         int64_t dims[2] = {7, 33}, c = 33, idd[1] = {7};
         int dy = input(&f, "dy", dtypes[k], 2, dims, -1, 1);
         int x = input(&f, "x", dtypes[k], 2, dims, -3, 3);
@@ -556,38 +505,22 @@ static void test_grad_half_precision(void)
             CHECK(rounded);
         }
         free_outputs(got, 4);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
 /* ---- the GPT-2 training graph ---- */
 
-/* Runs a pipeline through the pass manager, as quadc train does. */
-static int run_pipeline(ir_graph *g, const char *text, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        fprintf(stderr, "pipeline '%s': %s\n", text, err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pass_manager_run(pm, &pipeline, g);
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
 /* Fills every param with small uniform values, and layernorm weights
  * around 1, so no gradient is trivially zero. */
-static void random_weights(fixture *f)
+static void random_weights(fx_fixture *f)
 {
     for (int i = 0; i < f->g->nvalues; i++) {
         const ir_value *v = f->g->values[i];
         if (v->op != IR_OP_PARAM)
             continue;
         bool ln = strstr(v->name, "ln_") != NULL;
-        rt_tensor *t = random_tensor(IR_F32, v->type.rank, v->type.dims, ln ? -0.5 : -0.1, ln ? 0.5 : 0.1);
+        rt_tensor *t = fx_uniform_tensor(&rng, IR_F32, v->type.rank, v->type.dims, ln ? -0.5 : -0.1, ln ? 0.5 : 0.1);
         if (ln && strstr(v->name, "weight"))
             for (int64_t k = 0; k < rt_tensor_numel(t); k++)
                 ((float *)t->data)[k] += 1.0f;
@@ -605,7 +538,7 @@ static double max_abs(const rt_tensor *t)
 
 static void test_gpt2_training_graph(int64_t layers, int64_t c, int64_t nh, int64_t vocab, int64_t t, int64_t b)
 {
-    fixture f = fixture_new("gpt2");
+    fx_fixture f = fx_fixture_new("gpt2");
     fe_define defs[] = {{"n_layer", layers}, {"n_embd", c}, {"n_head", nh}, {"n_vocab", vocab}, {"n_ctx", t + 3},
                         {"T", t}, {"B", b}};
     ir_graph_free(f.g);
@@ -613,17 +546,17 @@ static void test_gpt2_training_graph(int64_t layers, int64_t c, int64_t nh, int6
     CHECK(f.g != NULL);
     if (!f.g) {
         f.g = ir_graph_new("empty", f.diag);
-        fixture_free(&f);
+        fx_fixture_free(&f);
         return;
     }
-    CHECK_EQ_INT(run_pipeline(f.g, "autodiff{loss=loss},cse,dce", f.diag), 0);
+    CHECK_EQ_INT(fx_run_pipeline(f.g, "autodiff{loss=loss},cse,dce", f.diag), 0);
     /* The logits, the loss and one gradient per param: 12 per layer, then
      * wte, wpe and the two of ln_f. */
     CHECK_EQ_INT(f.g->noutputs, 2 + 12 * layers + 4);
     random_weights(&f);
     int64_t dims[2] = {b, t};
-    rt_weights_set(f.inputs, "idx", random_tensor(IR_I32, 2, dims, 0, (double)vocab));
-    rt_weights_set(f.inputs, "targets", random_tensor(IR_I32, 2, dims, 0, (double)vocab));
+    rt_weights_set(f.inputs, "idx", fx_uniform_tensor(&rng, IR_I32, 2, dims, 0, (double)vocab));
+    rt_weights_set(f.inputs, "targets", fx_uniform_tensor(&rng, IR_I32, 2, dims, 0, (double)vocab));
 
     int n = f.g->noutputs;
     rt_tensor **want = calloc((size_t)n, sizeof *want);
@@ -640,7 +573,7 @@ static void test_gpt2_training_graph(int64_t layers, int64_t c, int64_t nh, int6
     }
     free_outputs(got, n);
     free_outputs(want, n);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 /* Reruns the op tests with the vector widths of other targets: 8 floats

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
 #include "ir/fused.h"
@@ -18,24 +19,16 @@
 #include "runtime/interp.h"
 #include "runtime/tensor.h"
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static double uniform(double lo, double hi)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (double)(rng_state >> 11) / 9007199254740992.0;
-}
+static fx_rng rng = {FX_RNG_XORSHIFT, 0x9e3779b97f4a7c15ull};
 
 static rt_tensor *random_tensor(const ir_type *t, double lo, double hi)
 {
     rt_tensor *x = rt_tensor_new(t->dtype, t->rank, t->dims);
     for (int64_t i = 0; i < rt_tensor_numel(x); i++) {
         if (t->dtype == IR_F32)
-            ((float *)x->data)[i] = (float)uniform(lo, hi);
+            ((float *)x->data)[i] = (float)fx_uniform(&rng, lo, hi);
         else
-            ((int32_t *)x->data)[i] = (int32_t)uniform(lo, hi);
+            ((int32_t *)x->data)[i] = (int32_t)fx_uniform(&rng, lo, hi);
     }
     return x;
 }
@@ -50,29 +43,6 @@ static void random_leaves(const ir_graph *g, rt_weights *weights, rt_weights *in
         else if (v->op == IR_OP_INPUT)
             rt_weights_set(inputs, v->name, random_tensor(&v->type, lo, hi));
     }
-}
-
-static int run_pipeline(ir_graph *g, const char *text, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        fprintf(stderr, "pipeline '%s': %s\n", text, err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pass_manager_run(pm, &pipeline, g);
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
-static int count_op(const ir_graph *g, ir_op op)
-{
-    int n = 0;
-    for (int i = 0; i < g->nvalues; i++)
-        n += g->values[i]->op == op;
-    return n;
 }
 
 static rt_tensor **run_interp(const ir_graph *g, const rt_weights *w, const rt_weights *in, ir_diag *d)
@@ -184,9 +154,9 @@ static void test_interp_bits_after_fusion(void)
         ir_diag_free(d);
         return;
     }
-    CHECK_EQ_INT(run_pipeline(fused, "fuse-elementwise", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", d), 0);
     CHECK_EQ_INT(ir_verify(fused, "fuse-elementwise"), 0);
-    CHECK(count_op(fused, IR_OP_FUSED_ELEMENTWISE) >= 3);
+    CHECK(fx_count_ops(fused, IR_OP_FUSED_ELEMENTWISE) >= 3);
     CHECK(fused->nvalues < plain->nvalues);
 
     rt_weights *w = rt_weights_new(), *in = rt_weights_new();
@@ -199,7 +169,7 @@ static void test_interp_bits_after_fusion(void)
 
     /* max-inputs=2 splits chains that would need three inputs. */
     ir_graph *narrow = ir_graph_clone(plain);
-    CHECK_EQ_INT(run_pipeline(narrow, "fuse-elementwise{max-inputs=2}", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(narrow, "fuse-elementwise{max-inputs=2}", d), 0);
     for (int i = 0; i < narrow->nvalues; i++)
         if (narrow->values[i]->op == IR_OP_FUSED_ELEMENTWISE)
             CHECK(narrow->values[i]->nops <= 2);
@@ -227,7 +197,7 @@ static void test_jit_fused_chains(const char *cpu)
         ir_diag_free(d);
         return;
     }
-    CHECK_EQ_INT(run_pipeline(fused, "fuse-elementwise", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", d), 0);
     rt_weights *w = rt_weights_new(), *in = rt_weights_new();
     random_leaves(plain, w, in, -2.0, 2.0);
     cg_options o = cg_default_options();
@@ -273,10 +243,10 @@ static void test_fused_matmul_transpose_a(void)
         ir_diag_free(d);
         return;
     }
-    CHECK_EQ_INT(run_pipeline(fused, "fuse-elementwise", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", d), 0);
     CHECK_EQ_INT(ir_verify(fused, "fuse-elementwise"), 0);
-    CHECK_EQ_INT(count_op(fused, IR_OP_FUSED_MATMUL), 1);
-    CHECK_EQ_INT(count_op(fused, IR_OP_ADD), 0);
+    CHECK_EQ_INT(fx_count_ops(fused, IR_OP_FUSED_MATMUL), 1);
+    CHECK_EQ_INT(fx_count_ops(fused, IR_OP_ADD), 0);
     int product = ir_find(fused, "grad");
     CHECK(product >= 0);
     if (product >= 0) {
@@ -313,7 +283,7 @@ static void test_fusion_lowers_planned_bytes(void)
         ir_diag_free(d);
         return;
     }
-    CHECK_EQ_INT(run_pipeline(fused, "fuse-elementwise", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", d), 0);
     cg_memory_stats before, after;
     CHECK_EQ_INT(cg_plan_memory(plain, NULL, &before, d), 0);
     CHECK_EQ_INT(cg_plan_memory(fused, NULL, &after, d), 0);
@@ -378,9 +348,9 @@ static void test_gpt2_training_fused(void)
         ir_diag_free(d);
         return;
     }
-    CHECK_EQ_INT(run_pipeline(plain, "autodiff{loss=loss},cse,dce", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(plain, "autodiff{loss=loss},cse,dce", d), 0);
     ir_graph *fused = ir_graph_clone(plain);
-    CHECK_EQ_INT(run_pipeline(fused, "fuse-elementwise", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", d), 0);
     CHECK_EQ_INT(ir_verify(fused, "fuse-elementwise"), 0);
 
     rt_weights *w = rt_weights_new(), *in = rt_weights_new();

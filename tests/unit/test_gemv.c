@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
 #include "ir/ir.h"
@@ -25,61 +26,27 @@
 #include "runtime/tensor.h"
 
 static const ir_loc no_loc = {0};
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static fx_rng rng = {FX_RNG_XORSHIFT, 0x9e3779b97f4a7c15ull};
 
 /* CPU names for the targets under test: the host (16 floats per vector
  * on AVX-512 hosts), haswell (8) and x86-64 (4). */
 static const char *const cpus[] = {NULL, "haswell", "x86-64"};
 #define NCPUS (sizeof cpus / sizeof *cpus)
 
-static double uniform(double lo, double hi)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (double)(rng_state >> 11) / 9007199254740992.0;
-}
-
 static rt_tensor *random_tensor(const ir_type *t, double lo, double hi)
 {
     rt_tensor *x = rt_tensor_new(t->dtype, t->rank, t->dims);
     for (int64_t i = 0; i < rt_tensor_numel(x); i++) {
         if (t->dtype == IR_F32)
-            ((float *)x->data)[i] = (float)uniform(lo, hi);
+            ((float *)x->data)[i] = (float)fx_uniform(&rng, lo, hi);
         else
-            ((int32_t *)x->data)[i] = (int32_t)uniform(lo, hi);
+            ((int32_t *)x->data)[i] = (int32_t)fx_uniform(&rng, lo, hi);
     }
     return x;
 }
 
-/* A graph with its weights and inputs. */
-typedef struct fixture {
-    ir_diag *diag;
-    ir_graph *g;
-    rt_weights *weights;
-    rt_weights *inputs;
-} fixture;
-
-static fixture fixture_new(const char *name)
-{
-    fixture f;
-    f.diag = ir_diag_new(stderr);
-    f.g = ir_graph_new(name, f.diag);
-    f.weights = rt_weights_new();
-    f.inputs = rt_weights_new();
-    return f;
-}
-
-static void fixture_free(fixture *f)
-{
-    ir_graph_free(f->g);
-    rt_weights_free(f->weights);
-    rt_weights_free(f->inputs);
-    ir_diag_free(f->diag);
-}
-
 /* Adds a param (or an input) of the given dims filled from [-1, 1). */
-static int leaf(fixture *f, bool param, const char *name, int rank, const int64_t *dims)
+static int leaf(fx_fixture *f, bool param, const char *name, int rank, const int64_t *dims)
 {
     ir_type t = {IR_F32, rank, {0}};
     memcpy(t.dims, dims, sizeof(int64_t) * (size_t)rank);
@@ -89,7 +56,7 @@ static int leaf(fixture *f, bool param, const char *name, int rank, const int64_
 }
 
 /* Fills every param and input of g that has no tensor yet. */
-static void fill_leaves(fixture *f, double lo, double hi)
+static void fill_leaves(fx_fixture *f, double lo, double hi)
 {
     for (int i = 0; i < f->g->nvalues; i++) {
         const ir_value *v = f->g->values[i];
@@ -101,29 +68,6 @@ static void fill_leaves(fixture *f, double lo, double hi)
         if (w && !rt_weights_get(w, v->name))
             rt_weights_set(w, v->name, random_tensor(&v->type, lo, hi));
     }
-}
-
-static int run_pipeline(ir_graph *g, const char *text, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        fprintf(stderr, "pipeline '%s': %s\n", text, err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pass_manager_run(pm, &pipeline, g);
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
-static int count_op(const ir_graph *g, ir_op op)
-{
-    int n = 0;
-    for (int i = 0; i < g->nvalues; i++)
-        n += !g->values[i]->dead && g->values[i]->op == op;
-    return n;
 }
 
 /* Returns the number of elements of got that differ from want by more
@@ -147,7 +91,7 @@ static int64_t count_mismatches(const char *label, const rt_tensor *got, const r
 
 /* Runs `ref` in the interpreter and `g` in the JIT on `cpu` and checks
  * every output of g against the output of ref with the same index. */
-static void compare_graphs(fixture *f, const ir_graph *ref, const ir_graph *g, const char *cpu, const char *label,
+static void compare_graphs(fx_fixture *f, const ir_graph *ref, const ir_graph *g, const char *cpu, const char *label,
                            double atol, double rtol)
 {
     int n = g->noutputs;
@@ -200,7 +144,7 @@ static void test_gemv_linear(void)
     };
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
         for (size_t c = 0; c < NCPUS; c++) {
-            fixture f = fixture_new("gemv_linear");
+            fx_fixture f = fx_fixture_new("gemv_linear");
             int64_t xd[2] = {cases[s].m, cases[s].k}, wd[2] = {cases[s].k, cases[s].n};
             int ops[3] = {leaf(&f, false, "x", 2, xd), leaf(&f, true, "w", 2, wd), -1};
             if (cases[s].bias)
@@ -218,7 +162,7 @@ static void test_gemv_linear(void)
                 else
                     CHECK(packed >= cases[s].k * cases[s].n * 4);
             }
-            fixture_free(&f);
+            fx_fixture_free(&f);
         }
     }
 }
@@ -249,7 +193,7 @@ static void test_gemv_matmul(void)
     };
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
         for (size_t c = 0; c < NCPUS; c++) {
-            fixture f = fixture_new("gemv_matmul");
+            fx_fixture f = fx_fixture_new("gemv_matmul");
             int ops[2] = {leaf(&f, false, "a", cases[s].ra, cases[s].a), leaf(&f, false, "b", cases[s].rb, cases[s].b)};
             ir_attrs attrs = ir_attrs_for(IR_OP_MATMUL);
             ir_attrs_int(&attrs, "transpose_b", cases[s].transpose_b);
@@ -258,7 +202,7 @@ static void test_gemv_matmul(void)
             snprintf(label, sizeof label, "batched matmul case %zu", s);
             double k = (double)cases[s].a[cases[s].ra - 1];
             compare_graphs(&f, f.g, f.g, cpus[c], label, 1e-5 * sqrt(k), 1e-4);
-            fixture_free(&f);
+            fx_fixture_free(&f);
         }
     }
 }
@@ -270,7 +214,7 @@ static void test_gemv_matmul(void)
  * residual add of the product's shape and a product with a scalar. With
  * `column` it also subtracts an [M, 1] operand, which only the pass after
  * the kernel can read. Returns the chain's last value. */
-static int product_chain(fixture *f, ir_op op, int64_t m, int64_t k, int64_t n, bool column)
+static int product_chain(fx_fixture *f, ir_op op, int64_t m, int64_t k, int64_t n, bool column)
 {
     int64_t xd[2] = {m, k}, wd[2] = {op == IR_OP_LINEAR ? k : n, op == IR_OP_LINEAR ? n : k};
     int64_t yd[2] = {m, n}, one = 1, cd[2] = {m, 1};
@@ -314,14 +258,14 @@ static void test_fused_products(void)
         {IR_OP_MATMUL, 2, 19, 7, true},     {IR_OP_MATMUL, 20, 33, 50, false}, {IR_OP_MATMUL, 17, 600, 97, true},
     };
     for (size_t s = 0; s < sizeof cases / sizeof *cases; s++) {
-        fixture f = fixture_new("fused_products");
+        fx_fixture f = fx_fixture_new("fused_products");
         ir_add_output(f.g, product_chain(&f, cases[s].op, cases[s].m, cases[s].k, cases[s].n, cases[s].column));
         ir_graph *fused = ir_graph_clone(f.g);
-        CHECK_EQ_INT(run_pipeline(fused, "fuse-elementwise", f.diag), 0);
+        CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", f.diag), 0);
         ir_op want = cases[s].op == IR_OP_LINEAR ? IR_OP_FUSED_LINEAR : IR_OP_FUSED_MATMUL;
-        CHECK_EQ_INT(count_op(fused, want), 1);
-        CHECK_EQ_INT(count_op(fused, IR_OP_FUSED_ELEMENTWISE), 0);
-        CHECK_EQ_INT(count_op(fused, cases[s].op), 0);
+        CHECK_EQ_INT(fx_count_live_ops(fused, want), 1);
+        CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_ELEMENTWISE), 0);
+        CHECK_EQ_INT(fx_count_live_ops(fused, cases[s].op), 0);
 
         char label[96];
         snprintf(label, sizeof label, "%s %lldx%lldx%lld%s", ir_op_get(want)->name, (long long)cases[s].m,
@@ -336,7 +280,7 @@ static void test_fused_products(void)
         for (size_t c = 0; c < NCPUS; c++)
             compare_graphs(&f, f.g, fused, cpus[c], label, atol, 1e-4);
         ir_graph_free(fused);
-        fixture_free(&f);
+        fx_fixture_free(&f);
     }
 }
 
@@ -352,19 +296,19 @@ static void test_fused_product_bits(void)
                                "  %scaled = scale %s {factor=0.25} : f32[2,3,1,9]\n"
                                "  return %scaled\n"
                                "}\n";
-    fixture f = fixture_new("bits");
+    fx_fixture f = fx_fixture_new("bits");
     ir_graph_free(f.g);
     f.g = ir_parse_string("scores.qir", text, strlen(text), f.diag);
     CHECK(f.g != NULL);
     if (!f.g) {
         f.g = ir_graph_new("empty", f.diag);
-        fixture_free(&f);
+        fx_fixture_free(&f);
         return;
     }
     fill_leaves(&f, -2, 2);
     ir_graph *fused = ir_graph_clone(f.g);
-    CHECK_EQ_INT(run_pipeline(fused, "fuse-elementwise", f.diag), 0);
-    CHECK_EQ_INT(count_op(fused, IR_OP_FUSED_MATMUL), 1);
+    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", f.diag), 0);
+    CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_MATMUL), 1);
     rt_tensor *plain = NULL, *folded = NULL;
     CHECK_EQ_INT(rt_interp_run(f.g, f.weights, f.inputs, &plain, f.diag), 0);
     CHECK_EQ_INT(rt_interp_run(fused, f.weights, f.inputs, &folded, f.diag), 0);
@@ -376,7 +320,7 @@ static void test_fused_product_bits(void)
     rt_tensor_free(plain);
     rt_tensor_free(folded);
     ir_graph_free(fused);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 /* The shape rule of fused products rejects epilogue operands that would
@@ -439,14 +383,14 @@ static ir_graph *compile_model(const char *path, const fe_define *defs, int ndef
  * epilogue=false leaves the graph as it was. */
 static void test_gpt2_prefill_fused(void)
 {
-    fixture f = fixture_new("gpt2");
+    fx_fixture f = fx_fixture_new("gpt2");
     ir_graph_free(f.g);
     fe_define defs[] = {{"n_layer", 2}, {"n_embd", 48}, {"n_head", 3}, {"n_vocab", 101}, {"n_ctx", 20},
                         {"T", 17}, {"B", 2}};
     f.g = compile_model(QUADC_SOURCE_DIR "/examples/gpt2.qd", defs, 7, f.diag);
     if (!f.g) {
         f.g = ir_graph_new("empty", f.diag);
-        fixture_free(&f);
+        fx_fixture_free(&f);
         return;
     }
     fill_leaves(&f, -0.1, 0.1);
@@ -456,22 +400,22 @@ static void test_gpt2_prefill_fused(void)
     rt_weights_set(f.inputs, "targets", random_tensor(&idt, 0, 101));
 
     ir_graph *fused = ir_graph_clone(f.g);
-    CHECK_EQ_INT(run_pipeline(fused, "fuse-elementwise", f.diag), 0);
-    CHECK_EQ_INT(count_op(fused, IR_OP_FUSED_LINEAR), 2 * 3);
-    CHECK_EQ_INT(count_op(fused, IR_OP_FUSED_MATMUL), 2);
-    CHECK_EQ_INT(count_op(fused, IR_OP_LINEAR), 2);
-    CHECK_EQ_INT(count_op(fused, IR_OP_MATMUL), 2 + 1);
+    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", f.diag), 0);
+    CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_LINEAR), 2 * 3);
+    CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_MATMUL), 2);
+    CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_LINEAR), 2);
+    CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_MATMUL), 2 + 1);
     compare_graphs(&f, f.g, fused, NULL, "gpt2 fused", 1e-4, 1e-3);
 
     /* Without epilogues the pass finds no chain of two elementwise ops. */
     ir_graph *plain = ir_graph_clone(f.g);
-    CHECK_EQ_INT(run_pipeline(plain, "fuse-elementwise{epilogue=false}", f.diag), 0);
-    CHECK_EQ_INT(count_op(plain, IR_OP_FUSED_LINEAR) + count_op(plain, IR_OP_FUSED_MATMUL), 0);
-    CHECK_EQ_INT(count_op(plain, IR_OP_FUSED_ELEMENTWISE), 0);
+    CHECK_EQ_INT(fx_run_pipeline(plain, "fuse-elementwise{epilogue=false}", f.diag), 0);
+    CHECK_EQ_INT(fx_count_live_ops(plain, IR_OP_FUSED_LINEAR) + fx_count_live_ops(plain, IR_OP_FUSED_MATMUL), 0);
+    CHECK_EQ_INT(fx_count_live_ops(plain, IR_OP_FUSED_ELEMENTWISE), 0);
     CHECK_EQ_INT(plain->nvalues, f.g->nvalues);
     ir_graph_free(plain);
     ir_graph_free(fused);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 /* examples/gpt2_kv.qd decoding one token (T = 1) at cache position 5:
@@ -479,14 +423,14 @@ static void test_gpt2_prefill_fused(void)
  * against the interpreter on the unfused graph. */
 static void test_gpt2_decode_fused(void)
 {
-    fixture f = fixture_new("gpt2_kv");
+    fx_fixture f = fx_fixture_new("gpt2_kv");
     ir_graph_free(f.g);
     fe_define defs[] = {{"n_layer", 2}, {"n_embd", 48}, {"n_head", 3}, {"n_vocab", 101}, {"n_ctx", 20},
                         {"n_cache", 11}, {"T", 1}};
     f.g = compile_model(QUADC_SOURCE_DIR "/examples/gpt2_kv.qd", defs, 7, f.diag);
     if (!f.g) {
         f.g = ir_graph_new("empty", f.diag);
-        fixture_free(&f);
+        fx_fixture_free(&f);
         return;
     }
     int64_t one = 1, ids[2] = {1, 1};
@@ -501,14 +445,14 @@ static void test_gpt2_decode_fused(void)
     fill_leaves(&f, -0.1, 0.1); /* the caches hold earlier positions */
 
     ir_graph *fused = ir_graph_clone(f.g);
-    CHECK_EQ_INT(run_pipeline(fused, "fuse-elementwise", f.diag), 0);
-    CHECK_EQ_INT(count_op(fused, IR_OP_FUSED_LINEAR), 2 * 3);
-    CHECK_EQ_INT(count_op(fused, IR_OP_FUSED_MATMUL), 2);
+    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", f.diag), 0);
+    CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_LINEAR), 2 * 3);
+    CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_MATMUL), 2);
     CHECK_EQ_INT(packed_bytes(fused, f.diag), 0);
     for (size_t c = 0; c < NCPUS; c++)
         compare_graphs(&f, f.g, fused, cpus[c], "gpt2 decode fused", 1e-4, 1e-3);
     ir_graph_free(fused);
-    fixture_free(&f);
+    fx_fixture_free(&f);
 }
 
 int main(void)
