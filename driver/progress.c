@@ -10,6 +10,9 @@
  * does not spend its time writing to the terminal. */
 #define REDRAW_SECONDS 0.1
 #define BAR_WIDTH 24
+/* Plain lines are printed at the start and at the end of each of this many
+ * equal parts of the step: every quarter. */
+#define PLAIN_PARTS 4
 
 double driver_now_seconds(void)
 {
@@ -24,9 +27,24 @@ void driver_progress_start(driver_progress *p, const char *label, long long tota
     p->terminal = isatty(STDERR_FILENO) != 0;
     snprintf(p->label, sizeof p->label, "%s", label);
     p->total = total > 0 ? total : 1;
-    p->printed_tenth = -1;
+    p->printed_part = -1;
     p->start = driver_now_seconds();
     driver_progress_update(p, 0, NULL);
+}
+
+void driver_progress_start_uncounted(driver_progress *p, const char *label)
+{
+    memset(p, 0, sizeof *p);
+    p->terminal = isatty(STDERR_FILENO) != 0;
+    snprintf(p->label, sizeof p->label, "%s", label);
+    p->start = driver_now_seconds();
+    if (p->terminal) {
+        fprintf(stderr, "\r%s ...\033[K", p->label);
+        fflush(stderr);
+        p->drawn = true;
+    } else {
+        fprintf(stderr, "%s: started\n", p->label);
+    }
 }
 
 static void draw_bar(driver_progress *p, long long done, const char *detail)
@@ -45,6 +63,8 @@ static void draw_bar(driver_progress *p, long long done, const char *detail)
 
 void driver_progress_update(driver_progress *p, long long done, const char *detail)
 {
+    if (p->total == 0)
+        return;
     if (done > p->total)
         done = p->total;
     if (p->terminal) {
@@ -55,10 +75,10 @@ void driver_progress_update(driver_progress *p, long long done, const char *deta
         }
         return;
     }
-    int tenth = (int)(10 * done / p->total);
-    if (tenth <= p->printed_tenth)
+    int part = (int)(PLAIN_PARTS * done / p->total);
+    if (part <= p->printed_part)
         return;
-    p->printed_tenth = tenth;
+    p->printed_part = part;
     fprintf(stderr, "%s: %lld/%lld%s%s\n", p->label, done, p->total, detail ? ", " : "", detail ? detail : "");
 }
 

@@ -237,7 +237,7 @@ int run_stage_binary(run_state *s)
         driver_progress progress;
         char title[160];
         snprintf(title, sizeof title, "INT8 perplexity of %s", t->path);
-        driver_progress_start(&progress, title, 1);
+        driver_progress_start_uncounted(&progress, title);
         char *output = NULL;
         rc = max_tokens ? run_child(argv, &output, s->d) : -1;
         run_score *score = &s->scores[RUN_INT8][i];
