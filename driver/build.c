@@ -17,7 +17,9 @@
 #include "driver/driver.h"
 #include "frontend/frontend.h"
 #include "passes/manager.h"
+#include "runtime/quantize_run.h"
 #include "runtime/safetensors.h"
+#include "runtime/train_llmc.h"
 
 extern char **environ;
 
@@ -324,22 +326,39 @@ static char *build_pipeline(const driver_build_request *r, bool int8)
     return text;
 }
 
+/* Compiles the model under the -D values of r and the hparams recorded in
+ * w's metadata, so a file written by quadc or converted from llm.c needs no
+ * -D for its sizes. Returns NULL after reporting. */
+static ir_graph *compile_with_weights(const driver_build_request *r, const rt_weights *w, ir_diag *d)
+{
+    fe_define *defines = NULL;
+    int ndefines = 0;
+    if (rt_quantize_weight_hparams(r->model, w, r->weights, r->defines, r->ndefines, &defines, &ndefines, d) != 0)
+        return NULL;
+    ir_graph *g = fe_compile_file(r->model, defines, ndefines, d);
+    free(defines);
+    return g;
+}
+
 int driver_build(const driver_build_request *r, ir_diag *d)
 {
     if (check_request(r, d) != 0)
         return -1;
-    ir_graph *g = fe_compile_file(r->model, r->defines, r->ndefines, d);
-    if (!g)
+    /* Reads an llm.c checkpoint or a safetensors file, and gives both the
+     * Hugging Face GPT-2 names. */
+    rt_weights *w = rt_train_load_weights(r->weights, d);
+    if (!w)
         return -1;
+    ir_graph *g = compile_with_weights(r, w, d);
+    if (!g) {
+        rt_weights_free(w);
+        return -1;
+    }
     int status = -1;
-    rt_weights *w = NULL;
     cg_aot_layout *l = NULL;
     char *passes = NULL;
     char *prefix = r->prefix ? strdup(r->prefix) : default_prefix(g->name);
     if (!prefix)
-        goto done;
-    w = rt_safetensors_read(r->weights, d);
-    if (!w || rt_gpt2_canonicalize_names(w, d, r->weights) != 0)
         goto done;
     bool int8 = driver_is_quantized(w);
     if (r->int8 && !int8) {

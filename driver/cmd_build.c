@@ -29,8 +29,10 @@ static void print_build_help(FILE *out)
             "  cc main.c FILE.o -lm -lpthread\n"
             "See docs/aot.md.\n"
             "\n"
-            "  --weights FILE          safetensors file with one tensor per param (required);\n"
-            "                          a file written by quadc quantize gives an INT8 build\n"
+            "  --weights FILE          safetensors file or llm.c .bin checkpoint with one tensor\n"
+            "                          per param (required); its hyperparameters apply to the\n"
+            "                          model, and a file written by quadc quantize gives an\n"
+            "                          INT8 build\n"
             "  --int8                  require an INT8 build: fail unless --weights has the\n"
             "                          quantizer params of quadc quantize\n"
             "  -D name=value           set hyperparameter `name` to the integer `value`;\n"
@@ -69,22 +71,6 @@ static bool is_identifier(const char *s, size_t n)
               s[i] == '_'))
             return false;
     return true;
-}
-
-static int parse_define(const char *cmd, char *text, fe_define *out)
-{
-    char *eq = strchr(text, '=');
-    if (!eq || !is_identifier(text, (size_t)(eq - text)))
-        return driver_usage_error(cmd, "invalid -D value '%s': write -D name=INTEGER", text);
-    char *end;
-    errno = 0;
-    long long v = strtoll(eq + 1, &end, 10);
-    if (eq[1] == '\0' || *end != '\0' || errno == ERANGE)
-        return driver_usage_error(cmd, "invalid -D value '%s': '%s' is not a 64-bit integer", text, eq + 1);
-    *eq = '\0';
-    out->name = text;
-    out->value = v;
-    return DRIVER_OK;
 }
 
 static int parse_int(const char *cmd, const char *option, const char *text, long min, long max, int *out)
@@ -146,17 +132,7 @@ static int parse_build_option(const char *cmd, int argc, char **argv, int *i, bu
         (*i)++;
         return 1;
     }
-    if (strncmp(arg, "-D", 2) == 0) {
-        char *text = arg[2] ? argv[*i] + 2 : (*i + 1 < argc ? argv[*i + 1] : NULL);
-        if (!text)
-            return driver_usage_error(cmd, "-D needs a value: write -D name=INTEGER"), -1;
-        if (parse_define(cmd, text, &a->defines[a->ndefines]) != DRIVER_OK)
-            return -1;
-        a->ndefines++;
-        *i += arg[2] ? 1 : 2;
-        return 1;
-    }
-    return 0;
+    return driver_define_option(cmd, argc, argv, i, a->defines, &a->ndefines, argc);
 }
 
 static int check_build_args(const char *cmd, build_args *a)

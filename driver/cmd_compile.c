@@ -1,6 +1,5 @@
 /* `quadc compile`: parses a model file with the DSL frontend, runs a pass
  * pipeline and prints IR text. */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,54 +22,16 @@ static void print_compile_help(FILE *out)
     driver_print_pipeline_help(out);
 }
 
-static bool is_identifier(const char *s, size_t n)
-{
-    if (n == 0 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || s[0] == '_'))
-        return false;
-    for (size_t i = 1; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
-              s[i] == '_'))
-            return false;
-    return true;
-}
-
-/* Parses "name=value" into a define whose name points into text. The name
- * is cut at the '=' in place. */
-static int parse_define(char *text, fe_define *out)
-{
-    const char *cmd = "compile";
-    char *eq = strchr(text, '=');
-    if (!eq)
-        return driver_usage_error(cmd, "invalid -D value '%s': write -D name=INTEGER", text);
-    if (!is_identifier(text, (size_t)(eq - text)))
-        return driver_usage_error(cmd, "invalid -D value '%s': '%.*s' is not a hyperparameter name; "
-                                  "write -D name=INTEGER", text, (int)(eq - text), text);
-    const char *value = eq + 1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(value, &end, 10);
-    /* strtoll also skips leading spaces and takes a '+' sign. */
-    bool digits = (value[0] >= '0' && value[0] <= '9') || (value[0] == '-' && value[1] >= '0' && value[1] <= '9');
-    if (!digits || *end != '\0')
-        return driver_usage_error(cmd, "invalid -D value '%s': '%s' is not an integer", text, value);
-    if (errno == ERANGE)
-        return driver_usage_error(cmd, "invalid -D value '%s': '%s' does not fit in 64 bits", text, value);
-    *eq = '\0';
-    out->name = text;
-    out->value = v;
-    return DRIVER_OK;
-}
-
 /* Rejects a -D that gives an hparam a second, different value: a silent
  * "last one wins" would hide a typo or a script that sets the same hparam
  * in two places. Repeating the same value is harmless. */
-static int check_repeated_define(const fe_define *defines, int ndefines)
+static int check_repeated_define(const char *cmd, const fe_define *defines, int ndefines)
 {
     const fe_define *added = &defines[ndefines];
     for (int k = 0; k < ndefines; k++) {
         if (strcmp(defines[k].name, added->name) != 0 || defines[k].value == added->value)
             continue;
-        return driver_usage_error("compile", "-D %s=%lld conflicts with the earlier -D %s=%lld; give each hparam once",
+        return driver_usage_error(cmd, "-D %s=%lld conflicts with the earlier -D %s=%lld; give each hparam once",
                                   added->name, (long long)added->value, defines[k].name, (long long)defines[k].value);
     }
     return DRIVER_OK;
@@ -112,26 +73,17 @@ int driver_compile(int argc, char **argv)
             free(defines);
             return DRIVER_OK;
         }
-        if (strncmp(arg, "-D", 2) == 0) {
-            char *text = arg[2] ? arg + 2 : (i + 1 < argc ? argv[i + 1] : NULL);
-            if (!text) {
-                driver_usage_error(cmd, "-D needs a value: write -D name=INTEGER");
-                goto done;
-            }
-            if (parse_define(text, &defines[ndefines]) != DRIVER_OK)
-                goto done;
-            if (check_repeated_define(defines, ndefines) != DRIVER_OK)
-                goto done;
-            ndefines++;
-            i += arg[2] ? 1 : 2;
+        int rc = driver_define_option(cmd, argc, argv, &i, defines, &ndefines, argc);
+        if (rc < 0 || (rc > 0 && check_repeated_define(cmd, defines, ndefines - 1) != DRIVER_OK))
+            goto done;
+        if (rc > 0)
             continue;
-        }
         if (strcmp(arg, "--stats") == 0) {
             stats = true;
             i++;
             continue;
         }
-        int rc = driver_parse_pipeline_option(cmd, argc, argv, &i, &args);
+        rc = driver_parse_pipeline_option(cmd, argc, argv, &i, &args);
         if (rc < 0)
             goto done;
         if (rc > 0)

@@ -16,6 +16,7 @@
 #include "runtime/dataset.h"
 #include "runtime/quantize_run.h"
 #include "runtime/safetensors.h"
+#include "runtime/train_llmc.h"
 #include "runtime/train_rng.h"
 
 #define CMD "quantize"
@@ -62,7 +63,8 @@ static void print_help(FILE *out)
             "\n"
             "Options:\n"
             "  -D name=value        set a hyperparameter of the model file; repeatable\n"
-            "  --weights FILE       float weights, safetensors (required)\n"
+            "  --weights FILE       float weights: safetensors, or an llm.c .bin checkpoint;\n"
+            "                       their hyperparameters apply to the model (required)\n"
             "  --method NAME        ptq, smoothquant, qat or quadapter (required)\n"
             "  --bits wBaB          weight and activation bits, each 2 to 8 (default w8a8)\n"
             "  --sites LIST         quantizer sites of insert-fakequant, ';'-separated (default\n"
@@ -89,19 +91,6 @@ static void print_help(FILE *out)
             "  --eval FILE          load a model written by quadc quantize and print its LM loss\n"
             "                       and perplexity on the calibration sequences and the held-out\n"
             "                       ones, instead of quantizing\n");
-}
-
-static int parse_define(char *text, fe_define *out)
-{
-    char *eq = strchr(text, '=');
-    char *end = NULL;
-    long long value = eq ? strtoll(eq + 1, &end, 10) : 0;
-    if (!eq || eq == text || eq[1] == '\0' || *end != '\0')
-        return driver_usage_error(CMD, "invalid -D value '%s': write -D name=INTEGER", text);
-    *eq = '\0';
-    out->name = text;
-    out->value = value;
-    return DRIVER_OK;
 }
 
 static int parse_int(const char *option, const char *text, long long min, int *out)
@@ -208,18 +197,12 @@ static int parse_args(int argc, char **argv, quantize_args *a)
             i++;
             continue;
         }
-        if (strncmp(arg, "-D", 2) == 0) {
-            char *text = arg[2] ? argv[i] + 2 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!text)
-                return driver_usage_error(CMD, "-D needs a value: write -D name=INTEGER");
-            if (a->ndefines == MAX_DEFINES)
-                return driver_usage_error(CMD, "too many -D options (at most %d)", MAX_DEFINES);
-            if (parse_define(text, &a->defines[a->ndefines++]) != DRIVER_OK)
-                return DRIVER_USAGE;
-            i++;
+        int m = driver_define_option(CMD, argc, argv, &i, a->defines, &a->ndefines, MAX_DEFINES);
+        if (m < 0)
+            return DRIVER_USAGE;
+        if (m > 0)
             continue;
-        }
-        int m = parse_value_option(a, argc, argv, &i);
+        m = parse_value_option(a, argc, argv, &i);
         if (m < 0)
             return DRIVER_USAGE;
         if (m > 0)
@@ -417,11 +400,9 @@ static int run(quantize_args *a, ir_diag *d)
 {
     if (check_output_dir("--out", a->out, d) != 0 || (a->report && check_output_dir("--report", a->report, d) != 0))
         return DRIVER_ERROR;
-    rt_weights *w = rt_safetensors_read(a->weights, d);
-    if (!w || rt_gpt2_canonicalize_names(w, d, a->weights) != 0) {
-        rt_weights_free(w);
+    rt_weights *w = rt_train_load_weights(a->weights, d);
+    if (!w)
         return DRIVER_ERROR;
-    }
     fe_define *defines = NULL;
     int ndefines = 0;
     if (rt_quantize_weight_hparams(a->model, w, a->weights, a->defines, a->ndefines, &defines, &ndefines, d) != 0) {

@@ -72,20 +72,6 @@ static void print_run_help(FILE *out)
             "                          ~/.cache/quadc)\n");
 }
 
-static int parse_define(char *text, fe_define *out)
-{
-    char *eq = strchr(text, '=');
-    if (!eq || eq == text)
-        return driver_usage_error(RUN_CMD, "invalid -D value '%s': write -D name=INTEGER", text);
-    long long value;
-    if (driver_parse_int_value(RUN_CMD, "-D", eq + 1, INT64_MIN, INT64_MAX, &value) != 0)
-        return DRIVER_USAGE;
-    *eq = '\0';
-    out->name = text;
-    out->value = value;
-    return DRIVER_OK;
-}
-
 /* Splits one --eval value at commas and appends the texts to a->eval. */
 static int add_eval_texts(run_args *a, const char *value)
 {
@@ -197,17 +183,12 @@ static int parse_run_args(int argc, char **argv, run_args *a)
             print_run_help(stdout);
             return -1;
         }
-        if (strncmp(arg, "-D", 2) == 0) {
-            char *text = arg[2] ? arg + 2 : (i + 1 < argc ? argv[i + 1] : NULL);
-            if (!text)
-                return driver_usage_error(RUN_CMD, "-D needs a value: write -D name=INTEGER");
-            if (parse_define(text, &a->defines[a->ndefines]) != DRIVER_OK)
-                return DRIVER_USAGE;
-            a->ndefines++;
-            i += arg[2] ? 1 : 2;
+        int m = driver_define_option(RUN_CMD, argc, argv, &i, a->defines, &a->ndefines, argc);
+        if (m < 0)
+            return DRIVER_USAGE;
+        if (m > 0)
             continue;
-        }
-        int m = parse_value_option(a, argc, argv, &i);
+        m = parse_value_option(a, argc, argv, &i);
         if (m < 0)
             return DRIVER_USAGE;
         if (m > 0)

@@ -17,6 +17,7 @@
 #include "runtime/dataset.h"
 #include "runtime/llmc.h"
 #include "runtime/model.h"
+#include "runtime/quantize_run.h"
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
 #include "runtime/train_llmc.h"
@@ -28,6 +29,9 @@
 typedef struct train_args {
     rt_train_config config;
     fe_define defines[MAX_DEFINES];
+    /* The -D defines plus the hparams of --weights, with owned names. */
+    fe_define *weight_defines;
+    int nweight_defines;
     const char *texts[MAX_TEXTS];
     int ntexts;
     char *data_list;          /* owned copy of --data, split in place */
@@ -57,7 +61,8 @@ static void print_help(FILE *out)
             "  -D name=value          set a hyperparameter of the model file; repeatable\n"
             "  --data FILES           comma-separated text files (required)\n"
             "  --weights FILE         initial weights: safetensors, or an llm.c .bin checkpoint;\n"
-            "                         without it params are drawn from their init with --seed\n"
+            "                         their hyperparameters apply to the model; without it\n"
+            "                         params are drawn from their init with --seed\n"
             "  --batch B              sequences per step (default 4)\n"
             "  --seq T                tokens per sequence (default 64)\n"
             "  --val-frac F           held-out fraction of each text (default 0.05)\n"
@@ -96,19 +101,6 @@ static void print_help(FILE *out)
             "                         current weights and the first B x T training tokens, and exit\n"
             "\n"
             "Ctrl-C stops after the current step and writes a checkpoint.\n");
-}
-
-static int parse_define(char *text, fe_define *out)
-{
-    char *eq = strchr(text, '=');
-    char *end = NULL;
-    long long value = eq ? strtoll(eq + 1, &end, 10) : 0;
-    if (!eq || eq == text || eq[1] == '\0' || *end != '\0')
-        return driver_usage_error(CMD, "invalid -D value '%s': write -D name=INTEGER", text);
-    *eq = '\0';
-    out->name = text;
-    out->value = value;
-    return DRIVER_OK;
 }
 
 static int parse_int(const char *option, const char *text, long long min, int *out)
@@ -229,13 +221,8 @@ static int parse_option(int argc, char **argv, int *i, train_args *a)
         return rc < 0 ? DRIVER_USAGE : DRIVER_OK;
     if ((rc = driver_option_value(CMD, argc, argv, i, "--data", &value)) != 0)
         return rc < 0 ? DRIVER_USAGE : split_data_list(a, value);
-    if ((rc = driver_option_value(CMD, argc, argv, i, "-D", &value)) != 0) {
-        if (rc < 0)
-            return DRIVER_USAGE;
-        if (a->config.ndefines == MAX_DEFINES)
-            return driver_usage_error(CMD, "more than %d -D options", MAX_DEFINES);
-        return parse_define((char *)value, &a->defines[a->config.ndefines++]);
-    }
+    if ((rc = driver_define_option(CMD, argc, argv, i, a->defines, &a->config.ndefines, MAX_DEFINES)) != 0)
+        return rc < 0 ? DRIVER_USAGE : DRIVER_OK;
     if ((rc = driver_option_value(CMD, argc, argv, i, "--seed", &value)) != 0) {
         char *end;
         errno = 0;
@@ -532,22 +519,63 @@ static int train(rt_trainer *t, const train_args *a, const rt_train_data *data, 
     return DRIVER_OK;
 }
 
+/* Adds the hparams recorded in the metadata of w (quadc's safetensors
+ * files, or an llm.c checkpoint's header) to the -D defines, so the model
+ * compiles with the sizes of the weights. A -D with another value is an
+ * error naming both values. Returns 0, or -1 after reporting. */
+static int apply_weight_hparams(train_args *a, const rt_weights *w, ir_diag *d)
+{
+    fe_define *merged = NULL;
+    int nmerged = 0;
+    if (rt_quantize_weight_hparams(a->config.model_path, w, a->weights, a->defines, a->config.ndefines, &merged,
+                                   &nmerged, d) != 0)
+        return -1;
+    /* The names of metadata entries belong to w, which is freed before the
+     * trainer that borrows the defines. */
+    int rc = 0;
+    for (int i = 0; i < nmerged; i++) {
+        char *name = rc == 0 ? strdup(merged[i].name) : NULL;
+        if (!name && rc == 0) {
+            ir_diag_file_error(d, a->weights, "out of memory applying hyperparameter %s", merged[i].name);
+            rc = -1;
+        }
+        merged[i].name = name;
+    }
+    a->weight_defines = merged;
+    a->nweight_defines = nmerged;
+    a->config.defines = merged;
+    a->config.ndefines = nmerged;
+    return rc;
+}
+
+static void free_weight_defines(train_args *a)
+{
+    for (int i = 0; i < a->nweight_defines; i++)
+        free((char *)a->weight_defines[i].name);
+    free(a->weight_defines);
+    a->weight_defines = NULL;
+    a->nweight_defines = 0;
+}
+
 /* Builds the trainer with its weights. ckpt, when given, supplies the
- * params, moments and position. */
+ * params, moments and position, and else --weights does, whose hparams
+ * also apply to the model (with --stats too). */
 static rt_trainer *setup(train_args *a, rt_weights *ckpt, const char *ckpt_path, bool need_executor, ir_diag *d)
 {
-    rt_trainer *t = rt_trainer_new(&a->config, d);
-    if (!t || !need_executor)
-        return t;
-    rt_weights *initial = ckpt;
     rt_weights *loaded = NULL;
     if (!ckpt && a->weights) {
-        loaded = initial = rt_train_load_weights(a->weights, d);
-        if (!loaded) {
-            rt_trainer_free(t);
+        loaded = rt_train_load_weights(a->weights, d);
+        if (!loaded || apply_weight_hparams(a, loaded, d) != 0) {
+            rt_weights_free(loaded);
             return NULL;
         }
     }
+    rt_trainer *t = rt_trainer_new(&a->config, d);
+    if (!t || !need_executor) {
+        rt_weights_free(loaded);
+        return t;
+    }
+    rt_weights *initial = ckpt ? ckpt : loaded;
     int rc = rt_trainer_init_weights(t, initial, d);
     rt_weights_free(loaded);
     if (rc == 0)
@@ -614,6 +642,7 @@ done:
     rt_train_data_free(&data);
     free(ckpt_path);
     free(a.data_list);
+    free_weight_defines(&a);
     ir_diag_free(d);
     return status;
 }

@@ -76,6 +76,15 @@ int driver_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
  * option, and -1 (after a usage message) when the value is missing. */
 int driver_option_value(const char *cmd, int argc, char **argv, int *i, const char *name, const char **value);
 
+/* Matches argv[*i] against -D, written "-D name=value" or "-Dname=value",
+ * and appends the define to defines[*ndefines], whose name points into
+ * argv. Returns 1 when it consumed the option, 0 when argv[*i] is another
+ * option, and -1 (after a usage message) on a missing or invalid value or
+ * more than max_defines defines. A later -D for the same name is kept too,
+ * and the frontend applies the last one. */
+int driver_define_option(const char *cmd, int argc, char **argv, int *i, fe_define *defines, int *ndefines,
+                         int max_defines);
+
 /* Pass-manager options shared by `compile` and `opt`. */
 typedef struct driver_pipeline_args {
     const char *passes; /* NULL: the default pipeline */

@@ -51,41 +51,13 @@ int driver_parse_float_value(const char *cmd, const char *option, const char *te
     return 0;
 }
 
-/* Parses "name=INTEGER" into a define whose name points into text; the
- * name is cut at the '=' in place. */
-static int parse_define(const char *cmd, char *text, fe_define *out)
-{
-    char *eq = strchr(text, '=');
-    if (!eq || eq == text) {
-        driver_usage_error(cmd, "invalid -D value '%s': write -D name=INTEGER", text);
-        return -1;
-    }
-    long long v;
-    *eq = '\0';
-    if (driver_parse_int_value(cmd, "-D", eq + 1, INT64_MIN, INT64_MAX, &v) != 0)
-        return -1;
-    out->name = text;
-    out->value = v;
-    return 0;
-}
-
 int driver_parse_model_option(const char *cmd, int argc, char **argv, int *i, driver_model_args *a)
 {
     char *arg = argv[*i];
     const char *value = NULL;
     int rc;
-    if (strncmp(arg, "-D", 2) == 0) {
-        char *text = arg[2] ? arg + 2 : (*i + 1 < argc ? argv[*i + 1] : NULL);
-        if (!text) {
-            driver_usage_error(cmd, "-D needs a value: write -D name=INTEGER");
-            return -1;
-        }
-        if (parse_define(cmd, text, &a->defines[a->ndefines]) != 0)
-            return -1;
-        a->ndefines++;
-        *i += arg[2] ? 1 : 2;
-        return 1;
-    }
+    if ((rc = driver_define_option(cmd, argc, argv, i, a->defines, &a->ndefines, argc)) != 0)
+        return rc;
     if ((rc = driver_option_value(cmd, argc, argv, i, "--weights", &value)) != 0) {
         a->weights = value;
         return rc;
