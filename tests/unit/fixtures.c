@@ -4,7 +4,9 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "passes/manager.h"
 
@@ -115,6 +117,22 @@ rt_weights *fx_outlier_gpt2_weights(fx_rng *rng, const ir_graph *g)
     return w;
 }
 
+void fx_set_uniform_gpt2_weights(fx_rng *rng, const ir_graph *g, double ln_range, rt_weights *out)
+{
+    for (int i = 0; i < g->nvalues; i++) {
+        const ir_value *v = g->values[i];
+        if (v->op != IR_OP_PARAM)
+            continue;
+        bool ln = strstr(v->name, "ln_") != NULL;
+        double range = ln ? ln_range : 0.1;
+        rt_tensor *t = fx_uniform_tensor(rng, IR_F32, v->type.rank, v->type.dims, -range, range);
+        if (ln && strstr(v->name, "weight"))
+            for (int64_t k = 0; k < rt_tensor_numel(t); k++)
+                ((float *)t->data)[k] += 1.0f;
+        rt_weights_set(out, v->name, t);
+    }
+}
+
 rt_weights *fx_copy_weights(const rt_weights *w)
 {
     rt_weights *out = rt_weights_new();
@@ -192,6 +210,66 @@ int fx_count_live_ops(const ir_graph *g, ir_op op)
     for (int id = 0; id < g->nvalues; id++)
         n += !g->values[id]->dead && g->values[id]->op == op;
     return n;
+}
+
+/* ---- files and commands ---- */
+
+const char fx_tiny_bundle_main[] =
+    "#include <stdio.h>\n"
+    "#include <stdlib.h>\n"
+    "#include <string.h>\n"
+    "#include \"tiny.h\"\n"
+    "int main(int argc, char **argv)\n"
+    "{\n"
+    "    if (argc != 5)\n"
+    "        return 90;\n"
+    "    static int32_t idx[TINY_INPUT_IDX_BYTES / 4], targets[TINY_INPUT_TARGETS_BYTES / 4];\n"
+    "    static float logits[TINY_OUTPUT_LOGITS_BYTES / 4], loss[1];\n"
+    "    FILE *in = fopen(argv[3], \"rb\");\n"
+    "    if (!in || fread(idx, 1, sizeof idx, in) != sizeof idx || fread(targets, 1, sizeof targets, in) != sizeof targets)\n"
+    "        return 91;\n"
+    "    fclose(in);\n"
+    "    tiny_ctx *ctx;\n"
+    "    int rc = tiny_init(&ctx, strcmp(argv[1], \"-\") == 0 ? NULL : argv[1], atoi(argv[2]));\n"
+    "    if (rc != TINY_STATUS_OK)\n"
+    "        return rc;\n"
+    "    rc = tiny_run(ctx, idx, targets, logits, loss);\n"
+    "    tiny_free(ctx);\n"
+    "    if (rc != TINY_STATUS_OK)\n"
+    "        return rc;\n"
+    "    FILE *out = fopen(argv[4], \"wb\");\n"
+    "    if (!out || fwrite(logits, 1, sizeof logits, out) != sizeof logits || fwrite(loss, 1, sizeof loss, out) != sizeof loss)\n"
+    "        return 92;\n"
+    "    return fclose(out) == 0 ? 0 : 93;\n"
+    "}\n";
+
+int fx_write_file(const char *path, const void *a, size_t an, const void *b, size_t bn)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t ok = fwrite(a, 1, an, f) == an && (bn == 0 || fwrite(b, 1, bn, f) == bn);
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+int fx_run_command(const char *command)
+{
+    int status = system(command);
+    return status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+float *fx_read_floats(const char *path, size_t count)
+{
+    float *data = calloc(count, sizeof *data);
+    FILE *f = fopen(path, "rb");
+    size_t got = f ? fread(data, sizeof *data, count, f) : 0;
+    if (f)
+        fclose(f);
+    if (got != count) {
+        free(data);
+        return NULL;
+    }
+    return data;
 }
 
 /* ---- comparisons ---- */

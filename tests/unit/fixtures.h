@@ -6,6 +6,7 @@
 #ifndef QUADC_TESTS_FIXTURES_H
 #define QUADC_TESTS_FIXTURES_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "frontend/frontend.h"
@@ -48,6 +49,10 @@ rt_weights *fx_gpt2_weights(fx_rng *rng, const ir_graph *g, double matrix_stddev
  * N(0, 0.05) biases, and layernorm gains (init "ones") of 1 + N(0, 0.1)
  * with every 8th channel (i % 8 == 3) times 20. */
 rt_weights *fx_outlier_gpt2_weights(fx_rng *rng, const ir_graph *g);
+/* Sets a tensor in out for every param of a GPT-2 graph: uniform in
+ * [-0.1, 0.1), but layernorm params (names with "ln_") uniform in
+ * [-ln_range, ln_range) and their weights shifted by +1. */
+void fx_set_uniform_gpt2_weights(fx_rng *rng, const ir_graph *g, double ln_range, rt_weights *out);
 /* A deep copy of every tensor in w. */
 rt_weights *fx_copy_weights(const rt_weights *w);
 
@@ -75,6 +80,22 @@ int fx_run_pipeline(ir_graph *g, const char *text, ir_diag *d);
 int fx_count_ops(const ir_graph *g, ir_op op);
 /* Number of values of g with the given op that passes have not marked dead. */
 int fx_count_live_ops(const ir_graph *g, ir_op op);
+
+/* ---- files and commands ---- */
+
+/* A C program to link with an AOT bundle named "tiny". Usage: main
+ * WEIGHTS|- NTHREADS INPUTS OUTPUTS. It reads idx and targets from INPUTS,
+ * writes the logits and the loss to OUTPUTS and exits with the init or run
+ * status, or with 90 to 93 when its arguments or files fail. */
+extern const char fx_tiny_bundle_main[];
+
+/* Writes a then b (bn may be 0) to path. Returns 0 or -1. */
+int fx_write_file(const char *path, const void *a, size_t an, const void *b, size_t bn);
+/* Runs a shell command and returns its exit status, or -1 when it did not
+ * exit normally. */
+int fx_run_command(const char *command);
+/* Reads exactly count floats from path into a new array, or returns NULL. */
+float *fx_read_floats(const char *path, size_t count);
 
 /* ---- comparisons ---- */
 

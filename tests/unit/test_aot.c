@@ -31,37 +31,6 @@
 
 static fx_rng rng = {FX_RNG_XORSHIFT, 0x2545f4914f6cdd1dull};
 
-/* The C program linked with the bundle. Usage: main WEIGHTS|- NTHREADS
- * INPUTS OUTPUTS. It exits with the init or run status. */
-static const char main_source[] =
-    "#include <stdio.h>\n"
-    "#include <stdlib.h>\n"
-    "#include <string.h>\n"
-    "#include \"tiny.h\"\n"
-    "int main(int argc, char **argv)\n"
-    "{\n"
-    "    if (argc != 5)\n"
-    "        return 90;\n"
-    "    static int32_t idx[TINY_INPUT_IDX_BYTES / 4], targets[TINY_INPUT_TARGETS_BYTES / 4];\n"
-    "    static float logits[TINY_OUTPUT_LOGITS_BYTES / 4], loss[1];\n"
-    "    FILE *in = fopen(argv[3], \"rb\");\n"
-    "    if (!in || fread(idx, 1, sizeof idx, in) != sizeof idx || fread(targets, 1, sizeof targets, in) != sizeof targets)\n"
-    "        return 91;\n"
-    "    fclose(in);\n"
-    "    tiny_ctx *ctx;\n"
-    "    int rc = tiny_init(&ctx, strcmp(argv[1], \"-\") == 0 ? NULL : argv[1], atoi(argv[2]));\n"
-    "    if (rc != TINY_STATUS_OK)\n"
-    "        return rc;\n"
-    "    rc = tiny_run(ctx, idx, targets, logits, loss);\n"
-    "    tiny_free(ctx);\n"
-    "    if (rc != TINY_STATUS_OK)\n"
-    "        return rc;\n"
-    "    FILE *out = fopen(argv[4], \"wb\");\n"
-    "    if (!out || fwrite(logits, 1, sizeof logits, out) != sizeof logits || fwrite(loss, 1, sizeof loss, out) != sizeof loss)\n"
-    "        return 92;\n"
-    "    return fclose(out) == 0 ? 0 : 93;\n"
-    "}\n";
-
 typedef struct aot_case {
     char dir[64];
     ir_diag *diag;
@@ -80,15 +49,6 @@ static char *path_in(const aot_case *c, const char *name)
     return p;
 }
 
-static int write_file(const char *path, const void *a, size_t an, const void *b, size_t bn)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    size_t ok = fwrite(a, 1, an, f) == an && (bn == 0 || fwrite(b, 1, bn, f) == bn);
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
-
 /* Builds the graph, writes random weights with the safetensors writer,
  * reads them back and runs the interpreter. Returns 0 or -1. */
 static int case_setup(aot_case *c)
@@ -104,17 +64,7 @@ static int case_setup(aot_case *c)
     if (!c->g)
         return -1;
     rt_weights *w = rt_weights_new();
-    for (int i = 0; i < c->g->nvalues; i++) {
-        const ir_value *v = c->g->values[i];
-        if (v->op != IR_OP_PARAM)
-            continue;
-        bool ln = strstr(v->name, "ln_") != NULL;
-        rt_tensor *t = fx_uniform_tensor(&rng, IR_F32, v->type.rank, v->type.dims, ln ? -1.0 : -0.1, ln ? 1.0 : 0.1);
-        if (ln && strstr(v->name, "weight"))
-            for (int64_t k = 0; k < rt_tensor_numel(t); k++)
-                ((float *)t->data)[k] += 1.0f;
-        rt_weights_set(w, v->name, t);
-    }
+    fx_set_uniform_gpt2_weights(&rng, c->g, 1.0, w);
     int rc = rt_safetensors_write(path_in(c, "tiny.safetensors"), w, c->diag);
     rt_weights_free(w);
     if (rc != 0)
@@ -125,7 +75,7 @@ static int case_setup(aot_case *c)
     rt_weights_set(c->inputs, "idx", fx_uniform_tensor(&rng, IR_I32, 2, dims, 0, 101));
     rt_weights_set(c->inputs, "targets", fx_uniform_tensor(&rng, IR_I32, 2, dims, 0, 101));
     rt_tensor *idx = rt_weights_get(c->inputs, "idx"), *targets = rt_weights_get(c->inputs, "targets");
-    if (!c->weights || write_file(path_in(c, "inputs.bin"), idx->data, rt_tensor_nbytes(idx), targets->data,
+    if (!c->weights || fx_write_file(path_in(c, "inputs.bin"), idx->data, rt_tensor_nbytes(idx), targets->data,
                                   rt_tensor_nbytes(targets)) != 0)
         return -1;
     return rt_interp_run(c->g, c->weights, c->inputs, c->expected, c->diag);
@@ -146,34 +96,12 @@ static void case_cleanup(aot_case *c)
     ir_diag_free(c->diag);
 }
 
-/* Runs a shell command and returns its exit status, or -1. */
-static int run_command(const char *command)
-{
-    int status = system(command);
-    return status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static int run_main(const aot_case *c, const char *weights, int threads, const char *out)
 {
     char command[1024];
     snprintf(command, sizeof command, "%s %s %d %s %s", path_in(c, "main"), weights, threads, path_in(c, "inputs.bin"),
              out ? path_in(c, out) : "/dev/null");
-    return run_command(command);
-}
-
-/* Reads logits and loss written by the program. */
-static float *read_outputs(const aot_case *c, const char *name, size_t count)
-{
-    float *data = calloc(count, sizeof *data);
-    FILE *f = fopen(path_in(c, name), "rb");
-    size_t got = f ? fread(data, sizeof *data, count, f) : 0;
-    if (f)
-        fclose(f);
-    if (got != count) {
-        free(data);
-        return NULL;
-    }
-    return data;
+    return fx_run_command(command);
 }
 
 /* Returns the number of elements outside |got - want| <= ATOL + RTOL |want|. */
@@ -214,13 +142,13 @@ static void test_bundle(bool embed)
     CHECK_EQ_INT(cg_aot_write_header(l, path_in(&c, "tiny.h"), c.diag), 0);
     CHECK_EQ_INT(cg_aot_write_weights(l, path_in(&c, "tiny.weights"), c.diag), 0);
     cg_aot_layout_free(l);
-    CHECK_EQ_INT(write_file(path_in(&c, "main.c"), main_source, strlen(main_source), NULL, 0), 0);
+    CHECK_EQ_INT(fx_write_file(path_in(&c, "main.c"), fx_tiny_bundle_main, strlen(fx_tiny_bundle_main), NULL, 0), 0);
 
     const char *cc = getenv("CC") && getenv("CC")[0] ? getenv("CC") : "cc";
     char command[1024];
     snprintf(command, sizeof command, "%s -std=c11 -O1 -o %s %s %s -lm -lpthread", cc, path_in(&c, "main"),
              path_in(&c, "main.c"), path_in(&c, "tiny.o"));
-    int linked = run_command(command);
+    int linked = fx_run_command(command);
     CHECK_EQ_INT(linked, 0);
     if (linked != 0) {
         fprintf(stderr, "bundle %s: '%s' failed\n", mode, command);
@@ -233,8 +161,8 @@ static void test_bundle(bool embed)
     CHECK_EQ_INT(run_main(&c, weights, 1, "out1.bin"), 0);
     CHECK_EQ_INT(run_main(&c, weights, 3, "out3.bin"), 0);
     int64_t nlogits = rt_tensor_numel(c.expected[0]);
-    float *one = read_outputs(&c, "out1.bin", (size_t)nlogits + 1);
-    float *three = read_outputs(&c, "out3.bin", (size_t)nlogits + 1);
+    float *one = fx_read_floats(path_in(&c, "out1.bin"), (size_t)nlogits + 1);
+    float *three = fx_read_floats(path_in(&c, "out3.bin"), (size_t)nlogits + 1);
     CHECK(one != NULL);
     CHECK(three != NULL);
     if (one && three) {
@@ -262,7 +190,7 @@ static void test_bundle(bool embed)
 
     /* init failures: no file, a file of another bundle, bad thread counts. */
     CHECK_EQ_INT(run_main(&c, path_in(&c, "missing.weights"), 1, NULL), 102);
-    CHECK_EQ_INT(write_file(path_in(&c, "other.weights"), "QDCWGT01", 8, NULL, 0), 0);
+    CHECK_EQ_INT(fx_write_file(path_in(&c, "other.weights"), "QDCWGT01", 8, NULL, 0), 0);
     CHECK_EQ_INT(run_main(&c, path_in(&c, "other.weights"), 1, NULL), 103);
     CHECK_EQ_INT(run_main(&c, weights, 0, NULL), 100);
     CHECK_EQ_INT(run_main(&c, weights, 5, NULL), 100);

@@ -40,37 +40,6 @@ static const fe_define model_defines[] = {{"n_layer", 2}, {"n_embd", 64}, {"n_he
 #define NDEFINES 4
 #define MODEL QUADC_SOURCE_DIR "/examples/gpt2.qd"
 
-/* The C program linked with the bundle. Usage: main WEIGHTS|- NTHREADS
- * INPUTS OUTPUTS. It exits with the init or run status. */
-static const char main_source[] =
-    "#include <stdio.h>\n"
-    "#include <stdlib.h>\n"
-    "#include <string.h>\n"
-    "#include \"tiny.h\"\n"
-    "int main(int argc, char **argv)\n"
-    "{\n"
-    "    if (argc != 5)\n"
-    "        return 90;\n"
-    "    static int32_t idx[TINY_INPUT_IDX_BYTES / 4], targets[TINY_INPUT_TARGETS_BYTES / 4];\n"
-    "    static float logits[TINY_OUTPUT_LOGITS_BYTES / 4], loss[1];\n"
-    "    FILE *in = fopen(argv[3], \"rb\");\n"
-    "    if (!in || fread(idx, 1, sizeof idx, in) != sizeof idx || fread(targets, 1, sizeof targets, in) != sizeof targets)\n"
-    "        return 91;\n"
-    "    fclose(in);\n"
-    "    tiny_ctx *ctx;\n"
-    "    int rc = tiny_init(&ctx, strcmp(argv[1], \"-\") == 0 ? NULL : argv[1], atoi(argv[2]));\n"
-    "    if (rc != TINY_STATUS_OK)\n"
-    "        return rc;\n"
-    "    rc = tiny_run(ctx, idx, targets, logits, loss);\n"
-    "    tiny_free(ctx);\n"
-    "    if (rc != TINY_STATUS_OK)\n"
-    "        return rc;\n"
-    "    FILE *out = fopen(argv[4], \"wb\");\n"
-    "    if (!out || fwrite(logits, 1, sizeof logits, out) != sizeof logits || fwrite(loss, 1, sizeof loss, out) != sizeof loss)\n"
-    "        return 92;\n"
-    "    return fclose(out) == 0 ? 0 : 93;\n"
-    "}\n";
-
 static fx_rng rng = {FX_RNG_XORSHIFT, 0x9e3779b97f4a7c15ull};
 
 typedef struct int8_case {
@@ -91,22 +60,6 @@ static char *path_in(const int8_case *c, const char *name)
     char *p = buf[next++ % 4];
     snprintf(p, PATH_MAX, "%s/%s", c->dir, name);
     return p;
-}
-
-static int write_file(const char *path, const void *a, size_t an, const void *b, size_t bn)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    size_t ok = fwrite(a, 1, an, f) == an && (bn == 0 || fwrite(b, 1, bn, f) == bn);
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
-
-/* Runs a shell command and returns its exit status, or -1. */
-static int run_command(const char *command)
-{
-    int status = system(command);
-    return status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 /* The quadc driver: the test binary is <build>/tests/test_aot_int8 and the
@@ -158,7 +111,7 @@ static int make_inputs(int8_case *c)
     c->inputs = rt_weights_new();
     rt_weights_set(c->inputs, "idx", idx);
     rt_weights_set(c->inputs, "targets", targets);
-    return write_file(path_in(c, "inputs.bin"), idx->data, rt_tensor_nbytes(idx), targets->data,
+    return fx_write_file(path_in(c, "inputs.bin"), idx->data, rt_tensor_nbytes(idx), targets->data,
                       rt_tensor_nbytes(targets));
 }
 
@@ -239,20 +192,6 @@ static void case_cleanup(int8_case *c)
     ir_diag_free(c->diag);
 }
 
-static float *read_outputs(const int8_case *c, const char *name, size_t count)
-{
-    float *data = calloc(count, sizeof *data);
-    FILE *f = fopen(path_in(c, name), "rb");
-    size_t got = f ? fread(data, sizeof *data, count, f) : 0;
-    if (f)
-        fclose(f);
-    if (got != count) {
-        free(data);
-        return NULL;
-    }
-    return data;
-}
-
 /* max |got - want| / max |want| */
 static double relative_difference(const float *got, const float *want, int64_t n)
 {
@@ -269,7 +208,7 @@ static int run_main(const int8_case *c, const char *weights, int threads, const 
     char command[3 * PATH_MAX];
     snprintf(command, sizeof command, "%s %s %d %s %s", path_in(c, "main"), weights, threads,
              path_in(c, "inputs.bin"), path_in(c, out));
-    return run_command(command);
+    return fx_run_command(command);
 }
 
 /* Builds the quantized file with quadc build --int8 in one weights mode,
@@ -286,7 +225,7 @@ static void test_int8_bundle(int8_case *c, bool embed)
     if (!embed)
         snprintf(command + n, sizeof command - (size_t)n, " --weights-mode file --weights-out %s",
                  path_in(c, "tiny.weights"));
-    int built = run_command(command);
+    int built = fx_run_command(command);
     CHECK_EQ_INT(built, 0);
     if (built != 0) {
         fprintf(stderr, "INT8 bundle %s: '%s' failed\n", mode, command);
@@ -308,11 +247,11 @@ static void test_int8_bundle(int8_case *c, bool embed)
     }
     free(header);
 
-    CHECK_EQ_INT(write_file(path_in(c, "main.c"), main_source, strlen(main_source), NULL, 0), 0);
+    CHECK_EQ_INT(fx_write_file(path_in(c, "main.c"), fx_tiny_bundle_main, strlen(fx_tiny_bundle_main), NULL, 0), 0);
     const char *cc = getenv("CC") && getenv("CC")[0] ? getenv("CC") : "cc";
     snprintf(command, sizeof command, "%s -std=c11 -O1 -o %s %s %s -lm -lpthread", cc, path_in(c, "main"),
              path_in(c, "main.c"), path_in(c, "tiny.o"));
-    int linked = run_command(command);
+    int linked = fx_run_command(command);
     CHECK_EQ_INT(linked, 0);
     if (linked != 0)
         return;
@@ -322,8 +261,8 @@ static void test_int8_bundle(int8_case *c, bool embed)
     CHECK_EQ_INT(run_main(c, weights, 1, "out1.bin"), 0);
     CHECK_EQ_INT(run_main(c, weights, 2, "out2.bin"), 0);
     int64_t nlogits = rt_tensor_numel(c->want[0]);
-    float *one_thread = read_outputs(c, "out1.bin", (size_t)nlogits + 1);
-    float *two_threads = read_outputs(c, "out2.bin", (size_t)nlogits + 1);
+    float *one_thread = fx_read_floats(path_in(c, "out1.bin"), (size_t)nlogits + 1);
+    float *two_threads = fx_read_floats(path_in(c, "out2.bin"), (size_t)nlogits + 1);
     CHECK(one_thread != NULL);
     CHECK(two_threads != NULL);
     if (one_thread && two_threads) {

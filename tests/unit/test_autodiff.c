@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "frontend/frontend.h"
 #include "ir/text.h"
 #include "passes/manager.h"
@@ -176,22 +177,6 @@ static void capture_close(capture *c)
 {
     ir_diag_free(c->diag);
     fclose(c->stream);
-}
-
-/* Runs a pipeline through the pass manager, so errors carry the pass name. */
-static int run_pipeline(ir_graph *g, const char *text, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        fprintf(stderr, "pipeline '%s': %s\n", text, err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pass_manager_run(pm, &pipeline, g);
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
 }
 
 static double run_loss(const ir_graph *forward, const rt_weights *weights, const rt_weights *inputs, ir_diag *d)
@@ -645,7 +630,7 @@ static void test_rule(const grad_case *gc)
     for (int i = 0; i < g->nvalues; i++)
         nparams += g->values[i]->op == IR_OP_PARAM;
 
-    CHECK_EQ_INT(run_pipeline(g, "autodiff", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff", d), 0);
     CHECK_EQ_INT(ir_verify(g, "autodiff"), 0);
     CHECK_EQ_INT(g->noutputs, 1 + nparams);
 
@@ -670,7 +655,7 @@ static void test_outputs_named_after_params(void)
     ir_diag *d = ir_diag_new(stderr);
     ir_graph *g = ir_graph_new("case", d);
     add_probe_loss(g, build_shared_chain(g));
-    CHECK_EQ_INT(run_pipeline(g, "autodiff{wrt=c;a}", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff{wrt=c;a}", d), 0);
     /* Parameter order, not pattern order: a before c. */
     CHECK_EQ_INT(g->noutputs, 3);
     CHECK(strcmp(g->values[g->outputs[1]]->name, "a.grad") == 0);
@@ -707,7 +692,7 @@ static void test_wrt_none_adds_nothing(void)
     ir_graph *g = ir_graph_new("case", d);
     add_probe_loss(g, build_add(g));
     int before = g->nvalues;
-    CHECK_EQ_INT(run_pipeline(g, "autodiff{wrt=none}", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff{wrt=none}", d), 0);
     CHECK_EQ_INT(g->nvalues, before);
     CHECK_EQ_INT(g->noutputs, 1);
     ir_graph_free(g);
@@ -723,7 +708,7 @@ static char *autodiff_errors(ir_graph *g, const char *pipeline)
     capture c;
     capture_open(&c);
     g->diag = c.diag;
-    CHECK(run_pipeline(g, pipeline, c.diag) != 0);
+    CHECK(fx_run_pipeline(g, pipeline, c.diag) != 0);
     g->diag = NULL;
     capture_close(&c);
     return c.text;
@@ -780,7 +765,7 @@ static void test_error_no_rule(void)
     w = P(g, "w", 3, 5);
     int y = op2(g, IR_OP_GRAD_RELU, "second", w, w, NULL);
     add_probe_loss(g, op2(g, IR_OP_MUL, "y", y, P(g, "v", 5), NULL));
-    CHECK_EQ_INT(run_pipeline(g, "autodiff{wrt=v}", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff{wrt=v}", d), 0);
     CHECK_EQ_INT(g->noutputs, 2);
     ir_graph_free(g);
     ir_diag_free(d);
@@ -816,7 +801,7 @@ static void test_error_loss_not_scalar(void)
     free(errors);
     /* Naming the scalar output works. */
     g->diag = d;
-    CHECK_EQ_INT(run_pipeline(g, "autodiff{loss=loss}", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff{loss=loss}", d), 0);
     CHECK_EQ_INT(g->noutputs, 4);
     ir_graph_free(g);
     ir_diag_free(d);
@@ -841,7 +826,7 @@ static char *print_graph(const ir_graph *g)
 static void check_default_pipeline(const ir_graph *g, const rt_weights *weights, const rt_weights *inputs)
 {
     ir_graph *optimized = ir_graph_clone(g);
-    CHECK_EQ_INT(run_pipeline(optimized, pass_default_pipeline, g->diag), 0);
+    CHECK_EQ_INT(fx_run_pipeline(optimized, pass_default_pipeline, g->diag), 0);
     CHECK_EQ_INT(ir_verify(optimized, "default pipeline"), 0);
     CHECK_EQ_INT(optimized->noutputs, g->noutputs);
 
@@ -887,7 +872,7 @@ static void test_gpt2(void)
         nparams += g->values[i]->op == IR_OP_PARAM;
     CHECK_EQ_INT(nparams, 2 + 12 * 2 + 2);
 
-    CHECK_EQ_INT(run_pipeline(g, "autodiff{loss=loss},cse,dce", d), 0);
+    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff{loss=loss},cse,dce", d), 0);
     CHECK_EQ_INT(ir_verify(g, "autodiff"), 0);
     CHECK_EQ_INT(g->noutputs, 2 + nparams);
     CHECK(ir_find(g, "h0.ln1.grad") >= 0);

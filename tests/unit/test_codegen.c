@@ -853,23 +853,6 @@ static void test_profile_times(void)
 
 /* ---- whole models ---- */
 
-/* Fills every param of g with N(0, 0.02)-like uniform values (ones and
- * zeros for layernorm weights and biases would hide errors). */
-static void random_weights(fx_fixture *f)
-{
-    for (int i = 0; i < f->g->nvalues; i++) {
-        const ir_value *v = f->g->values[i];
-        if (v->op != IR_OP_PARAM)
-            continue;
-        double scale = strstr(v->name, "ln_") ? 1.0 : 0.1;
-        rt_tensor *t = fx_uniform_tensor(&rng, IR_F32, v->type.rank, v->type.dims, -scale, scale);
-        if (strstr(v->name, "ln_") && strstr(v->name, "weight"))
-            for (int64_t k = 0; k < rt_tensor_numel(t); k++)
-                ((float *)t->data)[k] += 1.0f;
-        rt_weights_set(f->weights, v->name, t);
-    }
-}
-
 static void test_gpt2(int64_t layers, int64_t c, int64_t nh, int64_t vocab, int64_t t, int64_t b, int threads)
 {
     fx_fixture f = fx_fixture_new("gpt2");
@@ -883,7 +866,8 @@ static void test_gpt2(int64_t layers, int64_t c, int64_t nh, int64_t vocab, int6
         fx_fixture_free(&f);
         return;
     }
-    random_weights(&f);
+    /* Layernorm gains and biases of exactly ones and zeros would hide errors. */
+    fx_set_uniform_gpt2_weights(&rng, f.g, 1.0, f.weights);
     int64_t dims[2] = {b, t};
     rt_weights_set(f.inputs, "idx", fx_uniform_tensor(&rng, IR_I32, 2, dims, 0, (double)vocab));
     rt_weights_set(f.inputs, "targets", fx_uniform_tensor(&rng, IR_I32, 2, dims, 0, (double)vocab));

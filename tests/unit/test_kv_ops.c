@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "codegen/cg_internal.h"
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
@@ -220,19 +221,6 @@ static int live_products(const ir_graph *g)
     return mask;
 }
 
-static int run_fusion(ir_graph *g, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse("fuse-elementwise", &pipeline, err, sizeof err) != 0)
-        return -1;
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pass_manager_run(pm, &pipeline, g);
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
 /* The graph as written and fused (the scale then runs in the scores'
  * fused.matmul), T = 1 and T = 3, with and without the scores as an
  * output. */
@@ -251,7 +239,7 @@ static void test_live_cache_rows(void)
             if (!g)
                 continue;
             if (fused)
-                CHECK(run_fusion(g, d) == 0);
+                CHECK(fx_run_pipeline(g, "fuse-elementwise", d) == 0);
             CHECK_EQ_INT(live_products(g), scores_out ? 2 : 3);
             cg_options o = cg_default_options();
             o.threads = 2;
