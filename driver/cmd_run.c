@@ -13,6 +13,7 @@
 #include "driver/run.h"
 #include "runtime/model.h"
 #include "runtime/safetensors.h"
+#include "runtime/train_llmc.h"
 #include "runtime/train_rng.h"
 
 /* The model that `quadc run` uses when --weights is not given. */
@@ -37,7 +38,7 @@ static void print_run_help(FILE *out)
             "throughput, is also written to DIR/report.md.\n"
             "\n"
             "Options:\n"
-            "  --weights FILE          float weights, safetensors (default: the model\n"
+            "  --weights FILE          float weights, safetensors or llm.c .bin (default: the model\n"
             "                          " DEFAULT_WEIGHTS " of the source tree)\n"
             "  -D name=value           set hyperparameter `name` to the integer `value`;\n"
             "                          it must agree with the weights' metadata; repeatable\n"
@@ -229,7 +230,7 @@ static int resolve_weights(run_args *a, ir_diag *d)
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
         ir_diag_file_error(d, path, "no --weights given and the default model is missing; give --weights FILE "
-                           "with float weights (safetensors)");
+                           "with float weights (safetensors or an llm.c checkpoint)");
         return -1;
     }
     a->weights = path;
@@ -371,12 +372,13 @@ static int pick_calibration(run_state *s)
     return 0;
 }
 
-/* Reads the float weights and merges their hparams with the -D defines. */
+/* Reads the float weights (safetensors or an llm.c checkpoint) and merges
+ * their hparams with the -D defines. */
 static int load_float_weights(run_state *s)
 {
     const run_args *a = s->a;
-    s->float_weights = rt_safetensors_read(a->weights, s->d);
-    if (!s->float_weights || rt_gpt2_canonicalize_names(s->float_weights, s->d, a->weights) != 0)
+    s->float_weights = rt_train_load_weights(a->weights, s->d);
+    if (!s->float_weights)
         return -1;
     if (rt_quantize_weight_hparams(a->model, s->float_weights, a->weights, a->defines, a->ndefines, &s->defines,
                                    &s->ndefines, s->d) != 0)

@@ -14,6 +14,7 @@
 #include "runtime/evaluate.h"
 #include "runtime/model.h"
 #include "runtime/safetensors.h"
+#include "runtime/train_llmc.h"
 
 /* Subdirectories of --print-ir-dir, one per stage that runs passes. */
 #define IR_DIR_FP32 "1-fp32"
@@ -245,11 +246,9 @@ static int quantize(run_state *s, rt_quantize_method method, const char *ir_subd
                     rt_quantize_report *report)
 {
     const run_args *a = s->a;
-    rt_weights *w = rt_safetensors_read(a->weights, s->d);
-    if (!w || rt_gpt2_canonicalize_names(w, s->d, a->weights) != 0) {
-        rt_weights_free(w);
+    rt_weights *w = rt_train_load_weights(a->weights, s->d);
+    if (!w)
         return -1;
-    }
     training_progress progress = {0};
     rt_quantize_config c = rt_quantize_default_config();
     c.model_path = a->model;
