@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 static int check_passed, check_failed;
 
@@ -43,6 +44,17 @@ static int check_passed, check_failed;
                     __FILE__, __LINE__, #a, #b, check_a_, check_b_);             \
         }                                                                        \
     } while (0)
+
+/* Checks that two strings are equal and prints both when they differ. */
+static inline void check_text(const char *label, const char *actual, const char *expected)
+{
+    if (strcmp(actual, expected) == 0) {
+        check_passed++;
+        return;
+    }
+    check_failed++;
+    fprintf(stderr, "%s: text differs\n  expected: %s\n  actual:   %s\n", label, expected, actual);
+}
 
 static inline int check_finish(void)
 {

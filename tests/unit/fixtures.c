@@ -1,6 +1,7 @@
 /* Fixtures shared by the unit tests; see fixtures.h. */
 #include "fixtures.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -66,6 +67,22 @@ rt_tensor *fx_uniform_tensor(fx_rng *rng, ir_dtype dtype, int rank, const int64_
         default: break;
         }
     }
+    return t;
+}
+
+float fx_lcg32_uniform(uint32_t *state)
+{
+    *state = *state * 1664525u + 1013904223u;
+    return (float)(*state >> 8) / (float)(1u << 24) * 2.0f - 1.0f;
+}
+
+rt_tensor *fx_lcg32_tensor(uint32_t *state, int rank, int64_t d0, int64_t d1)
+{
+    int64_t dims[2] = {d0, d1};
+    rt_tensor *t = rt_tensor_new(IR_F32, rank, dims);
+    float *data = t->data;
+    for (int64_t i = 0; i < rt_tensor_numel(t); i++)
+        data[i] = fx_lcg32_uniform(state);
     return t;
 }
 
@@ -258,6 +275,20 @@ int fx_run_command(const char *command)
     return status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+int fx_count_temp_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL)
+        if (strstr(entry->d_name, ".tmp."))
+            count++;
+    closedir(d);
+    return count;
+}
+
 float *fx_read_floats(const char *path, size_t count)
 {
     float *data = calloc(count, sizeof *data);
@@ -272,7 +303,45 @@ float *fx_read_floats(const char *path, size_t count)
     return data;
 }
 
+/* ---- diagnostics capture ---- */
+
+void fx_capture_open(fx_capture *c)
+{
+    c->text = NULL;
+    c->len = 0;
+    c->stream = open_memstream(&c->text, &c->len);
+    c->diag = ir_diag_new(c->stream);
+}
+
+const char *fx_capture_text(fx_capture *c)
+{
+    fflush(c->stream);
+    return c->text ? c->text : "";
+}
+
+void fx_capture_end(fx_capture *c)
+{
+    ir_diag_free(c->diag);
+    fclose(c->stream);
+}
+
+void fx_capture_close(fx_capture *c)
+{
+    fx_capture_end(c);
+    free(c->text);
+}
+
 /* ---- comparisons ---- */
+
+bool fx_same_tensor(const rt_tensor *a, const rt_tensor *b)
+{
+    if (a->dtype != b->dtype || a->rank != b->rank)
+        return false;
+    for (int i = 0; i < a->rank; i++)
+        if (a->dims[i] != b->dims[i])
+            return false;
+    return memcmp(a->data, b->data, rt_tensor_nbytes(a)) == 0;
+}
 
 double fx_relative_difference(const rt_tensor *got, const rt_tensor *want)
 {

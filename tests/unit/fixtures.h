@@ -6,8 +6,10 @@
 #ifndef QUADC_TESTS_FIXTURES_H
 #define QUADC_TESTS_FIXTURES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "frontend/frontend.h"
 #include "ir/ir.h"
@@ -81,6 +83,13 @@ int fx_count_ops(const ir_graph *g, ir_op op);
 /* Number of values of g with the given op that passes have not marked dead. */
 int fx_count_live_ops(const ir_graph *g, ir_op op);
 
+/* Uniform in [-1, 1) in f32, from a 32-bit LCG (Numerical Recipes
+ * constants) kept in *state. */
+float fx_lcg32_uniform(uint32_t *state);
+/* An f32 tensor of fx_lcg32_uniform values, of dims [d0] (rank 1) or
+ * [d0, d1] (rank 2). */
+rt_tensor *fx_lcg32_tensor(uint32_t *state, int rank, int64_t d0, int64_t d1);
+
 /* ---- files and commands ---- */
 
 /* A C program to link with an AOT bundle named "tiny". Usage: main
@@ -94,11 +103,36 @@ int fx_write_file(const char *path, const void *a, size_t an, const void *b, siz
 /* Runs a shell command and returns its exit status, or -1 when it did not
  * exit normally. */
 int fx_run_command(const char *command);
+/* Counts the files in dir whose names contain ".tmp.", as the temporary
+ * files of the runtime's atomic writes do. Returns -1 when dir cannot be
+ * opened. */
+int fx_count_temp_files(const char *dir);
 /* Reads exactly count floats from path into a new array, or returns NULL. */
 float *fx_read_floats(const char *path, size_t count);
 
+/* ---- diagnostics capture ---- */
+
+/* A diagnostics sink whose output goes to a memory buffer. */
+typedef struct fx_capture {
+    char *text;
+    size_t len;
+    FILE *stream;
+    ir_diag *diag;
+} fx_capture;
+
+void fx_capture_open(fx_capture *c);
+/* Returns everything reported so far, "" when nothing was. */
+const char *fx_capture_text(fx_capture *c);
+/* Frees the sink but not c->text, which the caller frees. Graphs parsed
+ * with the sink point into it, so free them first. */
+void fx_capture_end(fx_capture *c);
+/* Frees the sink and its text. */
+void fx_capture_close(fx_capture *c);
+
 /* ---- comparisons ---- */
 
+/* Returns whether a and b have the same dtype, dims and bytes. */
+bool fx_same_tensor(const rt_tensor *a, const rt_tensor *b);
 /* Returns max |got - want| / max |want| over want's elements, or INFINITY
  * when either tensor is missing. */
 double fx_relative_difference(const rt_tensor *got, const rt_tensor *want);

@@ -157,28 +157,6 @@ static void fill_random(const ir_graph *g, bool positive, int64_t int_limit, rt_
     }
 }
 
-/* A diagnostics sink that writes into memory. */
-typedef struct capture {
-    FILE *stream;
-    char *text;
-    size_t len;
-    ir_diag *diag;
-} capture;
-
-static void capture_open(capture *c)
-{
-    c->text = NULL;
-    c->len = 0;
-    c->stream = open_memstream(&c->text, &c->len);
-    c->diag = ir_diag_new(c->stream);
-}
-
-static void capture_close(capture *c)
-{
-    ir_diag_free(c->diag);
-    fclose(c->stream);
-}
-
 static double run_loss(const ir_graph *forward, const rt_weights *weights, const rt_weights *inputs, ir_diag *d)
 {
     rt_tensor *outputs[8] = {NULL};
@@ -705,12 +683,12 @@ static void test_wrt_none_adds_nothing(void)
  * frees), checking that the pass failed. */
 static char *autodiff_errors(ir_graph *g, const char *pipeline)
 {
-    capture c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     g->diag = c.diag;
     CHECK(fx_run_pipeline(g, pipeline, c.diag) != 0);
     g->diag = NULL;
-    capture_close(&c);
+    fx_capture_end(&c);
     return c.text;
 }
 

@@ -13,42 +13,13 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ir/diag.h"
 #include "runtime/dataset.h"
 #include "runtime/tokenizer.h"
 
 #define ENCODER_JSON "data/tokenizer/encoder.json"
 #define VOCAB_BPE "data/tokenizer/vocab.bpe"
-
-/* A diagnostics sink whose output goes to a memory buffer. */
-typedef struct captured_diag {
-    char *text;
-    size_t len;
-    FILE *stream;
-    ir_diag *diag;
-} captured_diag;
-
-static void capture_open(captured_diag *c)
-{
-    c->text = NULL;
-    c->len = 0;
-    c->stream = open_memstream(&c->text, &c->len);
-    c->diag = ir_diag_new(c->stream);
-}
-
-/* Returns everything reported so far. */
-static const char *capture_text(captured_diag *c)
-{
-    fflush(c->stream);
-    return c->text ? c->text : "";
-}
-
-static void capture_close(captured_diag *c)
-{
-    ir_diag_free(c->diag);
-    fclose(c->stream);
-    free(c->text);
-}
 
 static char temp_root[] = "/tmp/quadc-test-dataset-XXXXXX";
 
@@ -217,8 +188,8 @@ static void test_cache_hit_and_format(const rt_dataset_tokenizer *tok)
     char *text_path = temp_path("hello.txt");
     char *cache_dir = temp_path("cache/nested");
     write_file(text_path, "Hello world", 11);
-    captured_diag c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
 
     int32_t *ids = NULL;
     size_t n = 0;
@@ -256,8 +227,8 @@ static void test_cache_hit_and_format(const rt_dataset_tokenizer *tok)
     free(ids);
 
     CHECK_EQ_INT(ir_diag_error_count(c.diag), 0);
-    CHECK(strcmp(capture_text(&c), "") == 0);
-    capture_close(&c);
+    CHECK(strcmp(fx_capture_text(&c), "") == 0);
+    fx_capture_close(&c);
     free(cache);
     free(cache_path);
     free(cache_dir);
@@ -268,8 +239,8 @@ static void test_cache_text_change(const rt_dataset_tokenizer *tok)
 {
     char *text_path = temp_path("change.txt");
     char *cache_dir = temp_path("cache");
-    captured_diag c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
 
     write_file(text_path, "Hello world", 11);
     int32_t *ids = NULL;
@@ -289,7 +260,7 @@ static void test_cache_text_change(const rt_dataset_tokenizer *tok)
     free(ids);
 
     CHECK_EQ_INT(ir_diag_error_count(c.diag), 0);
-    capture_close(&c);
+    fx_capture_close(&c);
     free(old_cache);
     free(new_cache);
     free(cache_dir);
@@ -306,13 +277,13 @@ static void test_cache_tokenizer_change(const rt_dataset_tokenizer *tok)
     write_file(text_path, text, strlen(text));
     copy_file(ENCODER_JSON, encoder_copy);
     copy_file(VOCAB_BPE, vocab_copy);
-    captured_diag c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
 
     rt_dataset_tokenizer *copy = rt_dataset_tokenizer_load(encoder_copy, vocab_copy, c.diag);
     CHECK(copy != NULL);
     if (!copy) {
-        capture_close(&c);
+        fx_capture_close(&c);
         return;
     }
     CHECK(memcmp(copy->files_sha256, tok->files_sha256, RT_SHA256_BYTES) == 0);
@@ -344,7 +315,7 @@ static void test_cache_tokenizer_change(const rt_dataset_tokenizer *tok)
     }
 
     CHECK_EQ_INT(ir_diag_error_count(c.diag), 0);
-    capture_close(&c);
+    fx_capture_close(&c);
     free(ids);
     free(old_cache);
     free(vocab_copy);
@@ -362,8 +333,8 @@ static void check_rebuilt_after(const rt_dataset_tokenizer *tok, const char *nam
     char *cache_dir = temp_path("cache");
     static const char text[] = "Tokens are cached once\nand read back later.\n";
     write_file(text_path, text, strlen(text));
-    captured_diag c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
 
     int32_t *ids = NULL, *again = NULL;
     size_t n = 0, n_again = 0;
@@ -384,9 +355,9 @@ static void check_rebuilt_after(const rt_dataset_tokenizer *tok, const char *nam
         CHECK(memcmp(rebuilt, good, good_len) == 0);
     CHECK_EQ_INT(ir_diag_error_count(c.diag), 0);
     if (ir_diag_error_count(c.diag) != 0)
-        fprintf(stderr, "damage '%s': %s", name, capture_text(&c));
+        fprintf(stderr, "damage '%s': %s", name, fx_capture_text(&c));
 
-    capture_close(&c);
+    fx_capture_close(&c);
     free(rebuilt);
     free(good);
     free(again);
@@ -462,15 +433,15 @@ static void test_cache_disabled_and_unwritable(const rt_dataset_tokenizer *tok)
 {
     char *text_path = temp_path("nocache.txt");
     write_file(text_path, "Hello world", 11);
-    captured_diag c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
 
     int32_t *ids = NULL;
     size_t n = 0;
     CHECK_EQ_INT(rt_dataset_load_text(text_path, tok, NULL, &ids, &n, c.diag), 0);
     CHECK_EQ_INT(n, 2);
     free(ids);
-    CHECK(strcmp(capture_text(&c), "") == 0);
+    CHECK(strcmp(fx_capture_text(&c), "") == 0);
 
     /* A cache directory below a regular file cannot be created, but the
      * ids still come back and a note names the cache file. */
@@ -480,12 +451,12 @@ static void test_cache_disabled_and_unwritable(const rt_dataset_tokenizer *tok)
     check_ids(ids, n, hello_world, 2);
     free(ids);
     CHECK_EQ_INT(ir_diag_error_count(c.diag), 0);
-    const char *out = capture_text(&c);
+    const char *out = fx_capture_text(&c);
     CHECK(strstr(out, "nocache.txt/cache/tokens-") != NULL);
     CHECK(strstr(out, ": note: failed to create the cache directory for the token cache file: Not a directory; "
                       "the text was tokenized without caching") != NULL);
 
-    capture_close(&c);
+    fx_capture_close(&c);
     free(bad_dir);
     free(text_path);
 }
@@ -502,33 +473,33 @@ static void test_text_errors(const rt_dataset_tokenizer *tok)
     int32_t *ids = NULL;
     size_t n = 0;
     char expected[512];
-    captured_diag c;
+    fx_capture c;
 
-    capture_open(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_dataset_load_text(missing, tok, cache_dir, &ids, &n, c.diag), -1);
     CHECK(ids == NULL);
     CHECK_EQ_INT(n, 0);
     snprintf(expected, sizeof expected, "%s: error: failed to open the text file: No such file or directory\n",
              missing);
-    CHECK(strcmp(capture_text(&c), expected) == 0);
-    capture_close(&c);
+    CHECK(strcmp(fx_capture_text(&c), expected) == 0);
+    fx_capture_close(&c);
 
-    capture_open(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_dataset_load_text(empty, tok, cache_dir, &ids, &n, c.diag), -1);
     snprintf(expected, sizeof expected, "%s: error: the file contains no text; expected UTF-8 text to tokenize\n",
              empty);
-    CHECK(strcmp(capture_text(&c), expected) == 0);
-    capture_close(&c);
+    CHECK(strcmp(fx_capture_text(&c), expected) == 0);
+    fx_capture_close(&c);
 
-    capture_open(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_dataset_load_text(bad_utf8, tok, cache_dir, &ids, &n, c.diag), -1);
     CHECK(ids == NULL);
     snprintf(expected, sizeof expected, "%s:2:3: error: invalid UTF-8 (byte 0xEF at byte offset 13); the text "
              "must be UTF-8, so convert it first, e.g. with iconv\n", bad_utf8);
-    CHECK(strcmp(capture_text(&c), expected) == 0);
-    if (strcmp(capture_text(&c), expected) != 0)
-        fprintf(stderr, "got: %s", capture_text(&c));
-    capture_close(&c);
+    CHECK(strcmp(fx_capture_text(&c), expected) == 0);
+    if (strcmp(fx_capture_text(&c), expected) != 0)
+        fprintf(stderr, "got: %s", fx_capture_text(&c));
+    fx_capture_close(&c);
 
     free(cache_dir);
     free(bad_utf8);
@@ -554,12 +525,12 @@ static void test_lambada_split(const rt_dataset_tokenizer *tok)
         "   \n"
         "{\"text\": \" alone\"}";
     write_file(path, jsonl, strlen(jsonl));
-    captured_diag c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
 
     rt_lambada set;
     CHECK_EQ_INT(rt_lambada_load(path, tok->tok, &set, c.diag), 0);
-    CHECK(strcmp(capture_text(&c), "") == 0);
+    CHECK(strcmp(fx_capture_text(&c), "") == 0);
     CHECK_EQ_INT(set.count, 3);
     if (set.count == 3) {
         static const struct {
@@ -595,7 +566,7 @@ static void test_lambada_split(const rt_dataset_tokenizer *tok)
     }
     rt_lambada_free(&set);
     CHECK_EQ_INT(set.count, 0);
-    capture_close(&c);
+    fx_capture_close(&c);
     free(path);
 }
 
@@ -614,8 +585,8 @@ static void test_lambada_errors(const rt_dataset_tokenizer *tok)
                                 "{\"text\": \"caf\xe9 au lait\"}\n"
                                 "{\"text\": null}\n";
     write_file(path, jsonl, strlen(jsonl));
-    captured_diag c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
 
     rt_lambada set;
     CHECK_EQ_INT(rt_lambada_load(path, tok->tok, &set, c.diag), -1);
@@ -640,20 +611,20 @@ static void test_lambada_errors(const rt_dataset_tokenizer *tok)
         strcat(expected, path);
         strcat(expected, expected_lines[i]);
     }
-    CHECK(strcmp(capture_text(&c), expected) == 0);
-    if (strcmp(capture_text(&c), expected) != 0)
-        fprintf(stderr, "got:\n%s", capture_text(&c));
-    capture_close(&c);
+    CHECK(strcmp(fx_capture_text(&c), expected) == 0);
+    if (strcmp(fx_capture_text(&c), expected) != 0)
+        fprintf(stderr, "got:\n%s", fx_capture_text(&c));
+    fx_capture_close(&c);
 
     /* A file of blank lines has no examples. */
     write_file(path, "\n  \n", 4);
-    capture_open(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_lambada_load(path, tok->tok, &set, c.diag), -1);
     char message[512];
     snprintf(message, sizeof message, "%s: error: the file contains no examples; expected one {\"text\": \"...\"} "
              "object per line\n", path);
-    CHECK(strcmp(capture_text(&c), message) == 0);
-    capture_close(&c);
+    CHECK(strcmp(fx_capture_text(&c), message) == 0);
+    fx_capture_close(&c);
 
     free(path);
 }

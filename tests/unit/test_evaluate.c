@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ir/diag.h"
 #include "runtime/evaluate.h"
 
@@ -259,47 +260,18 @@ static void test_scoring_rows_in_window(void)
     free(ids);
 }
 
-/* A diagnostics sink whose output goes to a memory buffer. */
-typedef struct captured_diag {
-    char *text;
-    size_t len;
-    FILE *stream;
-    ir_diag *diag;
-} captured_diag;
-
-static void capture_open(captured_diag *c)
-{
-    c->text = NULL;
-    c->len = 0;
-    c->stream = open_memstream(&c->text, &c->len);
-    c->diag = ir_diag_new(c->stream);
-}
-
-static const char *capture_text(captured_diag *c)
-{
-    fflush(c->stream);
-    return c->text ? c->text : "";
-}
-
-static void capture_close(captured_diag *c)
-{
-    ir_diag_free(c->diag);
-    fclose(c->stream);
-    free(c->text);
-}
-
 /* Runs rt_eval_perplexity and checks that it fails with exactly `message`. */
 static void check_perplexity_error(const int32_t *ids, size_t n, int context_len, int stride, mock_model *m,
                                    const char *message)
 {
-    captured_diag c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     rt_eval_result r;
     CHECK_EQ_INT(rt_eval_perplexity(ids, n, context_len, stride, m->V, rule_logits, m, &r, c.diag), -1);
-    if (strcmp(capture_text(&c), message) != 0)
-        fprintf(stderr, "expected: %sgot:      %s", message, capture_text(&c));
-    CHECK(strcmp(capture_text(&c), message) == 0);
-    capture_close(&c);
+    if (strcmp(fx_capture_text(&c), message) != 0)
+        fprintf(stderr, "expected: %sgot:      %s", message, fx_capture_text(&c));
+    CHECK(strcmp(fx_capture_text(&c), message) == 0);
+    fx_capture_close(&c);
 }
 
 static void test_perplexity_errors(void)
@@ -450,18 +422,18 @@ static void test_lambada_ties_and_errors(void)
 
     rt_lambada_example too_long = make_example(context, 3, long_target, 3, 42);
     rt_lambada one_example = {&too_long, 1};
-    captured_diag c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_eval_lambada(&one_example, 2, V, uniform_logits, &m, &r, c.diag), -1);
-    CHECK(strcmp(capture_text(&c), "quadc: error: LAMBADA example at line 42: the target has 3 tokens, more than "
+    CHECK(strcmp(fx_capture_text(&c), "quadc: error: LAMBADA example at line 42: the target has 3 tokens, more than "
                                    "the context length 2 can predict\n") == 0);
-    capture_close(&c);
+    fx_capture_close(&c);
 
     rt_lambada empty = {NULL, 0};
-    capture_open(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_eval_lambada(&empty, 8, V, uniform_logits, &m, &r, c.diag), -1);
-    CHECK(strcmp(capture_text(&c), "quadc: error: the LAMBADA set has no examples\n") == 0);
-    capture_close(&c);
+    CHECK(strcmp(fx_capture_text(&c), "quadc: error: the LAMBADA set has no examples\n") == 0);
+    fx_capture_close(&c);
 
     free(too_long.tokens);
     for (int i = 0; i < 2; i++)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "runtime/safetensors.h"
 
 /* The small model of every test. */
@@ -27,80 +28,22 @@ static void temp_path(char *out, size_t size, const char *name)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Diagnostics capture                                                    */
-/* ---------------------------------------------------------------------- */
-
-typedef struct capture {
-    char *text;
-    size_t size;
-    FILE *stream;
-    ir_diag *diag;
-} capture;
-
-static void capture_begin(capture *c)
-{
-    c->text = NULL;
-    c->size = 0;
-    c->stream = open_memstream(&c->text, &c->size);
-    c->diag = ir_diag_new(c->stream);
-}
-
-static const char *capture_text(capture *c)
-{
-    fflush(c->stream);
-    return c->text ? c->text : "";
-}
-
-static void capture_end(capture *c)
-{
-    ir_diag_free(c->diag);
-    fclose(c->stream);
-    free(c->text);
-}
-
-static void check_text(const char *label, const char *actual, const char *expected)
-{
-    if (strcmp(actual, expected) == 0) {
-        check_passed++;
-        return;
-    }
-    check_failed++;
-    fprintf(stderr, "%s: text differs\n  expected: %s\n  actual:   %s\n", label, expected, actual);
-}
-
-/* ---------------------------------------------------------------------- */
 /* Weight sets and files                                                  */
 /* ---------------------------------------------------------------------- */
 
 static uint32_t random_state = 777;
 
-static float random_float(void)
-{
-    random_state = random_state * 1664525u + 1013904223u;
-    return (float)(random_state >> 8) / (float)(1u << 24) * 2.0f - 1.0f;
-}
-
-static rt_tensor *random_tensor(int rank, int64_t d0, int64_t d1)
-{
-    int64_t dims[2] = {d0, d1};
-    rt_tensor *t = rt_tensor_new(IR_F32, rank, dims);
-    float *data = t->data;
-    for (int64_t i = 0; i < rt_tensor_numel(t); i++)
-        data[i] = random_float();
-    return t;
-}
-
 /* A random GPT-2 weight set in Hugging Face naming and order. */
 static rt_weights *make_gpt2(void)
 {
     rt_weights *w = rt_weights_new();
-    rt_weights_set(w, "wte.weight", random_tensor(2, V, C));
-    rt_weights_set(w, "wpe.weight", random_tensor(2, MAXT, C));
+    rt_weights_set(w, "wte.weight", fx_lcg32_tensor(&random_state, 2, V, C));
+    rt_weights_set(w, "wpe.weight", fx_lcg32_tensor(&random_state, 2, MAXT, C));
     for (int i = 0; i < L; i++) {
         char name[64];
 #define LAYER(suffix, rank, d0, d1)                                       \
         snprintf(name, sizeof name, "h.%d." suffix, i);                   \
-        rt_weights_set(w, name, random_tensor(rank, d0, d1))
+        rt_weights_set(w, name, fx_lcg32_tensor(&random_state, rank, d0, d1))
         LAYER("ln_1.weight", 1, C, 0);
         LAYER("ln_1.bias", 1, C, 0);
         LAYER("attn.c_attn.weight", 2, C, 3 * C);
@@ -115,8 +58,8 @@ static rt_weights *make_gpt2(void)
         LAYER("mlp.c_proj.bias", 1, C, 0);
 #undef LAYER
     }
-    rt_weights_set(w, "ln_f.weight", random_tensor(1, C, 0));
-    rt_weights_set(w, "ln_f.bias", random_tensor(1, C, 0));
+    rt_weights_set(w, "ln_f.weight", fx_lcg32_tensor(&random_state, 1, C, 0));
+    rt_weights_set(w, "ln_f.bias", fx_lcg32_tensor(&random_state, 1, C, 0));
     return w;
 }
 
@@ -125,22 +68,12 @@ static const rt_llmc_config SMALL_CONFIG = {
     .num_layers = L, .num_heads = NH, .channels = C,
 };
 
-static bool same_tensor(const rt_tensor *a, const rt_tensor *b)
-{
-    if (a->dtype != b->dtype || a->rank != b->rank)
-        return false;
-    for (int i = 0; i < a->rank; i++)
-        if (a->dims[i] != b->dims[i])
-            return false;
-    return memcmp(a->data, b->data, rt_tensor_nbytes(a)) == 0;
-}
-
 /* Checks that b has a's tensors in a's order. */
 static void check_same_weights(const char *label, const rt_weights *a, const rt_weights *b)
 {
     CHECK_EQ_INT(a->count, b->count);
     for (int i = 0; i < a->count && i < b->count; i++) {
-        if (strcmp(a->names[i], b->names[i]) != 0 || !same_tensor(a->tensors[i], b->tensors[i])) {
+        if (strcmp(a->names[i], b->names[i]) != 0 || !fx_same_tensor(a->tensors[i], b->tensors[i])) {
             fprintf(stderr, "%s: tensor %d differs ('%s' vs '%s')\n", label, i, a->names[i],
                     b->names[i]);
             check_failed++;
@@ -201,19 +134,6 @@ static void write_ints(const char *path, const int32_t *values, int count, size_
     free(ints);
 }
 
-/* Counts directory entries whose name contains ".tmp.". */
-static int count_temp_files(void)
-{
-    int count = 0;
-    DIR *dir = opendir(temp_dir);
-    struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL)
-        if (strstr(entry->d_name, ".tmp."))
-            count++;
-    closedir(dir);
-    return count;
-}
-
 /* ---------------------------------------------------------------------- */
 /* Checkpoints                                                            */
 /* ---------------------------------------------------------------------- */
@@ -222,11 +142,11 @@ static void test_infer_config(void)
 {
     rt_weights *w = make_gpt2();
     rt_llmc_config config;
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_infer_config(w, NH, &config, c.diag, NULL), 0);
-    check_text("infer config diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("infer config diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
     CHECK_EQ_INT(config.max_seq_len, MAXT);
     CHECK_EQ_INT(config.vocab_size, V);
     CHECK_EQ_INT(config.padded_vocab_size, VP);
@@ -234,29 +154,29 @@ static void test_infer_config(void)
     CHECK_EQ_INT(config.num_heads, NH);
     CHECK_EQ_INT(config.channels, C);
 
-    capture_begin(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_infer_config(w, 3, &config, c.diag, "model.safetensors"), -1);
-    check_text("infer config heads", capture_text(&c),
+    check_text("infer config heads", fx_capture_text(&c),
                "model.safetensors: error: config field C is 8, which is not divisible by NH=3; "
                "GPT-2 splits the C channels evenly across the heads\n");
-    capture_end(&c);
+    fx_capture_close(&c);
     rt_weights_free(w);
 
     rt_weights *empty = rt_weights_new();
-    capture_begin(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_infer_config(empty, NH, &config, c.diag, "model.safetensors"), -1);
-    check_text("infer config without wte", capture_text(&c),
+    check_text("infer config without wte", fx_capture_text(&c),
                "model.safetensors: error: 'wte.weight' is missing; a GPT-2 weight set needs the "
                "token embedding 'wte.weight' with shape [V, C]\n");
-    capture_end(&c);
-    rt_weights_set(empty, "wte.weight", random_tensor(2, V, C));
-    rt_weights_set(empty, "wpe.weight", random_tensor(2, MAXT, C));
-    capture_begin(&c);
+    fx_capture_close(&c);
+    rt_weights_set(empty, "wte.weight", fx_lcg32_tensor(&random_state, 2, V, C));
+    rt_weights_set(empty, "wpe.weight", fx_lcg32_tensor(&random_state, 2, MAXT, C));
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_infer_config(empty, NH, &config, c.diag, "model.safetensors"), -1);
-    check_text("infer config without layers", capture_text(&c),
+    check_text("infer config without layers", fx_capture_text(&c),
                "model.safetensors: error: 'h.0.ln_1.weight' is missing, so the weight set has no "
                "transformer layers; canonicalize the GPT-2 names first\n");
-    capture_end(&c);
+    fx_capture_close(&c);
     rt_weights_free(empty);
 }
 
@@ -266,11 +186,11 @@ static void test_checkpoint_layout(void)
     char path[128];
     temp_path(path, sizeof path, "model.bin");
     rt_weights *w = make_gpt2();
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_write_checkpoint(path, w, &SMALL_CONFIG, c.diag), 0);
-    check_text("checkpoint write diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("checkpoint write diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
 
     size_t size = 0;
     unsigned char *bytes = read_bytes(path, &size);
@@ -337,12 +257,12 @@ static void test_checkpoint_round_trip(void)
     temp_path(path, sizeof path, "model.bin");
     rt_weights *w = make_gpt2();
     rt_llmc_config config = {0};
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_write_checkpoint(path, w, &SMALL_CONFIG, c.diag), 0);
     rt_weights *loaded = rt_llmc_read_checkpoint(path, &config, c.diag);
-    check_text("checkpoint round trip diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("checkpoint round trip diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
     CHECK(loaded != NULL);
     if (loaded)
         check_same_weights("checkpoint round trip", w, loaded);
@@ -376,8 +296,8 @@ static void test_safetensors_llmc_round_trip(void)
     memcpy(head->data, tensor_floats(w, "wte.weight"), V * C * 4);
     rt_weights_set(with_prefix, "lm_head.weight", head);
 
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_safetensors_write(original, w, c.diag), 0);
     CHECK_EQ_INT(rt_safetensors_write(prefixed, with_prefix, c.diag), 0);
     rt_weights *from_file = rt_safetensors_read(prefixed, c.diag);
@@ -389,8 +309,8 @@ static void test_safetensors_llmc_round_trip(void)
     rt_weights *converted = rt_llmc_read_checkpoint(checkpoint, &config, c.diag);
     CHECK(converted != NULL);
     CHECK_EQ_INT(rt_safetensors_write(rewritten, converted, c.diag), 0);
-    check_text("safetensors to llm.c diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("safetensors to llm.c diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
     if (converted)
         check_same_weights("safetensors to llm.c", w, converted);
 
@@ -428,17 +348,17 @@ static void test_half_precision_weights(void)
     }
 
     rt_llmc_config config;
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_write_checkpoint(path, w, &SMALL_CONFIG, c.diag), 0);
     rt_weights *loaded = rt_llmc_read_checkpoint(path, &config, c.diag);
-    check_text("half precision diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("half precision diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
     CHECK(loaded != NULL);
     int mismatches = 0;
     for (int i = 0; loaded && i < w->count; i++) {
         rt_tensor *widened = rt_tensor_to_f32(w->tensors[i]);
-        if (!same_tensor(widened, rt_weights_get(loaded, w->names[i]))) {
+        if (!fx_same_tensor(widened, rt_weights_get(loaded, w->names[i]))) {
             fprintf(stderr, "half precision: '%s' differs\n", w->names[i]);
             mismatches++;
         }
@@ -456,16 +376,16 @@ static void test_padded_token_embedding(void)
     temp_path(unpadded_path, sizeof unpadded_path, "unpadded.bin");
     temp_path(padded_path, sizeof padded_path, "padded.bin");
     rt_weights *w = make_gpt2();
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_write_checkpoint(unpadded_path, w, &SMALL_CONFIG, c.diag), 0);
-    rt_tensor *padded = random_tensor(2, VP, C);
+    rt_tensor *padded = fx_lcg32_tensor(&random_state, 2, VP, C);
     memset((float *)padded->data + V * C, 0, (VP - V) * C * 4);
     memcpy(padded->data, tensor_floats(w, "wte.weight"), V * C * 4);
     rt_weights_set(w, "wte.weight", padded);
     CHECK_EQ_INT(rt_llmc_write_checkpoint(padded_path, w, &SMALL_CONFIG, c.diag), 0);
-    check_text("padded wte diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("padded wte diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
 
     size_t size_a = 0, size_b = 0;
     unsigned char *a = read_bytes(unpadded_path, &size_a);
@@ -478,16 +398,16 @@ static void test_padded_token_embedding(void)
     ((float *)padded->data)[40 * C + 3] = 0.5f;
     char path[128];
     temp_path(path, sizeof path, "bad_padding.bin");
-    capture_begin(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_write_checkpoint(path, w, &SMALL_CONFIG, c.diag), -1);
     char expected[512];
     snprintf(expected, sizeof expected, "%s: error: tensor 'wte.weight' has Vp=128 rows, but "
              "padding row 40 (of rows 11..127) is not zero; pass the V=11 unpadded rows or zero "
              "the padding\n", path);
-    check_text("nonzero padding", capture_text(&c), expected);
-    capture_end(&c);
+    check_text("nonzero padding", fx_capture_text(&c), expected);
+    fx_capture_close(&c);
     CHECK(access(path, F_OK) != 0);
-    CHECK_EQ_INT(count_temp_files(), 0);
+    CHECK_EQ_INT(fx_count_temp_files(temp_dir), 0);
     rt_weights_free(w);
 }
 
@@ -498,13 +418,13 @@ static void expect_write_error(const char *label, const rt_weights *w,
     char path[128], expected[1024];
     temp_path(path, sizeof path, "rejected.bin");
     snprintf(expected, sizeof expected, "%s: error: %s\n", path, message);
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_write_checkpoint(path, w, config, c.diag), -1);
-    check_text(label, capture_text(&c), expected);
-    capture_end(&c);
+    check_text(label, fx_capture_text(&c), expected);
+    fx_capture_close(&c);
     CHECK(access(path, F_OK) != 0);
-    CHECK_EQ_INT(count_temp_files(), 0);
+    CHECK_EQ_INT(fx_count_temp_files(temp_dir), 0);
 }
 
 static void test_checkpoint_write_errors(void)
@@ -514,7 +434,7 @@ static void test_checkpoint_write_errors(void)
     for (int i = 0; i < w->count; i++) {
         if (strcmp(w->names[i], "h.1.mlp.c_fc.weight") == 0)
             continue;
-        rt_weights_set(missing, w->names[i], random_tensor(w->tensors[i]->rank,
+        rt_weights_set(missing, w->names[i], fx_lcg32_tensor(&random_state, w->tensors[i]->rank,
                                                            w->tensors[i]->dims[0],
                                                            w->tensors[i]->dims[1]));
     }
@@ -523,20 +443,20 @@ static void test_checkpoint_write_errors(void)
                        "L=2 and C=8 needs it with shape [8, 32]");
     rt_weights_free(missing);
 
-    rt_weights_set(w, "h.0.attn.c_proj.weight", random_tensor(2, C, 2 * C));
+    rt_weights_set(w, "h.0.attn.c_proj.weight", fx_lcg32_tensor(&random_state, 2, C, 2 * C));
     expect_write_error("wrong shape", w, &SMALL_CONFIG,
                        "tensor 'h.0.attn.c_proj.weight' has shape [8, 16], but llm.c attprojw "
                        "needs [8, 8] in the Hugging Face layout for maxT=6 V=11 C=8");
-    rt_weights_set(w, "h.0.attn.c_proj.weight", random_tensor(2, C, C));
+    rt_weights_set(w, "h.0.attn.c_proj.weight", fx_lcg32_tensor(&random_state, 2, C, C));
 
     int64_t dims[1] = {C};
     rt_weights_set(w, "ln_f.bias", rt_tensor_new(IR_I8, 1, dims));
     expect_write_error("wrong dtype", w, &SMALL_CONFIG,
                        "tensor 'ln_f.bias' has dtype i8, but llm.c stores f32; only f32, f16 and "
                        "bf16 tensors can be converted");
-    rt_weights_set(w, "ln_f.bias", random_tensor(1, C, 0));
+    rt_weights_set(w, "ln_f.bias", fx_lcg32_tensor(&random_state, 1, C, 0));
 
-    rt_weights_set(w, "lm_head.weight", random_tensor(2, V, C));
+    rt_weights_set(w, "lm_head.weight", fx_lcg32_tensor(&random_state, 2, V, C));
     expect_write_error("extra tensor", w, &SMALL_CONFIG,
                        "tensor 'lm_head.weight' is not one of the GPT-2 parameters that llm.c "
                        "stores for L=2; remove it, or canonicalize the GPT-2 names first");
@@ -571,12 +491,12 @@ static void expect_checkpoint_error(const char *label, const char *path, const c
     char expected[1024];
     snprintf(expected, sizeof expected, "%s: error: %s\n", path, message);
     rt_llmc_config config;
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     rt_weights *w = rt_llmc_read_checkpoint(path, &config, c.diag);
     CHECK(w == NULL);
-    check_text(label, capture_text(&c), expected);
-    capture_end(&c);
+    check_text(label, fx_capture_text(&c), expected);
+    fx_capture_close(&c);
     rt_weights_free(w);
 }
 
@@ -668,13 +588,13 @@ static void test_tokens_round_trip(void)
     char path[128];
     temp_path(path, sizeof path, "tokens.bin");
     const uint16_t tokens[5] = {50256, 0, 15496, 11, 65535};
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_write_tokens(path, tokens, 5, c.diag), 0);
     size_t count = 0;
     uint16_t *loaded = rt_llmc_read_tokens(path, &count, c.diag);
-    check_text("tokens diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("tokens diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
     CHECK(loaded != NULL);
     CHECK_EQ_INT(count, 5);
     if (loaded)
@@ -692,12 +612,12 @@ static void test_tokens_round_trip(void)
     CHECK_EQ_INT(bytes[1025], 0xc4);
     free(bytes);
 
-    capture_begin(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_write_tokens(path, tokens, 0, c.diag), 0);
     count = 99;
     loaded = rt_llmc_read_tokens(path, &count, c.diag);
-    check_text("empty tokens diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("empty tokens diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
     CHECK(loaded != NULL);
     CHECK_EQ_INT(count, 0);
     free(loaded);
@@ -708,12 +628,12 @@ static void expect_tokens_error(const char *label, const char *path, const char 
     char expected[1024];
     snprintf(expected, sizeof expected, "%s: error: %s\n", path, message);
     size_t count = 0;
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     uint16_t *tokens = rt_llmc_read_tokens(path, &count, c.diag);
     CHECK(tokens == NULL);
-    check_text(label, capture_text(&c), expected);
-    capture_end(&c);
+    check_text(label, fx_capture_text(&c), expected);
+    fx_capture_close(&c);
     free(tokens);
 }
 
@@ -779,7 +699,7 @@ static void make_debug_fixture(debug_fixture *f)
         f->targets[i] = (i * 5 + 1) % V;
     }
     for (int i = 0; i < B * T * V; i++)
-        f->logits[i] = random_float() * 4.0f;
+        f->logits[i] = fx_lcg32_uniform(&random_state) * 4.0f;
     f->state = (rt_llmc_debug_state){
         .batch_size = B, .seq_len = T, .inputs = f->inputs, .targets = f->targets,
         .logits = f->logits, .loss = 2.375f, .grads = make_gpt2(),
@@ -792,11 +712,11 @@ static void test_debug_state_layout(void)
     temp_path(path, sizeof path, "debug_state.bin");
     debug_fixture f;
     make_debug_fixture(&f);
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_write_debug_state(path, &SMALL_CONFIG, &f.state, c.diag), 0);
-    check_text("debug state diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("debug state diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
 
     size_t size = 0;
     unsigned char *bytes = read_bytes(path, &size);
@@ -828,10 +748,10 @@ static void test_debug_state_layout(void)
     free(bytes);
 
     rt_llmc_debug_state loaded;
-    capture_begin(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_read_debug_state(path, &SMALL_CONFIG, &loaded, c.diag), 0);
-    check_text("debug state read diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("debug state read diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
     CHECK_EQ_INT(loaded.batch_size, B);
     CHECK_EQ_INT(loaded.seq_len, T);
     CHECK(loaded.grads != NULL);
@@ -852,10 +772,10 @@ static void test_debug_state_layout(void)
     snprintf(expected, sizeof expected, "%s: error: file is 12668 bytes, but B=2 T=3 and the "
              "model (V=12, 2832 parameters) need 12692 bytes; the file is truncated or was "
              "written for another model\n", path);
-    capture_begin(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_read_debug_state(path, &other, &loaded, c.diag), -1);
-    check_text("debug state for another model", capture_text(&c), expected);
-    capture_end(&c);
+    check_text("debug state for another model", fx_capture_text(&c), expected);
+    fx_capture_close(&c);
     CHECK(loaded.grads == NULL);
     rt_weights_free(f.state.grads);
 }
@@ -866,13 +786,13 @@ static void expect_debug_write_error(const char *label, const rt_llmc_debug_stat
     char path[128], expected[1024];
     temp_path(path, sizeof path, "rejected_state.bin");
     snprintf(expected, sizeof expected, "%s: error: %s\n", path, message);
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_write_debug_state(path, &SMALL_CONFIG, state, c.diag), -1);
-    check_text(label, capture_text(&c), expected);
-    capture_end(&c);
+    check_text(label, fx_capture_text(&c), expected);
+    fx_capture_close(&c);
     CHECK(access(path, F_OK) != 0);
-    CHECK_EQ_INT(count_temp_files(), 0);
+    CHECK_EQ_INT(fx_count_temp_files(temp_dir), 0);
 }
 
 static void test_debug_state_errors(void)
@@ -899,7 +819,7 @@ static void test_debug_state_errors(void)
                              "inputs[0] is -1, outside the vocabulary 0..10");
     f.inputs[0] = 0;
 
-    rt_weights_set(f.state.grads, "h.1.ln_2.bias", random_tensor(1, C + 1, 0));
+    rt_weights_set(f.state.grads, "h.1.ln_2.bias", fx_lcg32_tensor(&random_state, 1, C + 1, 0));
     expect_debug_write_error("gradient shape", &state,
                              "gradient 'h.1.ln_2.bias' has shape [9], but llm.c ln2b needs [8] in "
                              "the Hugging Face layout for maxT=6 V=11 C=8");
@@ -910,23 +830,23 @@ static void test_debug_state_errors(void)
     int32_t header[4] = {20240327, 2, B, MAXT + 1};
     write_ints(path, header, 4, 256);
     rt_llmc_debug_state loaded;
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_read_debug_state(path, &SMALL_CONFIG, &loaded, c.diag), -1);
     char expected[512];
     snprintf(expected, sizeof expected, "%s: error: header field T is 7, but it must be in "
              "1..maxT=6\n", path);
-    check_text("debug state header T", capture_text(&c), expected);
-    capture_end(&c);
+    check_text("debug state header T", fx_capture_text(&c), expected);
+    fx_capture_close(&c);
 
     header[1] = 1;
     write_ints(path, header, 4, 256);
-    capture_begin(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_llmc_read_debug_state(path, &SMALL_CONFIG, &loaded, c.diag), -1);
     snprintf(expected, sizeof expected, "%s: error: header field version is 1, but quadc reads "
              "only version 2 llm.c debug states\n", path);
-    check_text("debug state version", capture_text(&c), expected);
-    capture_end(&c);
+    check_text("debug state version", fx_capture_text(&c), expected);
+    fx_capture_close(&c);
 }
 
 static void remove_temp_dir(void)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixtures.h"
 
 static char temp_dir[64];
 
@@ -21,68 +22,10 @@ static void temp_path(char *out, size_t size, const char *name)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Diagnostics capture                                                    */
-/* ---------------------------------------------------------------------- */
-
-typedef struct capture {
-    char *text;
-    size_t size;
-    FILE *stream;
-    ir_diag *diag;
-} capture;
-
-static void capture_begin(capture *c)
-{
-    c->text = NULL;
-    c->size = 0;
-    c->stream = open_memstream(&c->text, &c->size);
-    c->diag = ir_diag_new(c->stream);
-}
-
-static const char *capture_text(capture *c)
-{
-    fflush(c->stream);
-    return c->text ? c->text : "";
-}
-
-static void capture_end(capture *c)
-{
-    ir_diag_free(c->diag);
-    fclose(c->stream);
-    free(c->text);
-}
-
-static void check_text(const char *label, const char *actual, const char *expected)
-{
-    if (strcmp(actual, expected) == 0) {
-        check_passed++;
-        return;
-    }
-    check_failed++;
-    fprintf(stderr, "%s: text differs\n  expected: %s\n  actual:   %s\n", label, expected, actual);
-}
-
-/* ---------------------------------------------------------------------- */
 /* Weight sets and files                                                  */
 /* ---------------------------------------------------------------------- */
 
 static uint32_t random_state = 12345;
-
-static float random_float(void)
-{
-    random_state = random_state * 1664525u + 1013904223u;
-    return (float)(random_state >> 8) / (float)(1u << 24) * 2.0f - 1.0f;
-}
-
-static rt_tensor *random_tensor(int rank, int64_t d0, int64_t d1)
-{
-    int64_t dims[2] = {d0, d1};
-    rt_tensor *t = rt_tensor_new(IR_F32, rank, dims);
-    float *data = t->data;
-    for (int64_t i = 0; i < rt_tensor_numel(t); i++)
-        data[i] = random_float();
-    return t;
-}
 
 static void add_tensor(rt_weights *w, const char *prefix, const char *name, rt_tensor *t)
 {
@@ -97,13 +40,13 @@ static rt_weights *make_gpt2(const char *prefix)
 {
     const int layers = 2, channels = 8, vocab = 11, positions = 6;
     rt_weights *w = rt_weights_new();
-    add_tensor(w, prefix, "wte.weight", random_tensor(2, vocab, channels));
-    add_tensor(w, prefix, "wpe.weight", random_tensor(2, positions, channels));
+    add_tensor(w, prefix, "wte.weight", fx_lcg32_tensor(&random_state, 2, vocab, channels));
+    add_tensor(w, prefix, "wpe.weight", fx_lcg32_tensor(&random_state, 2, positions, channels));
     for (int i = 0; i < layers; i++) {
         char name[64];
 #define LAYER(suffix, rank, d0, d1)                                       \
         snprintf(name, sizeof name, "h.%d." suffix, i);                   \
-        add_tensor(w, prefix, name, random_tensor(rank, d0, d1))
+        add_tensor(w, prefix, name, fx_lcg32_tensor(&random_state, rank, d0, d1))
         LAYER("ln_1.weight", 1, channels, 0);
         LAYER("ln_1.bias", 1, channels, 0);
         LAYER("attn.c_attn.weight", 2, channels, 3 * channels);
@@ -118,19 +61,9 @@ static rt_weights *make_gpt2(const char *prefix)
         LAYER("mlp.c_proj.bias", 1, channels, 0);
 #undef LAYER
     }
-    add_tensor(w, prefix, "ln_f.weight", random_tensor(1, channels, 0));
-    add_tensor(w, prefix, "ln_f.bias", random_tensor(1, channels, 0));
+    add_tensor(w, prefix, "ln_f.weight", fx_lcg32_tensor(&random_state, 1, channels, 0));
+    add_tensor(w, prefix, "ln_f.bias", fx_lcg32_tensor(&random_state, 1, channels, 0));
     return w;
-}
-
-static bool same_tensor(const rt_tensor *a, const rt_tensor *b)
-{
-    if (a->dtype != b->dtype || a->rank != b->rank)
-        return false;
-    for (int i = 0; i < a->rank; i++)
-        if (a->dims[i] != b->dims[i])
-            return false;
-    return memcmp(a->data, b->data, rt_tensor_nbytes(a)) == 0;
 }
 
 /* Checks that b has a's tensors in a's order and a's metadata. */
@@ -138,7 +71,7 @@ static void check_same_weights(const char *label, const rt_weights *a, const rt_
 {
     CHECK_EQ_INT(a->count, b->count);
     for (int i = 0; i < a->count && i < b->count; i++) {
-        if (strcmp(a->names[i], b->names[i]) != 0 || !same_tensor(a->tensors[i], b->tensors[i])) {
+        if (strcmp(a->names[i], b->names[i]) != 0 || !fx_same_tensor(a->tensors[i], b->tensors[i])) {
             fprintf(stderr, "%s: tensor %d differs ('%s' vs '%s')\n", label, i, a->names[i],
                     b->names[i]);
             check_failed++;
@@ -199,19 +132,6 @@ static void write_safetensors_raw(const char *path, const char *header, const vo
     write_safetensors_with_length(path, strlen(header), header, data, data_size);
 }
 
-/* Counts directory entries whose name contains ".tmp.". */
-static int count_temp_files(void)
-{
-    int count = 0;
-    DIR *dir = opendir(temp_dir);
-    struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL)
-        if (strstr(entry->d_name, ".tmp."))
-            count++;
-    closedir(dir);
-    return count;
-}
-
 /* ---------------------------------------------------------------------- */
 /* Round trips                                                            */
 /* ---------------------------------------------------------------------- */
@@ -224,8 +144,8 @@ static void test_gpt2_round_trip(void)
     rt_weights *w = make_gpt2("");
     rt_weights_set_meta(w, "format", "pt");
 
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_safetensors_write(path, w, c.diag), 0);
     rt_weights *loaded = rt_safetensors_read(path, c.diag);
     CHECK(loaded != NULL);
@@ -233,8 +153,8 @@ static void test_gpt2_round_trip(void)
         check_same_weights("gpt2 round trip", w, loaded);
         CHECK_EQ_INT(rt_safetensors_write(rewritten, loaded, c.diag), 0);
     }
-    check_text("gpt2 round trip diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("gpt2 round trip diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
 
     size_t size_a = 0, size_b = 0;
     unsigned char *a = read_bytes(path, &size_a);
@@ -296,18 +216,18 @@ static void test_all_dtypes_round_trip(void)
     rt_tensor *scalar = rt_tensor_new(IR_I64, 0, NULL);
     *(int64_t *)scalar->data = -42;
     rt_weights_set(w, "scalar", scalar);
-    rt_weights_set(w, "quote\"back\\slash\nnewline\x01", random_tensor(1, 2, 0));
+    rt_weights_set(w, "quote\"back\\slash\nnewline\x01", fx_lcg32_tensor(&random_state, 1, 2, 0));
     rt_weights_set_meta(w, "note", "caf\xc3\xa9 \"quoted\"\ttab");
 
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_safetensors_write(path, w, c.diag), 0);
     rt_weights *loaded = rt_safetensors_read(path, c.diag);
     CHECK(loaded != NULL);
     if (loaded)
         check_same_weights("all dtypes", w, loaded);
-    check_text("all dtypes diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("all dtypes diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
 
     size_t size = 0;
     unsigned char *bytes = read_bytes(path, &size);
@@ -341,11 +261,11 @@ static void test_f16_bf16_file(void)
     };
     write_safetensors_raw(path, header, data, sizeof data);
 
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     rt_weights *w = rt_safetensors_read(path, c.diag);
-    check_text("f16 file diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("f16 file diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
     CHECK(w != NULL);
     if (!w)
         return;
@@ -396,11 +316,11 @@ static void test_lenient_layout(void)
     const unsigned char data[12] = {1, 2, 0, 0, 0, 0, 0xfe, 0xff, 9, 9, 9, 9};
     write_safetensors_raw(path, header, data, sizeof data);
 
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     rt_weights *w = rt_safetensors_read(path, c.diag);
-    check_text("lenient layout diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("lenient layout diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
     CHECK(w != NULL);
     if (!w)
         return;
@@ -432,14 +352,14 @@ static void test_canonicalize_prefixed_names(void)
     memcpy(head->data, rt_weights_get(original, "wte.weight")->data, 11 * 8 * 4);
     rt_weights_set(prefixed, "lm_head.weight", head);
 
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_safetensors_write(path, prefixed, c.diag), 0);
     rt_weights *loaded = rt_safetensors_read(path, c.diag);
     CHECK(loaded != NULL);
     CHECK_EQ_INT(rt_gpt2_canonicalize_names(loaded, c.diag, path), 0);
-    check_text("canonicalize diagnostics", capture_text(&c), "");
-    capture_end(&c);
+    check_text("canonicalize diagnostics", fx_capture_text(&c), "");
+    fx_capture_close(&c);
     check_same_weights("canonicalized", original, loaded);
     CHECK(rt_weights_get(loaded, "h.0.attn.c_attn.bias") != NULL);
 
@@ -450,50 +370,50 @@ static void test_canonicalize_prefixed_names(void)
 
 static void test_canonicalize_errors(void)
 {
-    capture c;
+    fx_capture c;
 
     rt_weights *untied = make_gpt2("");
-    rt_weights_set(untied, "lm_head.weight", random_tensor(2, 11, 8));
-    capture_begin(&c);
+    rt_weights_set(untied, "lm_head.weight", fx_lcg32_tensor(&random_state, 2, 11, 8));
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_gpt2_canonicalize_names(untied, c.diag, "model.safetensors"), -1);
-    check_text("untied head", capture_text(&c),
+    check_text("untied head", fx_capture_text(&c),
                "model.safetensors: error: 'lm_head.weight' differs from 'wte.weight' at element 0; "
                "untied LM heads are unsupported, so use a GPT-2 checkpoint whose LM head equals "
                "the token embedding\n");
-    capture_end(&c);
+    fx_capture_close(&c);
     rt_weights_free(untied);
 
     rt_weights *reshaped = make_gpt2("");
-    rt_weights_set(reshaped, "lm_head.weight", random_tensor(2, 12, 8));
-    capture_begin(&c);
+    rt_weights_set(reshaped, "lm_head.weight", fx_lcg32_tensor(&random_state, 2, 12, 8));
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_gpt2_canonicalize_names(reshaped, c.diag, "model.safetensors"), -1);
-    check_text("reshaped head", capture_text(&c),
+    check_text("reshaped head", fx_capture_text(&c),
                "model.safetensors: error: 'lm_head.weight' (f32 [12, 8]) is not tied to "
                "'wte.weight' (f32 [11, 8]); untied LM heads are unsupported, so use a GPT-2 "
                "checkpoint whose LM head equals the token embedding\n");
-    capture_end(&c);
+    fx_capture_close(&c);
     rt_weights_free(reshaped);
 
     rt_weights *headless = rt_weights_new();
-    rt_weights_set(headless, "transformer.lm_head.weight", random_tensor(2, 11, 8));
-    capture_begin(&c);
+    rt_weights_set(headless, "transformer.lm_head.weight", fx_lcg32_tensor(&random_state, 2, 11, 8));
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_gpt2_canonicalize_names(headless, c.diag, "model.safetensors"), -1);
-    check_text("head without wte", capture_text(&c),
+    check_text("head without wte", fx_capture_text(&c),
                "model.safetensors: error: 'lm_head.weight' is present but 'wte.weight' is "
                "missing; quadc needs the token embedding 'wte.weight', to which GPT-2 ties the "
                "LM head\n");
-    capture_end(&c);
+    fx_capture_close(&c);
     rt_weights_free(headless);
 
     rt_weights *both = rt_weights_new();
-    rt_weights_set(both, "wpe.weight", random_tensor(2, 6, 8));
-    rt_weights_set(both, "transformer.wpe.weight", random_tensor(2, 6, 8));
-    capture_begin(&c);
+    rt_weights_set(both, "wpe.weight", fx_lcg32_tensor(&random_state, 2, 6, 8));
+    rt_weights_set(both, "transformer.wpe.weight", fx_lcg32_tensor(&random_state, 2, 6, 8));
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_gpt2_canonicalize_names(both, c.diag, NULL), -1);
-    check_text("prefix collision", capture_text(&c),
+    check_text("prefix collision", fx_capture_text(&c),
                "quadc: error: tensors 'transformer.wpe.weight' and 'wpe.weight' both become "
                "'wpe.weight' without the \"transformer.\" prefix; remove one of them\n");
-    capture_end(&c);
+    fx_capture_close(&c);
     rt_weights_free(both);
 }
 
@@ -506,8 +426,8 @@ static void expect_read_error(const char *label, const char *path, const char *m
 {
     char expected[2048];
     snprintf(expected, sizeof expected, "%s: error: %s\n", path, message);
-    capture c;
-    capture_begin(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     rt_weights *w = rt_safetensors_read(path, c.diag);
     if (w) {
         fprintf(stderr, "%s: the reader accepted the file\n", label);
@@ -516,8 +436,8 @@ static void expect_read_error(const char *label, const char *path, const char *m
     } else {
         check_passed++;
     }
-    check_text(label, capture_text(&c), expected);
-    capture_end(&c);
+    check_text(label, fx_capture_text(&c), expected);
+    fx_capture_close(&c);
 }
 
 /* Writes a file with the given header and `data_size` zero bytes of data,
@@ -701,41 +621,41 @@ static void test_write_failures_leave_nothing(void)
 {
     rt_weights *w = make_gpt2("");
     char path[160];
-    capture c;
+    fx_capture c;
 
     /* Renaming a file over a directory fails after all data was written. */
     char directory[128];
     temp_path(directory, sizeof directory, "occupied");
     mkdir(directory, 0755);
-    capture_begin(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_safetensors_write(directory, w, c.diag), -1);
-    CHECK(strstr(capture_text(&c), ": error: failed to rename temporary file '") != NULL);
-    CHECK(strstr(capture_text(&c), "the output was not written\n") != NULL);
-    capture_end(&c);
-    CHECK_EQ_INT(count_temp_files(), 0);
+    CHECK(strstr(fx_capture_text(&c), ": error: failed to rename temporary file '") != NULL);
+    CHECK(strstr(fx_capture_text(&c), "the output was not written\n") != NULL);
+    fx_capture_close(&c);
+    CHECK_EQ_INT(fx_count_temp_files(temp_dir), 0);
     rmdir(directory);
 
     snprintf(path, sizeof path, "%s/no/such/dir/out.safetensors", temp_dir);
-    capture_begin(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_safetensors_write(path, w, c.diag), -1);
     char expected[512];
     snprintf(expected, sizeof expected, "%s: error: cannot create temporary file '%s.tmp.%ld.",
              path, path, (long)getpid());
-    CHECK(strncmp(capture_text(&c), expected, strlen(expected)) == 0);
-    CHECK(strstr(capture_text(&c), "': No such file or directory; check that the directory "
+    CHECK(strncmp(fx_capture_text(&c), expected, strlen(expected)) == 0);
+    CHECK(strstr(fx_capture_text(&c), "': No such file or directory; check that the directory "
                                    "exists and is writable\n") != NULL);
-    capture_end(&c);
+    fx_capture_close(&c);
 
-    rt_weights_set(w, "__metadata__", random_tensor(1, 2, 0));
+    rt_weights_set(w, "__metadata__", fx_lcg32_tensor(&random_state, 1, 2, 0));
     temp_path(path, sizeof path, "reserved.safetensors");
-    capture_begin(&c);
+    fx_capture_open(&c);
     CHECK_EQ_INT(rt_safetensors_write(path, w, c.diag), -1);
     snprintf(expected, sizeof expected, "%s: error: cannot write a tensor named '__metadata__', "
              "because safetensors reserves that key for metadata; rename the tensor\n", path);
-    check_text("reserved name", capture_text(&c), expected);
-    capture_end(&c);
+    check_text("reserved name", fx_capture_text(&c), expected);
+    fx_capture_close(&c);
     CHECK(access(path, F_OK) != 0);
-    CHECK_EQ_INT(count_temp_files(), 0);
+    CHECK_EQ_INT(fx_count_temp_files(temp_dir), 0);
     rt_weights_free(w);
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixtures.h"
 #include "ir/text.h"
 
 static char *print_graph(const ir_graph *g, bool locs)
@@ -17,40 +18,16 @@ static char *print_graph(const ir_graph *g, bool locs)
     return buf;
 }
 
-/* A diagnostics sink that writes into memory. */
-typedef struct capture {
-    FILE *stream;
-    char *text;
-    size_t len;
-    ir_diag *diag;
-} capture;
-
-static void capture_open(capture *c)
-{
-    c->text = NULL;
-    c->len = 0;
-    c->stream = open_memstream(&c->text, &c->len);
-    c->diag = ir_diag_new(c->stream);
-}
-
-/* Frees the sink; the caller frees c->text. Graphs parsed with the sink
- * point into it, so free them first. */
-static void capture_close(capture *c)
-{
-    ir_diag_free(c->diag);
-    fclose(c->stream);
-}
-
 /* Parses text, stores the error output in *errors (caller frees) and
  * returns whether the text parsed. */
 static bool parse_capture(const char *text, char **errors)
 {
-    capture c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     ir_graph *g = ir_parse_string("t.qir", text, strlen(text), c.diag);
     bool parsed = g != NULL;
     ir_graph_free(g);
-    capture_close(&c);
+    fx_capture_end(&c);
     *errors = c.text;
     return parsed;
 }
@@ -103,8 +80,8 @@ static void test_built_graph_round_trip(void)
     CHECK(strstr(first, "hparam n_embd = 4") != NULL);
     CHECK(strstr(first, "return %sum, %\"x y\"") != NULL);
 
-    capture c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     ir_graph *parsed = ir_parse_string("t.qir", first, strlen(first), c.diag);
     CHECK(parsed != NULL);
     if (parsed) {
@@ -116,7 +93,7 @@ static void test_built_graph_round_trip(void)
         free(second);
         ir_graph_free(parsed);
     }
-    capture_close(&c);
+    fx_capture_end(&c);
     CHECK(c.len == 0);
     free(c.text);
     free(first);
@@ -134,8 +111,8 @@ static void test_matmul_transposes(void)
                        "  %y = matmul %a, %b {transpose_a=1, transpose_b=1} : f32[2,3,4]\n"
                        "  return %y\n"
                        "}\n";
-    capture c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     ir_graph *g = ir_parse_string("t.qir", text, strlen(text), c.diag);
     CHECK(g != NULL);
     if (g) {
@@ -158,7 +135,7 @@ static void test_matmul_transposes(void)
         CHECK_EQ_INT(ir_verify(g, NULL), 1);
         ir_graph_free(g);
     }
-    capture_close(&c);
+    fx_capture_end(&c);
     CHECK(c.text != NULL);
     CHECK(strstr(c.text ? c.text : "", "IR is invalid: value 'y' has operands that do not type-check: inner "
                                        "dimensions differ: f32[2,5,3] x f32[4,5]^T (3 vs 5)") != NULL);
@@ -168,8 +145,8 @@ static void test_matmul_transposes(void)
 static void test_nan_and_locs_option(void)
 {
     const char *text = "graph @g {\n  %c = const {value=nan} : f32[3] loc(\"a.qd\":1:2)\n  return %c\n}\n";
-    capture c;
-    capture_open(&c);
+    fx_capture c;
+    fx_capture_open(&c);
     ir_graph *g = ir_parse_string("t.qir", text, strlen(text), c.diag);
     CHECK(g != NULL);
     if (g) {
@@ -181,7 +158,7 @@ static void test_nan_and_locs_option(void)
         free(without);
         ir_graph_free(g);
     }
-    capture_close(&c);
+    fx_capture_end(&c);
     free(c.text);
 }
 
