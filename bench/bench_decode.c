@@ -18,33 +18,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
 #include "runtime/model.h"
 #include "runtime/threadpool.h"
 
 #define MODEL QUADC_SOURCE_DIR "/examples/gpt2_kv.qd"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static int parse_int_flag(int argc, char **argv, const char *flag, int fallback)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return atoi(argv[i + 1]);
-    return fallback;
-}
 
 /* Returns uniform random weights in [-0.02, 0.02) for every param of the
  * model, from a xorshift generator; only their magnitude matters here. */
@@ -53,32 +33,18 @@ static rt_weights *random_weights(const fe_define *defines, int ndefines, ir_dia
     ir_graph *g = fe_compile_file(MODEL, defines, ndefines, d);
     if (!g)
         return NULL;
-    rt_weights *w = rt_weights_new();
-    uint64_t state = 0x2545f4914f6cdd1dull;
-    for (int i = 0; i < g->nvalues; i++) {
-        const ir_value *v = g->values[i];
-        if (v->op != IR_OP_PARAM)
-            continue;
-        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
-        float *p = t->data;
-        for (int64_t k = 0; k < rt_tensor_numel(t); k++) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            p[k] = 0.02f * ((float)(state >> 40) / 8388608.0f - 1.0f);
-        }
-        rt_weights_set(w, v->name, t);
-    }
+    uint64_t state = BENCH_SEED;
+    rt_weights *w = bench_uniform_weights(g, 0.02f, &state);
     ir_graph_free(g);
     return w;
 }
 
 int main(int argc, char **argv)
 {
-    int threads = parse_int_flag(argc, argv, "--threads", 2);
-    int prompt = parse_int_flag(argc, argv, "--prompt", 128);
-    int steps = parse_int_flag(argc, argv, "--steps", 64);
-    int layers = parse_int_flag(argc, argv, "--layers", 12);
+    int threads = bench_int_flag(argc, argv, "--threads", 2);
+    int prompt = bench_int_flag(argc, argv, "--prompt", 128);
+    int steps = bench_int_flag(argc, argv, "--steps", 64);
+    int layers = bench_int_flag(argc, argv, "--layers", 12);
     bool fusion = true;
     for (int i = 1; i + 1 < argc; i++)
         if (strcmp(argv[i], "--fusion") == 0)
@@ -113,11 +79,11 @@ int main(int argc, char **argv)
             weight_bytes += (double)rt_tensor_nbytes(t);
     }
 
-    double start = now_seconds();
+    double start = bench_wall_seconds();
     rt_model *m = rt_model_open(&o, d);
     if (!m || rt_model_prepare(m, prompt, d) != 0 || rt_model_prepare(m, 1, d) != 0)
         return 1;
-    double compile_seconds = now_seconds() - start;
+    double compile_seconds = bench_wall_seconds() - start;
 
     int V = rt_model_vocab_size(m);
     int32_t *tokens = malloc(sizeof *tokens * (size_t)(prompt + steps));
@@ -125,21 +91,21 @@ int main(int argc, char **argv)
     double *times = calloc((size_t)steps, sizeof *times);
     for (int i = 0; i < prompt + steps; i++)
         tokens[i] = (int32_t)((i * 7919) % V);
-    start = now_seconds();
+    start = bench_wall_seconds();
     if (rt_model_append(m, tokens, prompt, logits, d) != 0)
         return 1;
-    double prefill_seconds = now_seconds() - start;
+    double prefill_seconds = bench_wall_seconds() - start;
     double bandwidth_before = cg_measure_read_bandwidth(NULL, threads, (int64_t)512 << 20, d);
     clock_t cpu_start = clock();
     for (int s = 0; s < steps; s++) {
-        start = now_seconds();
+        start = bench_wall_seconds();
         if (rt_model_append(m, tokens + prompt + s, 1, logits, d) != 0)
             return 1;
-        times[s] = now_seconds() - start;
+        times[s] = bench_wall_seconds() - start;
     }
     double cpu_ms = 1e3 * (double)(clock() - cpu_start) / CLOCKS_PER_SEC / steps;
     double bandwidth_after = cg_measure_read_bandwidth(NULL, threads, (int64_t)512 << 20, d);
-    qsort(times, (size_t)steps, sizeof *times, compare_doubles);
+    qsort(times, (size_t)steps, sizeof *times, bench_compare_doubles);
     /* The median step's live cache: keys and values of every layer up to
      * position prompt + steps / 2. */
     double step_bytes = weight_bytes + 2.0 * layers * (prompt + steps / 2 + 1) * (double)n_embd * sizeof(float);

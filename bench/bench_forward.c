@@ -20,69 +20,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "codegen/codegen.h"
 #include "frontend/frontend.h"
 #include "passes/manager.h"
 #include "runtime/tensor.h"
 #include "runtime/threadpool.h"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* CPU time of all threads of the process: on a shared machine it counts
- * only the time this process ran, unlike the wall clock. */
-static double cpu_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Fills a tensor with uniform values in [-scale, scale) from a xorshift
- * generator; only the magnitude matters for timing. */
-static void fill_uniform(rt_tensor *t, float scale, uint64_t *state)
-{
-    float *p = t->data;
-    int64_t n = rt_tensor_numel(t);
-    for (int64_t i = 0; i < n; i++) {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        p[i] = scale * ((float)(*state >> 40) / 8388608.0f - 1.0f);
-    }
-}
-
-static int parse_int_flag(int argc, char **argv, const char *flag, int fallback)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return atoi(argv[i + 1]);
-    return fallback;
-}
-
-static const char *parse_str_flag(int argc, char **argv, const char *flag, const char *fallback)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return argv[i + 1];
-    return fallback;
-}
-
-static double median(double *x, int n)
-{
-    qsort(x, (size_t)n, sizeof *x, compare_doubles);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 /* A compiled forward graph and the times of its runs. */
 typedef struct timed_module {
@@ -114,15 +57,15 @@ static int fuse(ir_graph *g, ir_diag *d)
 static double compile_module(timed_module *t, const cg_options *o, const rt_weights *weights, int runs,
                              ir_diag *d)
 {
-    double t0 = now_seconds();
+    double t0 = bench_wall_seconds();
     t->m = cg_compile(t->g, o, d);
-    double compile_s = now_seconds() - t0;
+    double compile_s = bench_wall_seconds() - t0;
     if (!t->m)
         return -1;
-    t0 = now_seconds();
+    t0 = bench_wall_seconds();
     if (cg_bind_weights(t->m, weights, d) != 0)
         return -1;
-    t->bind_s = now_seconds() - t0;
+    t->bind_s = bench_wall_seconds() - t0;
     t->wall = calloc((size_t)runs, sizeof *t->wall);
     t->cpu = calloc((size_t)runs, sizeof *t->cpu);
     return t->wall && t->cpu ? compile_s : -1;
@@ -136,12 +79,12 @@ static int run_module(timed_module *t, const rt_weights *weights, const rt_weigh
         rt_tensor_free(t->outputs[k]);
         t->outputs[k] = NULL;
     }
-    double t0 = now_seconds(), c0 = cpu_seconds();
+    double t0 = bench_wall_seconds(), c0 = bench_cpu_seconds();
     if (cg_run(t->m, weights, inputs, t->outputs, d) != 0)
         return -1;
     if (r >= 0) {
-        t->wall[r] = now_seconds() - t0;
-        t->cpu[r] = cpu_seconds() - c0;
+        t->wall[r] = bench_wall_seconds() - t0;
+        t->cpu[r] = bench_cpu_seconds() - c0;
     }
     return 0;
 }
@@ -195,8 +138,8 @@ static int bench_linear(const char *spec, int threads, int runs, ir_diag *d)
     rt_weights *weights = rt_weights_new(), *inputs = rt_weights_new();
     uint64_t state = 0x9e3779b97f4a7c15ull;
     rt_tensor *w = rt_tensor_new(IR_F32, 2, wt.dims), *x = rt_tensor_new(IR_F32, 2, xt.dims);
-    fill_uniform(w, 0.02f, &state);
-    fill_uniform(x, 1.0f, &state);
+    bench_fill_uniform(w, 0.02f, &state);
+    bench_fill_uniform(x, 1.0f, &state);
     rt_weights_set(weights, "w", w);
     rt_weights_set(weights, "b", rt_tensor_new(IR_F32, 1, bt.dims));
     rt_weights_set(inputs, "x", x);
@@ -208,10 +151,10 @@ static int bench_linear(const char *spec, int threads, int runs, ir_diag *d)
     double best_wall = 1e30, best_cpu = 1e30;
     for (int r = -1; r < runs; r++) {
         rt_tensor *y = NULL;
-        double t0 = now_seconds(), c0 = cpu_seconds();
+        double t0 = bench_wall_seconds(), c0 = bench_cpu_seconds();
         if (cg_run(mod, weights, inputs, &y, d) != 0)
             return 1;
-        double wall = now_seconds() - t0, cpu = cpu_seconds() - c0;
+        double wall = bench_wall_seconds() - t0, cpu = bench_cpu_seconds() - c0;
         rt_tensor_free(y);
         if (r >= 0 && wall < best_wall)
             best_wall = wall;
@@ -230,13 +173,13 @@ static int bench_linear(const char *spec, int threads, int runs, ir_diag *d)
 
 int main(int argc, char **argv)
 {
-    int threads = parse_int_flag(argc, argv, "--threads", 0);
-    int runs = parse_int_flag(argc, argv, "--runs", 7);
-    int seq = parse_int_flag(argc, argv, "--T", 128);
-    int batch = parse_int_flag(argc, argv, "--B", 1);
-    int layers = parse_int_flag(argc, argv, "--layers", 12);
-    int profile = parse_int_flag(argc, argv, "--profile", 0);
-    const char *fusion = parse_str_flag(argc, argv, "--fusion", "off");
+    int threads = bench_int_flag(argc, argv, "--threads", 0);
+    int runs = bench_int_flag(argc, argv, "--runs", 7);
+    int seq = bench_int_flag(argc, argv, "--T", 128);
+    int batch = bench_int_flag(argc, argv, "--B", 1);
+    int layers = bench_int_flag(argc, argv, "--layers", 12);
+    int profile = bench_int_flag(argc, argv, "--profile", 0);
+    const char *fusion = bench_str_flag(argc, argv, "--fusion", "off");
     if (strcmp(fusion, "off") != 0 && strcmp(fusion, "on") != 0 && strcmp(fusion, "compare") != 0) {
         fprintf(stderr, "bench_forward: invalid --fusion '%s'; use off, on or compare\n", fusion);
         return 2;
@@ -264,18 +207,11 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    rt_weights *weights = rt_weights_new();
-    uint64_t state = 0x2545f4914f6cdd1dull;
+    uint64_t state = BENCH_SEED;
+    rt_weights *weights = bench_uniform_weights(g, 0.02f, &state);
     int64_t nparams = 0;
-    for (int i = 0; i < g->nvalues; i++) {
-        const ir_value *v = g->values[i];
-        if (v->op != IR_OP_PARAM)
-            continue;
-        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
-        fill_uniform(t, 0.02f, &state);
-        nparams += rt_tensor_numel(t);
-        rt_weights_set(weights, v->name, t);
-    }
+    for (int i = 0; i < weights->count; i++)
+        nparams += rt_tensor_numel(weights->tensors[i]);
     rt_weights *inputs = rt_weights_new();
     int64_t dims[2] = {batch, seq};
     const char *names[2] = {"idx", "targets"};
@@ -319,7 +255,7 @@ int main(int argc, char **argv)
     double wall_medians[2], cpu_medians[2];
     for (int i = 0; i < nmods; i++) {
         timed_module *t = &mods[i];
-        double med = median(t->wall, runs), cpu_med = median(t->cpu, runs);
+        double med = bench_median(t->wall, runs), cpu_med = bench_median(t->cpu, runs);
         double gflops = flops / med * 1e-9;
         wall_medians[i] = med;
         cpu_medians[i] = cpu_med;

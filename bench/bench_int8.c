@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "codegen/gemm_i8.h"
 #include "runtime/threadpool.h"
 
@@ -47,12 +48,6 @@ static double clock_seconds(clockid_t clock)
     struct timespec ts;
     clock_gettime(clock, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* Bytes of weight copies a GEMV sample cycles through: 4 x the 32 MiB
@@ -135,7 +130,7 @@ typedef struct product_time {
 
 static double median_of(double *samples, int n)
 {
-    qsort(samples, (size_t)n, sizeof *samples, compare_doubles);
+    qsort(samples, (size_t)n, sizeof *samples, bench_compare_doubles);
     return samples[n / 2];
 }
 

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "codegen/codegen.h"
 #include "codegen/gemm_i8.h"
 #include "frontend/frontend.h"
@@ -43,55 +44,6 @@
 #include "runtime/tensor.h"
 #include "runtime/threadpool.h"
 #include "runtime/train_exec.h"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* CPU time of all threads of the process, which excludes the time other
- * processes ran on a shared machine. */
-static double cpu_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median_of(double *x, int n)
-{
-    qsort(x, (size_t)n, sizeof *x, compare_doubles);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
-
-/* Fills a tensor with uniform values in [-scale, scale) from a xorshift
- * generator. */
-static void fill_uniform(rt_tensor *t, float scale, uint64_t *state)
-{
-    float *p = t->data;
-    for (int64_t i = 0; i < rt_tensor_numel(t); i++) {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        p[i] = scale * ((float)(*state >> 40) / 8388608.0f - 1.0f);
-    }
-}
-
-static int parse_int_flag(int argc, char **argv, const char *flag, int fallback)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return atoi(argv[i + 1]);
-    return fallback;
-}
 
 /* Returns max |a - b| / max |b|. */
 static double relative_difference(const rt_tensor *a, const rt_tensor *b)
@@ -158,32 +110,32 @@ static int time_forward(const ir_graph *g, const rt_weights *w, const rt_weights
     cg_options o = cg_default_options();
     o.threads = threads;
     o.profile = profile;
-    double t0 = now_seconds();
+    double t0 = bench_wall_seconds();
     cg_module *m = cg_compile(g, &o, d);
     if (!m)
         return -1;
-    double t1 = now_seconds();
+    double t1 = bench_wall_seconds();
     if (cg_bind_weights(m, w, d) != 0)
         return -1;
     out->compile = t1 - t0;
-    out->bind = now_seconds() - t1;
+    out->bind = bench_wall_seconds() - t1;
     double *wall = calloc((size_t)runs, sizeof *wall), *cpu = calloc((size_t)runs, sizeof *cpu);
     rt_tensor *outputs[2] = {NULL, NULL};
     for (int r = -1; r < runs; r++) {
         for (int k = 0; k < 2; k++)
             rt_tensor_free(outputs[k]);
-        t0 = now_seconds();
-        double c0 = cpu_seconds();
+        t0 = bench_wall_seconds();
+        double c0 = bench_cpu_seconds();
         if (cg_run(m, w, in, outputs, d) != 0)
             return -1;
         if (r >= 0) {
-            wall[r] = now_seconds() - t0;
-            cpu[r] = cpu_seconds() - c0;
+            wall[r] = bench_wall_seconds() - t0;
+            cpu[r] = bench_cpu_seconds() - c0;
         }
     }
-    out->wall = median_of(wall, runs);
-    out->min_wall = wall[0]; /* sorted by median_of */
-    out->cpu = median_of(cpu, runs);
+    out->wall = bench_median(wall, runs);
+    out->min_wall = wall[0]; /* sorted by median */
+    out->cpu = bench_median(cpu, runs);
     out->logits = outputs[0];
     out->loss = outputs[1] ? ((float *)outputs[1]->data)[0] : NAN;
     rt_tensor_free(outputs[1]);
@@ -223,22 +175,6 @@ static void count_int8_work(const ir_graph *g, setting_result *r)
         r->int8_ops += 2.0 * m * k * n;
         r->int8_weight_bytes += k * n;
     }
-}
-
-/* Returns uniform weights in [-0.02, 0.02) for every param of g. */
-static rt_weights *random_weights(const ir_graph *g)
-{
-    rt_weights *w = rt_weights_new();
-    uint64_t state = 0x2545f4914f6cdd1dull;
-    for (int i = 0; i < g->nvalues; i++) {
-        const ir_value *v = g->values[i];
-        if (v->op != IR_OP_PARAM)
-            continue;
-        rt_tensor *t = rt_tensor_new(IR_F32, v->type.rank, v->type.dims);
-        fill_uniform(t, 0.02f, &state);
-        rt_weights_set(w, v->name, t);
-    }
-    return w;
 }
 
 /* Returns the token ids (and targets for prefill), and for a decoding
@@ -307,7 +243,8 @@ static int bench_setting(const bench_options *o, bool decode, setting_result *r,
     ir_graph *fq = ir_graph_clone(g);
     if (run_passes(fq, "insert-fakequant{bits=w8a8}", d) != 0)
         return -1;
-    rt_weights *w = random_weights(fq);
+    uint64_t state = BENCH_SEED;
+    rt_weights *w = bench_uniform_weights(fq, 0.02f, &state);
     rt_weights *in = bench_inputs(fq, o, decode);
 
     const rt_weights *batches[1] = {in};
@@ -378,17 +315,17 @@ static void print_summary_line(const char *setting, int tokens, const setting_re
 int main(int argc, char **argv)
 {
     bench_options o;
-    o.threads = parse_int_flag(argc, argv, "--threads", 0);
-    o.runs = parse_int_flag(argc, argv, "--runs", 5);
-    o.seq = parse_int_flag(argc, argv, "--T", 128);
-    o.layers = parse_int_flag(argc, argv, "--layers", 12);
-    o.pos = parse_int_flag(argc, argv, "--pos", 128);
-    o.cache = parse_int_flag(argc, argv, "--cache", 1024);
-    o.profile = parse_int_flag(argc, argv, "--profile", 0) != 0;
-    o.check = parse_int_flag(argc, argv, "--check", 0) != 0;
-    o.fake_quant = parse_int_flag(argc, argv, "--fake-quant", 1) != 0;
-    bool decode = parse_int_flag(argc, argv, "--decode", 0) != 0;
-    bool all = parse_int_flag(argc, argv, "--all", 0) != 0;
+    o.threads = bench_int_flag(argc, argv, "--threads", 0);
+    o.runs = bench_int_flag(argc, argv, "--runs", 5);
+    o.seq = bench_int_flag(argc, argv, "--T", 128);
+    o.layers = bench_int_flag(argc, argv, "--layers", 12);
+    o.pos = bench_int_flag(argc, argv, "--pos", 128);
+    o.cache = bench_int_flag(argc, argv, "--cache", 1024);
+    o.profile = bench_int_flag(argc, argv, "--profile", 0) != 0;
+    o.check = bench_int_flag(argc, argv, "--check", 0) != 0;
+    o.fake_quant = bench_int_flag(argc, argv, "--fake-quant", 1) != 0;
+    bool decode = bench_int_flag(argc, argv, "--decode", 0) != 0;
+    bool all = bench_int_flag(argc, argv, "--all", 0) != 0;
     if (o.runs < 1)
         o.runs = 1;
     if ((decode || all) && (o.cache < 1 || o.cache > 1024 || o.pos < 0 || o.pos >= o.cache)) {

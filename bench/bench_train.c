@@ -14,37 +14,11 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "codegen/codegen.h"
 #include "runtime/train.h"
 
 #define MEMORY_LIMIT_BYTES (4ll << 30)
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static const char *string_flag(int argc, char **argv, const char *flag, const char *fallback)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return argv[i + 1];
-    return fallback;
-}
-
-static int int_flag(int argc, char **argv, const char *flag, int fallback)
-{
-    const char *value = string_flag(argc, argv, flag, NULL);
-    return value ? atoi(value) : fallback;
-}
 
 static int64_t peak_rss_bytes(void)
 {
@@ -86,7 +60,7 @@ static int bench_model(const char *label, const fe_define *defines, int ndefines
     c.threads = o->threads;
     c.executor = o->executor;
 
-    double start = now_seconds();
+    double start = bench_wall_seconds();
     rt_trainer *t = rt_trainer_new(&c, d);
     if (!t || rt_trainer_init_weights(t, NULL, d) != 0 || rt_trainer_prepare(t, d) != 0) {
         fprintf(stderr, "%s: setting up training failed\n", label);
@@ -94,7 +68,7 @@ static int bench_model(const char *label, const fe_define *defines, int ndefines
         ir_diag_free(d);
         return 1;
     }
-    double setup_seconds = now_seconds() - start;
+    double setup_seconds = bench_wall_seconds() - start;
     int64_t setup_rss = peak_rss_bytes();
     rt_train_memory memory;
     rt_trainer_memory(t, &memory);
@@ -106,9 +80,9 @@ static int bench_model(const char *label, const fe_define *defines, int ndefines
     int rc = 0;
     for (int s = 0; s < o->warmup + o->steps && rc == 0; s++) {
         rt_train_step_result r;
-        double step_start = now_seconds();
+        double step_start = bench_wall_seconds();
         rc = rt_trainer_step(t, &data, &r, d);
-        double elapsed = now_seconds() - step_start;
+        double elapsed = bench_wall_seconds() - step_start;
         if (s >= o->warmup)
             seconds[s - o->warmup] = elapsed;
         fprintf(stderr, "%s: step %d loss %.4f %.1f ms%s\n", label, s + 1, r.loss, elapsed * 1e3,
@@ -116,7 +90,7 @@ static int bench_model(const char *label, const fe_define *defines, int ndefines
     }
     int64_t rss = peak_rss_bytes();
     if (rc == 0) {
-        qsort(seconds, (size_t)o->steps, sizeof *seconds, compare_doubles);
+        qsort(seconds, (size_t)o->steps, sizeof *seconds, bench_compare_doubles);
         double median = seconds[o->steps / 2];
         printf("%-6s %5.1fM params  B=%d T=%d  %s, threads %d  setup %.1f s  %.1f ms/step  "
                "%.1f GFLOP/step  %.2f GFLOP/s  peak RSS %.2f GiB (%.2f GiB after setup)\n",
@@ -138,13 +112,13 @@ static int bench_model(const char *label, const fe_define *defines, int ndefines
 int main(int argc, char **argv)
 {
     bench_options o;
-    o.threads = int_flag(argc, argv, "--threads", 2);
-    o.steps = int_flag(argc, argv, "--steps", 5);
-    o.warmup = int_flag(argc, argv, "--warmup", 1);
-    o.B = int_flag(argc, argv, "--B", 4);
-    o.T = int_flag(argc, argv, "--T", 64);
-    o.executor = rt_executor_find(string_flag(argc, argv, "--executor", "jit"));
-    const char *model = string_flag(argc, argv, "--model", "both");
+    o.threads = bench_int_flag(argc, argv, "--threads", 2);
+    o.steps = bench_int_flag(argc, argv, "--steps", 5);
+    o.warmup = bench_int_flag(argc, argv, "--warmup", 1);
+    o.B = bench_int_flag(argc, argv, "--B", 4);
+    o.T = bench_int_flag(argc, argv, "--T", 64);
+    o.executor = rt_executor_find(bench_str_flag(argc, argv, "--executor", "jit"));
+    const char *model = bench_str_flag(argc, argv, "--model", "both");
     if (!o.executor || o.steps < 1 || o.warmup < 0) {
         fprintf(stderr, "bench_train: invalid --executor, --steps or --warmup\n");
         return 2;
