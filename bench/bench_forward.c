@@ -98,28 +98,6 @@ static void free_module(timed_module *t)
     cg_free(t->m);
 }
 
-/* Prints the mean time per forward of each op kind, largest first. */
-static void print_profile(const ir_graph *g, const double *seconds, int nforwards)
-{
-    double by_op[IR_OP_COUNT] = {0}, total = 0;
-    for (int i = 0; i < g->nvalues; i++) {
-        by_op[g->values[i]->op] += seconds[i];
-        total += seconds[i];
-    }
-    printf("time per op kind (mean over %d forwards, %.2f ms in total):\n", nforwards, total * 1e3 / nforwards);
-    for (;;) {
-        int best = -1;
-        for (int op = 0; op < IR_OP_COUNT; op++)
-            if (by_op[op] > 0 && (best < 0 || by_op[op] > by_op[best]))
-                best = op;
-        if (best < 0)
-            break;
-        printf("  %-14s %8.2f ms  %5.1f%%\n", ir_op_get((ir_op)best)->name, by_op[best] * 1e3 / nforwards,
-               100.0 * by_op[best] / total);
-        by_op[best] = 0;
-    }
-}
-
 /* Times one linear layer and prints its best wall-clock and CPU-time
  * GFLOP/s over `runs` runs. */
 static int bench_linear(const char *spec, int threads, int runs, ir_diag *d)
@@ -267,7 +245,7 @@ int main(int argc, char **argv)
                cpu_med * 1e3, flops / cpu_med * 1e-9);
         printf("%s loss = %.4f\n", t->label, ((float *)t->outputs[1]->data)[0]);
         if (profile)
-            print_profile(t->g, cg_profile_seconds(t->m), runs + 1);
+            bench_print_profile(t->g, cg_profile_seconds(t->m), runs + 1, "", 2);
     }
     if (nmods == 2)
         printf("fused / unfused: wall median %.3f, CPU median %.3f (runs alternate)\n",

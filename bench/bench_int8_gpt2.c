@@ -72,28 +72,6 @@ static int run_passes(ir_graph *g, const char *text, ir_diag *d)
     return rc;
 }
 
-/* Prints the mean time per forward of each op kind, largest first. */
-static void print_profile(const ir_graph *g, const double *seconds, int nforwards)
-{
-    double by_op[IR_OP_COUNT] = {0}, total = 0;
-    for (int i = 0; i < g->nvalues; i++) {
-        by_op[g->values[i]->op] += seconds[i];
-        total += seconds[i];
-    }
-    printf("  time per op kind (mean over %d forwards, %.2f ms in total):\n", nforwards, total * 1e3 / nforwards);
-    for (;;) {
-        int best = -1;
-        for (int op = 0; op < IR_OP_COUNT; op++)
-            if (by_op[op] > 0 && (best < 0 || by_op[op] > by_op[best]))
-                best = op;
-        if (best < 0)
-            break;
-        printf("    %-14s %8.3f ms  %5.1f%%\n", ir_op_get((ir_op)best)->name, by_op[best] * 1e3 / nforwards,
-               100.0 * by_op[best] / total);
-        by_op[best] = 0;
-    }
-}
-
 typedef struct timing {
     double wall, cpu; /* medians, seconds per forward */
     double min_wall;
@@ -140,7 +118,7 @@ static int time_forward(const ir_graph *g, const rt_weights *w, const rt_weights
     out->loss = outputs[1] ? ((float *)outputs[1]->data)[0] : NAN;
     rt_tensor_free(outputs[1]);
     if (profile)
-        print_profile(g, cg_profile_seconds(m), runs + 1);
+        bench_print_profile(g, cg_profile_seconds(m), runs + 1, "  ", 3);
     free(wall);
     free(cpu);
     cg_free(m);

@@ -1,6 +1,7 @@
 /* Helpers shared by the benchmarks, declared in bench_util.h. */
 #include "bench_util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,6 +44,28 @@ const char *bench_str_flag(int argc, char **argv, const char *flag, const char *
         if (strcmp(argv[i], flag) == 0)
             return argv[i + 1];
     return fallback;
+}
+
+void bench_print_profile(const ir_graph *g, const double *seconds, int nforwards, const char *indent, int decimals)
+{
+    double by_op[IR_OP_COUNT] = {0}, total = 0;
+    for (int i = 0; i < g->nvalues; i++) {
+        by_op[g->values[i]->op] += seconds[i];
+        total += seconds[i];
+    }
+    printf("%stime per op kind (mean over %d forwards, %.2f ms in total):\n", indent, nforwards,
+           total * 1e3 / nforwards);
+    for (;;) {
+        int best = -1;
+        for (int op = 0; op < IR_OP_COUNT; op++)
+            if (by_op[op] > 0 && (best < 0 || by_op[op] > by_op[best]))
+                best = op;
+        if (best < 0)
+            break;
+        printf("%s  %-14s %8.*f ms  %5.1f%%\n", indent, ir_op_get((ir_op)best)->name, decimals,
+               by_op[best] * 1e3 / nforwards, 100.0 * by_op[best] / total);
+        by_op[best] = 0;
+    }
 }
 
 void bench_fill_uniform(rt_tensor *t, float scale, uint64_t *state)

@@ -30,6 +30,12 @@ int bench_int_flag(int argc, char **argv, const char *flag, int fallback);
 /* Returns the value after `flag` in argv, or fallback when it is absent. */
 const char *bench_str_flag(int argc, char **argv, const char *flag, const char *fallback);
 
+/* Prints the mean time per forward of each op kind of g, largest first,
+ * from the per-value times of cg_profile_seconds summed over nforwards
+ * forwards. The lines start with indent and the times have `decimals`
+ * digits after the point. */
+void bench_print_profile(const ir_graph *g, const double *seconds, int nforwards, const char *indent, int decimals);
+
 /* Fills an f32 tensor with uniform values in [-scale, scale) from the
  * xorshift64 generator in *state. */
 void bench_fill_uniform(rt_tensor *t, float scale, uint64_t *state);
