@@ -1,4 +1,4 @@
-/* Fixtures shared by the unit tests; see fixtures.h. */
+/* Fixtures shared by the unit tests, declared in fixtures.h. */
 #include "fixtures.h"
 
 #include <dirent.h>
@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "passes/manager.h"
 
@@ -287,6 +288,23 @@ int fx_count_temp_files(const char *dir)
             count++;
     closedir(d);
     return count;
+}
+
+void fx_remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *entry;
+        char path[512];
+        while ((entry = readdir(d)) != NULL) {
+            if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+                continue;
+            snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
 }
 
 float *fx_read_floats(const char *path, size_t count)

@@ -107,6 +107,8 @@ int fx_run_command(const char *command);
  * files of the runtime's atomic writes do. Returns -1 when dir cannot be
  * opened. */
 int fx_count_temp_files(const char *dir);
+/* Removes the files directly inside dir, then dir itself. */
+void fx_remove_dir(const char *dir);
 /* Reads exactly count floats from path into a new array, or returns NULL. */
 float *fx_read_floats(const char *path, size_t count);
 

@@ -849,21 +849,6 @@ static void test_debug_state_errors(void)
     fx_capture_close(&c);
 }
 
-static void remove_temp_dir(void)
-{
-    DIR *dir = opendir(temp_dir);
-    struct dirent *entry;
-    char path[512];
-    while ((entry = readdir(dir)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", temp_dir, entry->d_name);
-        unlink(path);
-    }
-    closedir(dir);
-    rmdir(temp_dir);
-}
-
 int main(void)
 {
     snprintf(temp_dir, sizeof temp_dir, "/tmp/quadc_llmc_XXXXXX");
@@ -883,6 +868,6 @@ int main(void)
     test_tokens_errors();
     test_debug_state_layout();
     test_debug_state_errors();
-    remove_temp_dir();
+    fx_remove_dir(temp_dir);
     return check_finish();
 }

@@ -659,21 +659,6 @@ static void test_write_failures_leave_nothing(void)
     rt_weights_free(w);
 }
 
-static void remove_temp_dir(void)
-{
-    DIR *dir = opendir(temp_dir);
-    struct dirent *entry;
-    char path[512];
-    while ((entry = readdir(dir)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", temp_dir, entry->d_name);
-        unlink(path);
-    }
-    closedir(dir);
-    rmdir(temp_dir);
-}
-
 int main(void)
 {
     snprintf(temp_dir, sizeof temp_dir, "/tmp/quadc_safetensors_XXXXXX");
@@ -692,6 +677,6 @@ int main(void)
     test_rejects_bad_entries();
     test_rejects_bad_metadata();
     test_write_failures_leave_nothing();
-    remove_temp_dir();
+    fx_remove_dir(temp_dir);
     return check_finish();
 }
