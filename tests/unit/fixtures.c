@@ -307,6 +307,22 @@ void fx_remove_dir(const char *dir)
     rmdir(dir);
 }
 
+unsigned char *fx_read_bytes(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *data = malloc(*size + 1);
+    if (fread(data, 1, *size, f) != *size)
+        *size = 0;
+    data[*size] = 0;
+    fclose(f);
+    return data;
+}
+
 float *fx_read_floats(const char *path, size_t count)
 {
     float *data = calloc(count, sizeof *data);

@@ -109,6 +109,10 @@ int fx_run_command(const char *command);
 int fx_count_temp_files(const char *dir);
 /* Removes the files directly inside dir, then dir itself. */
 void fx_remove_dir(const char *dir);
+/* Reads the whole file at path into a new buffer with a NUL byte after
+ * the data, and stores its size in *size (0 when reading fails). Returns
+ * NULL when path cannot be opened. */
+unsigned char *fx_read_bytes(const char *path, size_t *size);
 /* Reads exactly count floats from path into a new array, or returns NULL. */
 float *fx_read_floats(const char *path, size_t count);
 

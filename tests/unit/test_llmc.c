@@ -95,21 +95,6 @@ static void write_bytes(const char *path, const void *data, size_t size)
     fclose(f);
 }
 
-static unsigned char *read_bytes(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *data = malloc(*size + 1);
-    if (fread(data, 1, *size, f) != *size)
-        *size = 0;
-    fclose(f);
-    return data;
-}
-
 static int32_t int_at(const unsigned char *bytes, size_t index)
 {
     int32_t v;
@@ -193,7 +178,7 @@ static void test_checkpoint_layout(void)
     fx_capture_close(&c);
 
     size_t size = 0;
-    unsigned char *bytes = read_bytes(path, &size);
+    unsigned char *bytes = fx_read_bytes(path, &size);
     CHECK(bytes != NULL);
     if (!bytes) {
         rt_weights_free(w);
@@ -315,8 +300,8 @@ static void test_safetensors_llmc_round_trip(void)
         check_same_weights("safetensors to llm.c", w, converted);
 
     size_t size_a = 0, size_b = 0;
-    unsigned char *a = read_bytes(original, &size_a);
-    unsigned char *b = read_bytes(rewritten, &size_b);
+    unsigned char *a = fx_read_bytes(original, &size_a);
+    unsigned char *b = fx_read_bytes(rewritten, &size_b);
     CHECK(a != NULL);
     CHECK(b != NULL);
     CHECK_EQ_INT(size_a, size_b);
@@ -388,8 +373,8 @@ static void test_padded_token_embedding(void)
     fx_capture_close(&c);
 
     size_t size_a = 0, size_b = 0;
-    unsigned char *a = read_bytes(unpadded_path, &size_a);
-    unsigned char *b = read_bytes(padded_path, &size_b);
+    unsigned char *a = fx_read_bytes(unpadded_path, &size_a);
+    unsigned char *b = fx_read_bytes(padded_path, &size_b);
     CHECK_EQ_INT(size_a, size_b);
     CHECK(size_a == size_b && memcmp(a, b, size_a) == 0);
     free(a);
@@ -602,7 +587,7 @@ static void test_tokens_round_trip(void)
     free(loaded);
 
     size_t size = 0;
-    unsigned char *bytes = read_bytes(path, &size);
+    unsigned char *bytes = fx_read_bytes(path, &size);
     CHECK_EQ_INT(size, 1024 + 10);
     CHECK_EQ_INT(int_at(bytes, 0), 20240520);
     CHECK_EQ_INT(int_at(bytes, 1), 1);
@@ -719,7 +704,7 @@ static void test_debug_state_layout(void)
     fx_capture_close(&c);
 
     size_t size = 0;
-    unsigned char *bytes = read_bytes(path, &size);
+    unsigned char *bytes = fx_read_bytes(path, &size);
     CHECK(bytes != NULL);
     if (!bytes) {
         rt_weights_free(f.state.grads);

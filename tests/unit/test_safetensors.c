@@ -93,22 +93,6 @@ static void write_bytes(const char *path, const void *data, size_t size)
     fclose(f);
 }
 
-static unsigned char *read_bytes(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *data = malloc(*size + 1);
-    if (fread(data, 1, *size, f) != *size)
-        *size = 0;
-    data[*size] = 0;
-    fclose(f);
-    return data;
-}
-
 /* Writes a safetensors file from a header length field, header text and
  * data. The length field need not match the text, to craft bad files. */
 static void write_safetensors_with_length(const char *path, uint64_t header_length,
@@ -157,8 +141,8 @@ static void test_gpt2_round_trip(void)
     fx_capture_close(&c);
 
     size_t size_a = 0, size_b = 0;
-    unsigned char *a = read_bytes(path, &size_a);
-    unsigned char *b = read_bytes(rewritten, &size_b);
+    unsigned char *a = fx_read_bytes(path, &size_a);
+    unsigned char *b = fx_read_bytes(rewritten, &size_b);
     CHECK(a != NULL);
     CHECK(b != NULL);
     if (!a || !b || !loaded) {
@@ -230,7 +214,7 @@ static void test_all_dtypes_round_trip(void)
     fx_capture_close(&c);
 
     size_t size = 0;
-    unsigned char *bytes = read_bytes(path, &size);
+    unsigned char *bytes = fx_read_bytes(path, &size);
     CHECK(strstr((const char *)bytes + 8, "\"quote\\\"back\\\\slash\\nnewline\\u0001\"") != NULL);
     CHECK(strstr((const char *)bytes + 8, "\"scalar\":{\"dtype\":\"I64\",\"shape\":[],") != NULL);
     CHECK(strstr((const char *)bytes + 8, "\"bf16\":{\"dtype\":\"BF16\",") != NULL);
