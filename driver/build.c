@@ -23,17 +23,6 @@
 
 extern char **environ;
 
-static bool is_identifier(const char *s, size_t n)
-{
-    if (n == 0 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || s[0] == '_'))
-        return false;
-    for (size_t i = 1; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
-              s[i] == '_'))
-            return false;
-    return true;
-}
-
 /* Makes a C identifier from the graph name, for the default prefix. */
 static char *default_prefix(const char *graph_name)
 {
@@ -46,7 +35,7 @@ static char *default_prefix(const char *graph_name)
     if (name[0] >= '0' && name[0] <= '9')
         s[o++] = '_';
     for (size_t i = 0; i < n; i++)
-        s[o++] = is_identifier(&name[i], 1) || (name[i] >= '0' && name[i] <= '9') ? name[i] : '_';
+        s[o++] = driver_is_identifier(&name[i], 1) || (name[i] >= '0' && name[i] <= '9') ? name[i] : '_';
     s[o] = '\0';
     return s;
 }
@@ -78,7 +67,7 @@ static int check_request(const driver_build_request *r, ir_diag *d)
         ir_diag_file_error(d, r->model, "build: invalid weights mode '%s'; use embed or file", mode);
         return -1;
     }
-    if (r->prefix && !is_identifier(r->prefix, strlen(r->prefix))) {
+    if (r->prefix && !driver_is_identifier(r->prefix, strlen(r->prefix))) {
         ir_diag_file_error(d, r->model, "build: invalid prefix '%s'; it must be a C identifier", r->prefix);
         return -1;
     }

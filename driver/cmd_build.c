@@ -62,17 +62,6 @@ static void print_build_help(FILE *out)
             "                          into DIR, one numbered .qir file each\n");
 }
 
-static bool is_identifier(const char *s, size_t n)
-{
-    if (n == 0 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || s[0] == '_'))
-        return false;
-    for (size_t i = 1; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
-              s[i] == '_'))
-            return false;
-    return true;
-}
-
 static int parse_int(const char *cmd, const char *option, const char *text, long min, long max, int *out)
 {
     char *end;
@@ -153,7 +142,7 @@ static int check_build_args(const char *cmd, build_args *a)
     } else {
         return driver_usage_error(cmd, "invalid --weights-mode '%s': use embed or file", r->weights_mode);
     }
-    if (r->prefix && !is_identifier(r->prefix, strlen(r->prefix)))
+    if (r->prefix && !driver_is_identifier(r->prefix, strlen(r->prefix)))
         return driver_usage_error(cmd, "invalid --prefix '%s': it must be a C identifier", r->prefix);
     if (r->passes) {
         pass_pipeline pipeline;

@@ -7,7 +7,7 @@
 
 #include "driver/driver.h"
 
-static bool is_identifier(const char *s, size_t n)
+bool driver_is_identifier(const char *s, size_t n)
 {
     if (n == 0 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || s[0] == '_'))
         return false;
@@ -25,7 +25,7 @@ static int parse_define(const char *cmd, char *text, fe_define *out)
     char *eq = strchr(text, '=');
     if (!eq)
         return driver_usage_error(cmd, "invalid -D value '%s': write -D name=INTEGER", text);
-    if (!is_identifier(text, (size_t)(eq - text)))
+    if (!driver_is_identifier(text, (size_t)(eq - text)))
         return driver_usage_error(cmd, "invalid -D value '%s': '%.*s' is not a hyperparameter name; "
                                   "write -D name=INTEGER", text, (int)(eq - text), text);
     const char *value = eq + 1;

@@ -76,6 +76,10 @@ int driver_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
  * option, and -1 (after a usage message) when the value is missing. */
 int driver_option_value(const char *cmd, int argc, char **argv, int *i, const char *name, const char **value);
 
+/* True when the n bytes at s form a C identifier (letters, digits and '_',
+ * not starting with a digit). */
+bool driver_is_identifier(const char *s, size_t n);
+
 /* Matches argv[*i] against -D, written "-D name=value" or "-Dname=value",
  * and appends the define to defines[*ndefines], whose name points into
  * argv. Returns 1 when it consumed the option, 0 when argv[*i] is another
