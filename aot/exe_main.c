@@ -465,48 +465,63 @@ static int run_perplexity(exe_model *m, rt_tokenizer *tok, const exe_args *a, ir
     return EXIT_OK;
 }
 
-/* Parses the options after the command name. Returns EXIT_OK or a usage
- * status. */
+/* The options that take a value. */
+static const char *const value_options[] = {"--prompt",  "--weights", "--max-new",    "--top-k",   "--seed",
+                                            "--ctx",     "--stride",  "--max-tokens", "--threads", "--temperature"};
+
+/* Parses the options after the command name, written "--name VALUE" or
+ * "--name=VALUE". Returns EXIT_OK or a usage status. */
 static int parse_args(int argc, char **argv, exe_args *a)
 {
     for (int i = 2; i < argc; i++) {
         const char *arg = argv[i];
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
-        bool takes_value = arg[0] == '-' && arg[1] == '-';
-        if (takes_value && !value)
-            return usage_error("option '%s' needs a value", arg);
-        int rc = 0;
-        if (strcmp(arg, "--prompt") == 0)
-            a->prompt = value;
-        else if (strcmp(arg, "--weights") == 0)
-            a->weights = value;
-        else if (strcmp(arg, "--max-new") == 0)
-            rc = parse_long(arg, value, 0, 1 << 20, &a->max_new);
-        else if (strcmp(arg, "--top-k") == 0)
-            rc = parse_long(arg, value, 0, 1 << 30, &a->top_k);
-        else if (strcmp(arg, "--seed") == 0)
-            rc = parse_long(arg, value, 0, INT64_MAX, &a->seed);
-        else if (strcmp(arg, "--ctx") == 0)
-            rc = parse_long(arg, value, 2, 1 << 30, &a->ctx);
-        else if (strcmp(arg, "--stride") == 0)
-            rc = parse_long(arg, value, 1, 1 << 30, &a->stride);
-        else if (strcmp(arg, "--max-tokens") == 0)
-            rc = parse_long(arg, value, 0, INT64_MAX, &a->max_tokens);
-        else if (strcmp(arg, "--threads") == 0)
-            rc = parse_long(arg, value, 1, 1 << 16, &a->threads);
-        else if (strcmp(arg, "--temperature") == 0)
-            rc = parse_double(arg, value, &a->temperature);
-        else if (takes_value)
-            return usage_error("unknown option '%s'", arg);
-        else if (strcmp(a->command, "perplexity") == 0 && !a->file) {
-            a->file = arg;
-            continue;
-        } else {
+        if (arg[0] != '-' || arg[1] != '-') {
+            if (strcmp(a->command, "perplexity") == 0 && !a->file) {
+                a->file = arg;
+                continue;
+            }
             return usage_error("unexpected argument '%s'", arg);
         }
+        /* The option's name, without a "=VALUE" part. */
+        char name[32];
+        const char *eq = strchr(arg, '=');
+        size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+        bool known = false;
+        for (size_t k = 0; k < sizeof value_options / sizeof *value_options && len < sizeof name; k++)
+            known = known || (strlen(value_options[k]) == len && strncmp(arg, value_options[k], len) == 0);
+        if (!known) {
+            if (strcmp(arg, "--greedy") == 0)
+                return usage_error("unknown option '--greedy'; use --temperature 0 for greedy decoding");
+            return usage_error("unknown option '%.*s'", (int)len, arg);
+        }
+        memcpy(name, arg, len);
+        name[len] = '\0';
+        const char *value = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+        if (!value)
+            return usage_error("option '%s' needs a value", name);
+        int rc = 0;
+        if (strcmp(name, "--prompt") == 0)
+            a->prompt = value;
+        else if (strcmp(name, "--weights") == 0)
+            a->weights = value;
+        else if (strcmp(name, "--max-new") == 0)
+            rc = parse_long(name, value, 0, 1 << 20, &a->max_new);
+        else if (strcmp(name, "--top-k") == 0)
+            rc = parse_long(name, value, 0, 1 << 30, &a->top_k);
+        else if (strcmp(name, "--seed") == 0)
+            rc = parse_long(name, value, 0, INT64_MAX, &a->seed);
+        else if (strcmp(name, "--ctx") == 0)
+            rc = parse_long(name, value, 2, 1 << 30, &a->ctx);
+        else if (strcmp(name, "--stride") == 0)
+            rc = parse_long(name, value, 1, 1 << 30, &a->stride);
+        else if (strcmp(name, "--max-tokens") == 0)
+            rc = parse_long(name, value, 0, INT64_MAX, &a->max_tokens);
+        else if (strcmp(name, "--threads") == 0)
+            rc = parse_long(name, value, 1, 1 << 16, &a->threads);
+        else
+            rc = parse_double(name, value, &a->temperature);
         if (rc != 0)
             return EXIT_USAGE;
-        i++;
     }
     if (strcmp(a->command, "generate") == 0 && !a->prompt)
         return usage_error("%s: --prompt is required", "generate");
