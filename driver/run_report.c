@@ -85,7 +85,8 @@ static void write_sizes(FILE *out, const run_state *s)
     write_size_row(out, "float weights", s->a->weights, s->float_bytes);
     write_size_row(out, "quantized model (f32 weights with scales and zero points)", s->quantized_path,
                    s->quantized_bytes);
-    write_size_row(out, "INT8 object (weights embedded)", s->object_path, s->object_bytes);
+    write_size_row(out, "INT8 object (i8 weights and the f32 token embedding, embedded)", s->object_path,
+                   s->object_bytes);
     write_size_row(out, "C header", s->header_path, s->header_bytes);
     if (s->exe_path)
         write_size_row(out, "INT8 executable", s->exe_path, s->exe_bytes);
