@@ -1,6 +1,7 @@
 /* Parsing of the options that `quadc eval` and `quadc generate` share. */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,5 +135,14 @@ rt_model *driver_open_model(const driver_model_args *a, int cache_len, ir_diag *
     o.engine = a->engine;
     o.threads = a->threads;
     o.cache_len = cache_len;
-    return rt_model_open(&o, d);
+    rt_model *m = rt_model_open(&o, d);
+    /* A file from quadc quantize runs with its quantizers; say so, since
+     * the results look like those of float weights otherwise. */
+    const char *bits = m ? rt_model_weights_meta(m, "quadc.quantize.bits") : NULL;
+    if (bits) {
+        const char *method = rt_model_weights_meta(m, "quadc.quantize.method");
+        fprintf(stderr, "%s: quantized weights (%s %s); running with their fake quantizers\n", a->weights,
+                method ? method : "unknown method", bits);
+    }
+    return m;
 }

@@ -392,6 +392,11 @@ int64_t rt_model_hparam(const rt_model *m, const char *name, int64_t fallback)
     return fallback;
 }
 
+const char *rt_model_weights_meta(const rt_model *m, const char *key)
+{
+    return rt_weights_get_meta(m->weights, key);
+}
+
 int rt_model_record_hparams(rt_weights *w, const ir_graph *g)
 {
     char value[32];

@@ -87,6 +87,9 @@ bool rt_model_has_cache(const rt_model *m);
 /* Returns the bound value of hparam `name`, or `fallback` when the model
  * has no such hparam. */
 int64_t rt_model_hparam(const rt_model *m, const char *name, int64_t fallback);
+/* Returns the weights' metadata value of `key` (e.g. "quadc.quantize.bits"
+ * of a file that quadc quantize wrote), or NULL. */
+const char *rt_model_weights_meta(const rt_model *m, const char *key);
 
 /* Compiles the graph for sequence length T now, not on first use, so
  * that later runs can be timed without the compile. Returns 0 or -1. */
