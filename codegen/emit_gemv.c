@@ -29,8 +29,8 @@
 #define DOT_ROWS_PER_TASK 64
 /* Bytes ahead of its loads that the dot-product kernel prefetches into
  * L2; past the end of a row they reach the next row, which it reads
- * next. The split-K kernel prefetches the same
- * columns CHUNK_ROW_STEP rows ahead. With these hints one core streams B
+ * next. The split-K kernel prefetches the same columns CHUNK_ROW_STEP
+ * rows ahead. With these hints one core streams B
  * from DRAM as fast as the GEMM reads its packed panels, or faster.
  * Without them it streams 10% to 20% slower (measured on one Zen 4 core
  * of a shared machine with the GPT-2 124M shapes). */
