@@ -110,14 +110,21 @@ static int apply_weight_hparams(rt_model *m, const hparam_names *declared, const
                                "the metadata must be decimal integers", key, text);
             return -1;
         }
-        const fe_define *explicit_define = find_define(o->defines, o->ndefines, key);
-        if (explicit_define && explicit_define->value != value) {
-            ir_diag_file_error(d, o->weights_path, "the weights were saved with %s=%lld but -D %s=%lld was given; "
-                               "remove the -D or use weights with %s=%lld", key, value, key,
-                               (long long)explicit_define->value, key, (long long)explicit_define->value);
-            return -1;
+        /* Every -D of this name must agree, not only the first: the
+         * frontend applies the last one. */
+        bool given = false;
+        for (int j = 0; j < o->ndefines; j++) {
+            if (strcmp(o->defines[j].name, key) != 0)
+                continue;
+            given = true;
+            if (o->defines[j].value != value) {
+                ir_diag_file_error(d, o->weights_path, "the weights were saved with %s=%lld but -D %s=%lld was "
+                                   "given; remove the -D or use weights with %s=%lld", key, value, key,
+                                   (long long)o->defines[j].value, key, (long long)o->defines[j].value);
+                return -1;
+            }
         }
-        if (!explicit_define && add_define(m, key, value) != 0) {
+        if (!given && add_define(m, key, value) != 0) {
             ir_diag_file_error(d, o->weights_path, "out of memory applying hyperparameter %s", key);
             return -1;
         }

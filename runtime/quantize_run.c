@@ -1,5 +1,6 @@
 /* The four quantization flows of `quadc quantize`, the metadata of their
  * output and its loader. See runtime/quantize_run.h. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -484,6 +485,7 @@ int rt_quantize_weight_hparams(const char *model_path, const rt_weights *w, cons
     if (rc != 0) {
         free(*out);
         *out = NULL;
+        *nout = 0;
     }
     return rc;
 }
@@ -502,6 +504,40 @@ int rt_quantize_check_sites(const char *sites, char *err, int errcap)
                      "linear;lm_head;attention with ';'", *c);
             return -1;
         }
+    }
+    return 0;
+}
+
+/* Rejects a quantizer param that no quantizer can use: a scale that is
+ * not positive and finite, or a zero point that is not finite or beyond
+ * any integer grid (|z| > 2^24). Such a value would give garbage results
+ * (the JIT does not check scales when it runs) instead of an error. */
+static int check_quantizer_params(const rt_weights *w, const char *path, ir_diag *d)
+{
+    for (int i = 0; i < w->count; i++) {
+        const char *name = w->names[i];
+        if (!qz_is_quantizer_param(name))
+            continue;
+        bool is_scale = strcmp(name + strlen(name) - 6, ".scale") == 0;
+        rt_tensor *f = rt_tensor_to_f32(w->tensors[i]);
+        if (!f) {
+            ir_diag_file_error(d, path, "tensor '%s' is not a float tensor or memory ran out; a quantizer %s must "
+                               "be float", name, is_scale ? "scale" : "zero point");
+            return -1;
+        }
+        const float *x = f->data;
+        for (int64_t k = 0; k < rt_tensor_numel(f); k++) {
+            bool ok = is_scale ? isfinite(x[k]) && x[k] > 0.0f : isfinite(x[k]) && fabsf(x[k]) <= 16777216.0f;
+            if (!ok) {
+                ir_diag_file_error(d, path, "tensor '%s' has %s %g at element %lld; %s", name,
+                                   is_scale ? "scale" : "zero point", (double)x[k], (long long)k,
+                                   is_scale ? "scales must be positive and finite; quantize the model again"
+                                            : "zero points must be finite; quantize the model again");
+                rt_tensor_free(f);
+                return -1;
+            }
+        }
+        rt_tensor_free(f);
     }
     return 0;
 }
@@ -532,7 +568,7 @@ int rt_quantize_fakequant_pass(const rt_weights *w, const char *path, char *buf,
         ir_diag_file_error(d, path, "metadata " META_PREFIX "sites is too long (%zu characters)", strlen(sites));
         return -1;
     }
-    return 0;
+    return check_quantizer_params(w, path, d);
 }
 
 int rt_quantized_model_load(const char *model_path, const fe_define *defines, int ndefines, const char *path,

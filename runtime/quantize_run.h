@@ -47,8 +47,9 @@ int rt_quantize_check_sites(const char *sites, char *err, int errcap);
 /* Writes to buf the insert-fakequant pass that quadc quantize ran to make
  * the file at path with metadata w: its "quadc.quantize.bits" and
  * ".sites" (RT_QUANTIZE_DEFAULT_SITES when absent, as in files written
- * before the key existed). Returns 0, or -1 after reporting a missing or
- * invalid value that names the file. */
+ * before the key existed). It also checks that every quantizer scale in
+ * w is positive and finite and every zero point finite. Returns 0, or -1
+ * after reporting a missing or invalid value that names the file. */
 int rt_quantize_fakequant_pass(const rt_weights *w, const char *path, char *buf, size_t cap, ir_diag *d);
 
 /* Parses "w<b>a<b>" with both bit widths in [IR_QUANT_MIN_BITS,
