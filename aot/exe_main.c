@@ -26,6 +26,8 @@
 #include "runtime/train_rng.h"
 
 enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2 };
+/* parse_args printed the help: exit with EXIT_OK without running. */
+enum { PARSED_HELP = -1 };
 
 typedef struct exe_model {
     const qc_bundle *bundle;
@@ -68,7 +70,9 @@ static void print_usage(FILE *out)
             "  --threads N             threads per parallel loop (default: online cores, at\n"
             "                          most the bundle's THREADS_MAX)\n"
             "  --weights FILE          weights file to load instead of the embedded weights\n"
-            "                          or the file named at build time\n",
+            "                          or the file named at build time: a blob that quadc\n"
+            "                          build --weights-out wrote for this build, not a\n"
+            "                          safetensors file\n",
             program, program);
 }
 
@@ -183,7 +187,8 @@ static int model_open(exe_model *m, const char *weights, int threads)
         if (rc == QC_BUNDLE_STATUS_WEIGHTS_READ)
             fprintf(stderr, ": cannot read the weights file '%s'; pass --weights FILE", path ? path : "");
         else if (rc == QC_BUNDLE_STATUS_WEIGHTS_MISMATCH)
-            fprintf(stderr, ": the weights file '%s' was written for another build", path ? path : "");
+            fprintf(stderr, ": '%s' is not the weights blob of this build (its size or header differs); give the "
+                    "file that quadc build --weights-out wrote with this program", path ? path : "");
         else if (rc == QC_BUNDLE_STATUS_OUT_OF_MEMORY)
             fprintf(stderr, ": out of memory");
         fprintf(stderr, "\n");
@@ -470,11 +475,16 @@ static const char *const value_options[] = {"--prompt",  "--weights", "--max-new
                                             "--ctx",     "--stride",  "--max-tokens", "--threads", "--temperature"};
 
 /* Parses the options after the command name, written "--name VALUE" or
- * "--name=VALUE". Returns EXIT_OK or a usage status. */
+ * "--name=VALUE". Returns EXIT_OK, PARSED_HELP after printing the help
+ * for --help, or a usage status. */
 static int parse_args(int argc, char **argv, exe_args *a)
 {
     for (int i = 2; i < argc; i++) {
         const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            print_usage(stdout);
+            return PARSED_HELP;
+        }
         if (arg[0] != '-' || arg[1] != '-') {
             if (strcmp(a->command, "perplexity") == 0 && !a->file) {
                 a->file = arg;
@@ -541,6 +551,8 @@ int main(int argc, char **argv)
     if (strcmp(a.command, "generate") != 0 && strcmp(a.command, "perplexity") != 0)
         return usage_error("unknown command '%s'; use generate or perplexity", a.command);
     int status = parse_args(argc, argv, &a);
+    if (status == PARSED_HELP)
+        return EXIT_OK;
     if (status != EXIT_OK)
         return status;
 
@@ -553,6 +565,8 @@ int main(int argc, char **argv)
         threads = quadc_exe_bundle->threads_max;
 
     ir_diag *d = ir_diag_new(stderr);
+    if (d)
+        ir_diag_set_program(d, program); /* messages name this program, not quadc */
     rt_tokenizer *tok = d ? load_tokenizer(d) : NULL;
     exe_model m;
     memset(&m, 0, sizeof m);

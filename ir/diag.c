@@ -26,6 +26,7 @@ struct ir_diag {
     int errors;
     int max_errors;
     char *context; /* prefix of error messages, or NULL */
+    char *program; /* name before messages without a file, or NULL for "quadc" */
 };
 
 ir_diag *ir_diag_new(FILE *out)
@@ -49,6 +50,7 @@ void ir_diag_free(ir_diag *d)
     free(d->sources);
     free(d->index);
     free(d->context);
+    free(d->program);
     free(d);
 }
 
@@ -215,7 +217,7 @@ static void report(ir_diag *d, ir_loc loc, const char *kind, const char *fmt, va
     else if (loc.file)
         fprintf(d->out, "%s: %s: ", loc.file, kind);
     else
-        fprintf(d->out, "quadc: %s: ", kind);
+        fprintf(d->out, "%s: %s: ", d->program ? d->program : "quadc", kind);
     if (d->context && strcmp(kind, "error") == 0)
         fprintf(d->out, "%s: ", d->context);
     vfprintf(d->out, fmt, ap);
@@ -228,7 +230,8 @@ void ir_diag_verror(ir_diag *d, ir_loc loc, const char *fmt, va_list ap)
     d->errors++;
     if (d->errors > d->max_errors) {
         if (d->errors == d->max_errors + 1)
-            fprintf(d->out, "quadc: note: too many errors, stopping after %d\n", d->max_errors);
+            fprintf(d->out, "%s: note: too many errors, stopping after %d\n", d->program ? d->program : "quadc",
+                    d->max_errors);
         return;
     }
     report(d, loc, "error", fmt, ap);
@@ -259,6 +262,12 @@ void ir_diag_file_error(ir_diag *d, const char *path, const char *fmt, ...)
     va_start(ap, fmt);
     ir_diag_verror(d, loc, fmt, ap);
     va_end(ap);
+}
+
+void ir_diag_set_program(ir_diag *d, const char *program)
+{
+    free(d->program);
+    d->program = program ? strdup(program) : NULL;
 }
 
 void ir_diag_set_context(ir_diag *d, const char *context)

@@ -38,6 +38,11 @@ void ir_diag_note(ir_diag *d, ir_loc loc, const char *fmt, ...)
 void ir_diag_file_error(ir_diag *d, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Sets the program name that starts messages without a file, in place of
+ * "quadc" (a built executable passes its own name), or restores "quadc"
+ * when program is NULL. */
+void ir_diag_set_program(ir_diag *d, const char *program);
+
 /* Sets a context that prefixes every later error message, as in
  * "error: in pass 'cse': ...", or clears it when context is NULL. */
 void ir_diag_set_context(ir_diag *d, const char *context);
