@@ -417,3 +417,40 @@ int rt_model_record_hparams(rt_weights *w, const ir_graph *g)
     }
     return 0;
 }
+
+ir_graph *rt_compile_model_bt(const char *path, const fe_define *defines, int ndefines, int batch, int seq,
+                              ir_diag *d)
+{
+    fe_define *all = calloc((size_t)ndefines + 2, sizeof *all);
+    if (!all)
+        return NULL;
+    int n = 0;
+    for (int i = 0; i < ndefines; i++)
+        if (strcmp(defines[i].name, "B") != 0 && strcmp(defines[i].name, "T") != 0)
+            all[n++] = defines[i];
+    all[n++] = (fe_define){"B", batch};
+    all[n++] = (fe_define){"T", 1};
+    /* A T beyond n_ctx would fail inside the model as an out-of-range
+     * slice of the position embedding, so a first compile with T = 1
+     * reads n_ctx, and the error names the sequence length instead. */
+    ir_graph *g = fe_compile_file(path, all, n, d);
+    if (!g || seq == 1) {
+        free(all);
+        return g;
+    }
+    for (int i = 0; i < g->nhparams; i++) {
+        if (strcmp(g->hparams[i].name, "n_ctx") == 0 && seq > g->hparams[i].value) {
+            ir_diag_file_error(d, path, "the sequence length T = %d (--seq, or -D T for build) is longer than "
+                               "the model's context length n_ctx = %lld; give at most %lld", seq,
+                               (long long)g->hparams[i].value, (long long)g->hparams[i].value);
+            ir_graph_free(g);
+            free(all);
+            return NULL;
+        }
+    }
+    ir_graph_free(g);
+    all[n - 1].value = seq;
+    g = fe_compile_file(path, all, n, d);
+    free(all);
+    return g;
+}

@@ -87,6 +87,13 @@ bool rt_model_has_cache(const rt_model *m);
 /* Returns the bound value of hparam `name`, or `fallback` when the model
  * has no such hparam. */
 int64_t rt_model_hparam(const rt_model *m, const char *name, int64_t fallback);
+/* Compiles the model at `path` with B = batch and T = seq on top of the
+ * user's defines (any B or T among them is replaced). A seq beyond the
+ * model's n_ctx is an error that names the sequence length, where the
+ * model would otherwise fail on an out-of-range slice. Returns NULL after
+ * reporting. */
+ir_graph *rt_compile_model_bt(const char *path, const fe_define *defines, int ndefines, int batch, int seq,
+                              ir_diag *d);
 /* Returns the weights' metadata value of `key` (e.g. "quadc.quantize.bits"
  * of a file that quadc quantize wrote), or NULL. */
 const char *rt_model_weights_meta(const rt_model *m, const char *key);

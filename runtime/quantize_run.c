@@ -90,45 +90,6 @@ void rt_quantized_model_free(rt_quantized_model *m)
     m->weights = NULL;
 }
 
-/* Compiles the model with B = batch and T = seq on top of the user's
- * defines. */
-static ir_graph *compile_model(const char *path, const fe_define *defines, int ndefines, int batch, int seq,
-                               ir_diag *d)
-{
-    fe_define *all = calloc((size_t)ndefines + 2, sizeof *all);
-    if (!all)
-        return NULL;
-    int n = 0;
-    for (int i = 0; i < ndefines; i++)
-        if (strcmp(defines[i].name, "B") != 0 && strcmp(defines[i].name, "T") != 0)
-            all[n++] = defines[i];
-    all[n++] = (fe_define){"B", batch};
-    all[n++] = (fe_define){"T", 1};
-    /* A T beyond n_ctx would fail inside the model as an out-of-range
-     * slice of the position embedding, so a first compile with T = 1
-     * reads n_ctx, and the error names the sequence length instead. */
-    ir_graph *g = fe_compile_file(path, all, n, d);
-    if (!g || seq == 1) {
-        free(all);
-        return g;
-    }
-    for (int i = 0; i < g->nhparams; i++) {
-        if (strcmp(g->hparams[i].name, "n_ctx") == 0 && seq > g->hparams[i].value) {
-            ir_diag_file_error(d, path, "the sequence length T = %d (--seq, or -D T for build) is longer than "
-                               "the model's context length n_ctx = %lld; give at most %lld", seq,
-                               (long long)g->hparams[i].value, (long long)g->hparams[i].value);
-            ir_graph_free(g);
-            free(all);
-            return NULL;
-        }
-    }
-    ir_graph_free(g);
-    all[n - 1].value = seq;
-    g = fe_compile_file(path, all, n, d);
-    free(all);
-    return g;
-}
-
 /* Checks that every param of the float graph has a tensor of its shape and
  * that every tensor is a param, and widens the tensors to f32. */
 static int check_float_weights(const ir_graph *g, rt_weights *w, const char *weights_name, ir_diag *d)
@@ -238,7 +199,7 @@ static int quantize_graph(const rt_quantize_config *c, ir_graph *g, bool alphas,
 /* Compiles the model for B = batch and inserts the quantizers. */
 static ir_graph *build_quantized(const rt_quantize_config *c, int batch, bool alphas, ir_diag *d)
 {
-    ir_graph *g = compile_model(c->model_path, c->defines, c->ndefines, batch, c->seq, d);
+    ir_graph *g = rt_compile_model_bt(c->model_path, c->defines, c->ndefines, batch, c->seq, d);
     if (g && (qz_keep_output(g, "loss", d) != 0 || quantize_graph(c, g, alphas, NULL, d) != 0)) {
         ir_graph_free(g);
         g = NULL;
@@ -283,7 +244,7 @@ static int build_flow_graphs(qz_flow *f, int eval_batch, int calib_batch, ir_dia
 {
     const rt_quantize_config *c = f->config;
     bool alphas = c->method == RT_QUANTIZE_QUADAPTER || c->method == RT_QUANTIZE_SMOOTHQUANT;
-    f->fp_eval = compile_model(c->model_path, c->defines, c->ndefines, eval_batch, c->seq, d);
+    f->fp_eval = rt_compile_model_bt(c->model_path, c->defines, c->ndefines, eval_batch, c->seq, d);
     if (!f->fp_eval || qz_keep_output(f->fp_eval, "loss", d) != 0)
         return -1;
     f->fp_block_outputs = f->fp_eval->noutputs;
@@ -361,7 +322,7 @@ int rt_quantize_run(const rt_quantize_config *c, rt_weights *weights, const int3
 {
     memset(out, 0, sizeof *out);
     memset(report, 0, sizeof *report);
-    ir_graph *fp = compile_model(c->model_path, c->defines, c->ndefines, 1, c->seq, d);
+    ir_graph *fp = rt_compile_model_bt(c->model_path, c->defines, c->ndefines, 1, c->seq, d);
     ir_graph *q = fp ? ir_graph_clone(fp) : NULL;
     qz_batches singles = {0};
     bool alphas = c->method == RT_QUANTIZE_QUADAPTER || c->method == RT_QUANTIZE_SMOOTHQUANT;
@@ -584,7 +545,7 @@ int rt_quantized_model_load(const char *model_path, const fe_define *defines, in
     int rc = rt_quantize_fakequant_pass(w, path, text, sizeof text, d);
     if (rc == 0)
         rc = rt_quantize_weight_hparams(model_path, w, path, defines, ndefines, &all, &nall, d);
-    ir_graph *g = rc == 0 ? compile_model(model_path, all, nall, 1, seq, d) : NULL;
+    ir_graph *g = rc == 0 ? rt_compile_model_bt(model_path, all, nall, 1, seq, d) : NULL;
     free(all);
     if (rc == 0)
         rc = g && qz_run_pipeline(g, text, d) == 0 ? 0 : -1;

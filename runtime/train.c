@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "passes/manager.h"
+#include "runtime/model.h"
 
 /* Generator streams of one seed, so that drawing the init does not shift
  * the batches. */
@@ -42,18 +43,7 @@ static int find_output(const ir_graph *g, const char *name)
 
 static ir_graph *compile_model(const rt_train_config *c, ir_diag *d)
 {
-    fe_define *defines = calloc((size_t)c->ndefines + 2, sizeof *defines);
-    if (!defines)
-        return NULL;
-    int n = 0;
-    for (int i = 0; i < c->ndefines; i++)
-        if (strcmp(c->defines[i].name, "B") != 0 && strcmp(c->defines[i].name, "T") != 0)
-            defines[n++] = c->defines[i];
-    defines[n++] = (fe_define){"B", c->batch};
-    defines[n++] = (fe_define){"T", c->seq};
-    ir_graph *g = fe_compile_file(c->model_path, defines, n, d);
-    free(defines);
-    return g;
+    return rt_compile_model_bt(c->model_path, c->defines, c->ndefines, c->batch, c->seq, d);
 }
 
 /* Appends the backward graph of every param, then fuses elementwise chains
