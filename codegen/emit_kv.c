@@ -111,29 +111,6 @@ int cg_emit_causal_mask_at(cg_emit *e, const ir_value *v)
     return 0;
 }
 
-/* The one value that uses `id`, or -1 when `id` has no use, several, or is
- * a graph output. */
-static int single_user(const ir_graph *g, int id)
-{
-    for (int i = 0; i < g->noutputs; i++)
-        if (g->outputs[i] == id)
-            return -1;
-    int user = -1;
-    for (int i = id + 1; i < g->nvalues; i++) {
-        const ir_value *u = g->values[i];
-        if (u->dead)
-            continue;
-        for (int k = 0; k < u->nops; k++) {
-            if (u->ops[k] != id)
-                continue;
-            if (user >= 0)
-                return -1;
-            user = i;
-        }
-    }
-    return user;
-}
-
 /* True when x is causal_mask(_, pos) with the cache_write's pos and an
  * offset of at most 0: every query row i < T then masks the columns from
  * pos + T on. */
@@ -171,7 +148,7 @@ int cg_live_cache(const ir_graph *g, const ir_value *v)
     }
     int cur = v->id;
     for (;;) {
-        int next = single_user(g, cur);
+        int next = ir_only_user(g, cur, NULL);
         if (next < 0)
             return -1;
         const ir_value *u = g->values[next];

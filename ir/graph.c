@@ -474,6 +474,29 @@ void ir_replace_uses(ir_graph *g, int from, int to)
             g->outputs[i] = to;
 }
 
+int ir_only_user(const ir_graph *g, int id, int *slot)
+{
+    for (int i = 0; i < g->noutputs; i++)
+        if (g->outputs[i] == id)
+            return -1;
+    int user = -1;
+    for (int i = 0; i < g->nvalues; i++) {
+        const ir_value *v = g->values[i];
+        if (v->dead)
+            continue;
+        for (int k = 0; k < v->nops; k++) {
+            if (v->ops[k] != id)
+                continue;
+            if (user >= 0)
+                return -1;
+            user = i;
+            if (slot)
+                *slot = k;
+        }
+    }
+    return user;
+}
+
 int *ir_use_counts(const ir_graph *g)
 {
     int *uses = calloc((size_t)(g->nvalues ? g->nvalues : 1), sizeof(int));

@@ -164,6 +164,10 @@ void ir_replace_uses(ir_graph *g, int from, int to);
 /* Returns the number of operand and output uses of each value; the caller
  * frees the array. */
 int *ir_use_counts(const ir_graph *g);
+/* Returns the only live value that reads value id, or -1 when id has no
+ * use, several (also within one user), or is a graph output. When slot is
+ * not NULL, *slot receives the operand slot the user reads id in. */
+int ir_only_user(const ir_graph *g, int id, int *slot);
 /* Removes dead values and restores topological order (stable with respect
  * to the current order), renumbering ids. Returns 0, or -1 on a cycle. */
 int ir_graph_compact(ir_graph *g);

@@ -24,30 +24,6 @@
 #include "passes/int8.h"
 #include "passes/quant_graph.h"
 
-/* Returns the only user of value id, or -1 when it has none, several, or
- * is a graph output. *slot receives the operand slot it is read in. */
-static int only_user(const ir_graph *g, int id, int *slot)
-{
-    int user = -1;
-    for (int i = 0; i < g->noutputs; i++)
-        if (g->outputs[i] == id)
-            return -1;
-    for (int i = 0; i < g->nvalues; i++) {
-        const ir_value *v = g->values[i];
-        if (v->dead)
-            continue;
-        for (int k = 0; k < v->nops; k++) {
-            if (v->ops[k] != id)
-                continue;
-            if (user >= 0)
-                return -1;
-            user = i;
-            *slot = k;
-        }
-    }
-    return user;
-}
-
 static bool is_act_quantizer(const ir_value *v)
 {
     return v->op == IR_OP_FQ_ACT && v->type.dtype == IR_F32;
@@ -62,7 +38,7 @@ static void find_requant_target(const ir_graph *g, pass_int8_attention *s)
     int at = s->op;
     for (;;) {
         int slot = 0;
-        int user = only_user(g, at, &slot);
+        int user = ir_only_user(g, at, &slot);
         if (user < 0)
             return;
         const ir_value *u = g->values[user];
