@@ -37,21 +37,6 @@ typedef struct timed_module {
     rt_tensor *outputs[2];
 } timed_module;
 
-static int fuse(ir_graph *g, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse("fuse-elementwise", &pipeline, err, sizeof err) != 0) {
-        fprintf(stderr, "bench_forward: %s\n", err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pass_manager_run(pm, &pipeline, g);
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
 /* Compiles g and binds the weights; returns the compile seconds, or a
  * negative value on error. */
 static double compile_module(timed_module *t, const cg_options *o, const rt_weights *weights, int runs,
@@ -208,7 +193,7 @@ int main(int argc, char **argv)
         mods[nmods++] = (timed_module){"unfused", g, NULL, 0, NULL, NULL, {NULL, NULL}};
     if (strcmp(fusion, "off") != 0) {
         ir_graph *fused = ir_graph_clone(g);
-        if (fuse(fused, d) != 0)
+        if (pass_run_text(fused, "fuse-elementwise", d) != 0)
             return 1;
         mods[nmods++] = (timed_module){"fused", fused, NULL, 0, NULL, NULL, {NULL, NULL}};
     }

@@ -57,21 +57,6 @@ static double relative_difference(const rt_tensor *a, const rt_tensor *b)
     return diff / scale;
 }
 
-static int run_passes(ir_graph *g, const char *text, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        fprintf(stderr, "bench_int8_gpt2: invalid pipeline '%s': %s\n", text, err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pass_manager_run(pm, &pipeline, g);
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
 typedef struct timing {
     double wall, cpu; /* medians, seconds per forward */
     double min_wall;
@@ -219,7 +204,7 @@ static int bench_setting(const bench_options *o, bool decode, setting_result *r,
     if (!g)
         return -1;
     ir_graph *fq = ir_graph_clone(g);
-    if (run_passes(fq, "insert-fakequant{bits=w8a8}", d) != 0)
+    if (pass_run_text(fq, "insert-fakequant{bits=w8a8}", d) != 0)
         return -1;
     uint64_t state = BENCH_SEED;
     rt_weights *w = bench_uniform_weights(fq, 0.02f, &state);
@@ -232,7 +217,7 @@ static int bench_setting(const bench_options *o, bool decode, setting_result *r,
     if (pass_calibrate(fq, w, batches, 1, &co, d) != 0 || pass_int8_convert_weights(fq, w, d) < 0)
         return -1;
     ir_graph *lowered = ir_graph_clone(fq);
-    if (run_passes(lowered, "lower-int8", d) != 0)
+    if (pass_run_text(lowered, "lower-int8", d) != 0)
         return -1;
     count_int8_work(lowered, r);
 

@@ -33,21 +33,6 @@ static int64_t graph_hparam(const ir_graph *g, const char *name, int64_t fallbac
     return fallback;
 }
 
-static int run_pipeline(ir_graph *g, const char *text, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        ir_diag_file_error(d, NULL, "invalid pass pipeline '%s': %s", text, err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pm ? pass_manager_run(pm, &pipeline, g) : -1;
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
 /* Compiles the model under the -D values of r, the hparams recorded in w
  * and the given batch size and sequence length, and runs `pass`, the
  * insert-fakequant of the file, as rt_quantized_model_load does with a
@@ -70,7 +55,7 @@ static ir_graph *compile_quantized(const driver_build_request *r, const rt_weigh
         all[n++] = (fe_define){"T", seq};
         g = fe_compile_file(r->model, all, n, d);
     }
-    if (g && run_pipeline(g, pass, d) != 0) {
+    if (g && pass_run_text(g, pass, d) != 0) {
         ir_graph_free(g);
         g = NULL;
     }

@@ -369,3 +369,18 @@ int pass_manager_run(pass_manager *pm, const pass_pipeline *pipeline, ir_graph *
             pm->instruments[i].after_pipeline(pm->instruments[i].ctx);
     return rc;
 }
+
+int pass_run_text(ir_graph *g, const char *text, ir_diag *d)
+{
+    pass_pipeline pipeline;
+    char err[256];
+    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
+        ir_diag_file_error(d, NULL, "invalid pass pipeline '%s': %s", text, err);
+        return -1;
+    }
+    pass_manager *pm = pass_manager_new(d);
+    int rc = pm ? pass_manager_run(pm, &pipeline, g) : -1;
+    pass_manager_free(pm);
+    pass_pipeline_free(&pipeline);
+    return rc;
+}

@@ -110,6 +110,10 @@ int pass_manager_add_instrument(pass_manager *pm, pass_instrument instrument);
 /* Runs the pipeline on g. Returns 0, or -1 when a pass or an instrument
  * failed; the errors name the pass. */
 int pass_manager_run(pass_manager *pm, const pass_pipeline *pipeline, ir_graph *g);
+/* Parses the pipeline `text` and runs it on g with a manager without
+ * instruments. Returns 0, or -1 after reporting an invalid pipeline or a
+ * failed pass. */
+int pass_run_text(ir_graph *g, const char *text, ir_diag *d);
 
 /* Settings of the standard instruments, set from the command line. */
 typedef struct pass_dump_options {

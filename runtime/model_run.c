@@ -81,17 +81,7 @@ void rt_model_free_runs(rt_model *m)
  * GPT-2), so the JIT stores fewer intermediate tensors. */
 static int fuse_elementwise(ir_graph *g, ir_diag *d)
 {
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse("fuse-elementwise", &pipeline, err, sizeof err) != 0) {
-        ir_diag_file_error(d, NULL, "internal error: invalid pass pipeline 'fuse-elementwise': %s", err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pm ? pass_manager_run(pm, &pipeline, g) : -1;
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
+    return pass_run_text(g, "fuse-elementwise", d);
 }
 
 static int compile_run(rt_model *m, rt_model_run *r, int T, ir_diag *d)

@@ -153,17 +153,7 @@ ir_graph *rt_adamw_build_sqnorm_graph(int64_t n, ir_diag *d)
  * update in four loops instead of one loop per op. */
 static int fuse_update_graph(ir_graph *g, ir_diag *d)
 {
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse("fuse-elementwise", &pipeline, err, sizeof err) != 0) {
-        ir_diag_file_error(d, NULL, "cannot fuse the AdamW update graph: %s", err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pm ? pass_manager_run(pm, &pipeline, g) : -1;
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
+    return pass_run_text(g, "fuse-elementwise", d);
 }
 
 /* NOTE: with the JIT every compiled module starts its own thread pool, so

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "passes/manager.h"
 #include "passes/quantize.h"
 #include "runtime/quantize_internal.h"
 #include "runtime/quantize_run.h"
@@ -17,50 +18,6 @@ void rt_outliers_model_free(rt_outliers_model *m)
     rt_weights_free(m->weights);
     m->graph = NULL;
     m->weights = NULL;
-}
-
-/* Checks that every param of g has a tensor of its shape and every tensor
- * is a param, and widens floating tensors to f32. */
-static int check_float_params(const ir_graph *g, rt_weights *w, const char *path, ir_diag *d)
-{
-    for (int id = 0; id < g->nvalues; id++) {
-        const ir_value *v = g->values[id];
-        if (v->op != IR_OP_PARAM)
-            continue;
-        rt_tensor *t = rt_weights_get(w, v->name);
-        if (!t) {
-            ir_diag_file_error(d, path, "missing tensor '%s' of the model; check that the weights belong to it",
-                               v->name);
-            return -1;
-        }
-        bool same = t->rank == v->type.rank;
-        for (int i = 0; same && i < t->rank; i++)
-            same = t->dims[i] == v->type.dims[i];
-        if (!same) {
-            char want[128];
-            ir_diag_file_error(d, path, "tensor '%s' has rank %d and %lld elements, but the model expects %s",
-                               v->name, t->rank, (long long)rt_tensor_numel(t),
-                               ir_type_str(&v->type, want, sizeof want));
-            return -1;
-        }
-        if (t->dtype != IR_F32) {
-            rt_tensor *f = rt_tensor_to_f32(t);
-            if (!f || rt_weights_set(w, v->name, f) != 0) {
-                rt_tensor_free(f);
-                ir_diag_file_error(d, path, "tensor '%s' of dtype %s cannot be converted to f32", v->name,
-                                   ir_dtype_name(t->dtype));
-                return -1;
-            }
-        }
-    }
-    for (int i = 0; i < w->count; i++) {
-        int id = ir_find(g, w->names[i]);
-        if (id < 0 || g->values[id]->op != IR_OP_PARAM) {
-            ir_diag_file_error(d, path, "tensor '%s' matches no param of the model", w->names[i]);
-            return -1;
-        }
-    }
-    return 0;
 }
 
 /* Compiles the model with the user's defines and the weights' hparams,
@@ -131,10 +88,10 @@ int rt_outliers_load_model(const char *model_path, const fe_define *defines, int
     ir_graph *g = compile_for_weights(model_path, defines, ndefines, w, weights_path, seq, d);
     int rc = g ? 0 : -1;
     if (rc == 0)
-        rc = check_float_params(g, w, weights_path, d);
+        rc = qz_check_float_params(g, w, weights_path, d);
     /* The bit widths do not matter: the observer bypasses every fq op. */
     if (rc == 0)
-        rc = qz_run_pipeline(g, "insert-fakequant{bits=w8a8}", d);
+        rc = pass_run_text(g, "insert-fakequant{bits=w8a8}", d);
     if (rc != 0) {
         ir_graph_free(g);
         rt_weights_free(w);

@@ -8,8 +8,10 @@
 #include "runtime/exec_cache.h"
 #include "runtime/quantize_run.h"
 
-/* Parses and runs a pass pipeline on g. Returns 0, or -1 after reporting. */
-int qz_run_pipeline(ir_graph *g, const char *text, ir_diag *d);
+/* Checks that every param of g has a tensor of its shape in w and that
+ * every tensor is a param, and widens floating tensors to f32. `path`
+ * names the weights in messages. Returns 0, or -1 after reporting. */
+int qz_check_float_params(const ir_graph *g, rt_weights *w, const char *path, ir_diag *d);
 /* Returns the index of the graph output called `name`, or -1. */
 int qz_find_output(const ir_graph *g, const char *name);
 void qz_free_outputs(rt_tensor **outputs, int n);

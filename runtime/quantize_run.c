@@ -90,9 +90,7 @@ void rt_quantized_model_free(rt_quantized_model *m)
     m->weights = NULL;
 }
 
-/* Checks that every param of the float graph has a tensor of its shape and
- * that every tensor is a param, and widens the tensors to f32. */
-static int check_float_weights(const ir_graph *g, rt_weights *w, const char *weights_name, ir_diag *d)
+int qz_check_float_params(const ir_graph *g, rt_weights *w, const char *path, ir_diag *d)
 {
     for (int id = 0; id < g->nvalues; id++) {
         const ir_value *v = g->values[id];
@@ -100,7 +98,8 @@ static int check_float_weights(const ir_graph *g, rt_weights *w, const char *wei
             continue;
         rt_tensor *t = rt_weights_get(w, v->name);
         if (!t) {
-            ir_diag_file_error(d, weights_name, "missing tensor '%s' of the model", v->name);
+            ir_diag_file_error(d, path, "missing tensor '%s' of the model; check that the weights belong to it",
+                               v->name);
             return -1;
         }
         bool same = t->rank == v->type.rank;
@@ -108,24 +107,28 @@ static int check_float_weights(const ir_graph *g, rt_weights *w, const char *wei
             same = t->dims[i] == v->type.dims[i];
         if (!same) {
             char want[128];
-            ir_type_str(&v->type, want, sizeof want);
-            ir_diag_file_error(d, weights_name, "tensor '%s' has rank %d and %lld elements, but the model expects %s",
-                               v->name, t->rank, (long long)rt_tensor_numel(t), want);
+            ir_diag_file_error(d, path, "tensor '%s' has rank %d and %lld elements, but the model expects %s",
+                               v->name, t->rank, (long long)rt_tensor_numel(t),
+                               ir_type_str(&v->type, want, sizeof want));
             return -1;
         }
         if (t->dtype != IR_F32) {
             rt_tensor *f = rt_tensor_to_f32(t);
             if (!f || rt_weights_set(w, v->name, f) != 0) {
-                ir_diag_file_error(d, weights_name, "cannot convert tensor '%s' to f32", v->name);
+                rt_tensor_free(f);
+                ir_diag_file_error(d, path, "tensor '%s' of dtype %s cannot be converted to f32", v->name,
+                                   ir_dtype_name(t->dtype));
                 return -1;
             }
         }
     }
-    for (int i = 0; i < w->count; i++)
-        if (ir_find(g, w->names[i]) < 0) {
-            ir_diag_file_error(d, weights_name, "tensor '%s' matches no param of the model", w->names[i]);
+    for (int i = 0; i < w->count; i++) {
+        int id = ir_find(g, w->names[i]);
+        if (id < 0 || g->values[id]->op != IR_OP_PARAM) {
+            ir_diag_file_error(d, path, "tensor '%s' matches no param of the model", w->names[i]);
             return -1;
         }
+    }
     return 0;
 }
 
@@ -180,7 +183,7 @@ static int quantize_graph(const rt_quantize_config *c, ir_graph *g, bool alphas,
     snprintf(text, sizeof text, "%sinsert-fakequant{bits=%s sites=%s}", alphas ? "insert-quadapter{sites=ln}," : "",
              c->bits, c->sites ? c->sites : RT_QUANTIZE_DEFAULT_SITES);
     if (!print_ir_dir)
-        return qz_run_pipeline(g, text, d);
+        return pass_run_text(g, text, d);
 
     pass_pipeline pipeline;
     char err[256];
@@ -330,7 +333,7 @@ int rt_quantize_run(const rt_quantize_config *c, rt_weights *weights, const int3
     f.cache = rt_exec_cache_new(c->executor, c->threads);
     int rc = q && f.cache && nseqs > 0 ? 0 : -1;
     if (rc == 0)
-        rc = check_float_weights(fp, weights, c->weights_path, d);
+        rc = qz_check_float_params(fp, weights, c->weights_path, d);
     if (rc == 0)
         rc = quantize_graph(c, q, alphas, c->print_ir_dir, d);
     if (rc == 0)
@@ -548,7 +551,7 @@ int rt_quantized_model_load(const char *model_path, const fe_define *defines, in
     ir_graph *g = rc == 0 ? rt_compile_model_bt(model_path, all, nall, 1, seq, d) : NULL;
     free(all);
     if (rc == 0)
-        rc = g && qz_run_pipeline(g, text, d) == 0 ? 0 : -1;
+        rc = g && pass_run_text(g, text, d) == 0 ? 0 : -1;
     for (int id = 0; rc == 0 && id < g->nvalues; id++) {
         const ir_value *v = g->values[id];
         if (v->op != IR_OP_PARAM)

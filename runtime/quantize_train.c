@@ -12,21 +12,6 @@
 
 static const ir_loc no_loc = {0};
 
-int qz_run_pipeline(ir_graph *g, const char *text, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        ir_diag_file_error(d, NULL, "invalid pass pipeline '%s': %s", text, err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pm ? pass_manager_run(pm, &pipeline, g) : -1;
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
 int qz_find_output(const ir_graph *g, const char *name)
 {
     for (int i = 0; i < g->noutputs; i++)
@@ -267,7 +252,7 @@ ir_graph *qz_build_block_graph(const ir_graph *q, int block, ir_diag *d)
         return NULL;
     }
     g->noutputs = 0;
-    if (ir_add_output(g, loss) != 0 || qz_run_pipeline(g, "dce", d) != 0) {
+    if (ir_add_output(g, loss) != 0 || pass_run_text(g, "dce", d) != 0) {
         ir_graph_free(g);
         return NULL;
     }
@@ -395,7 +380,7 @@ int qz_train(const qz_train_job *job, rt_weights *weights, ir_diag *d)
     ir_graph *g = ir_graph_clone(job->forward);
     char text[1024];
     snprintf(text, sizeof text, "autodiff{wrt=%s loss=%s},dce", job->wrt, job->loss);
-    if (!g || qz_keep_output(g, job->loss, d) != 0 || qz_run_pipeline(g, text, d) != 0) {
+    if (!g || qz_keep_output(g, job->loss, d) != 0 || pass_run_text(g, text, d) != 0) {
         ir_graph_free(g);
         return -1;
     }

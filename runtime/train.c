@@ -50,18 +50,8 @@ static ir_graph *compile_model(const rt_train_config *c, ir_diag *d)
  * unless the config turns fusion off. */
 static int add_backward(ir_graph *g, bool fuse, ir_diag *d)
 {
-    pass_pipeline pipeline;
-    char err[256];
-    const char *text = fuse ? "autodiff{wrt=all loss=loss},dce,fuse-elementwise" : "autodiff{wrt=all loss=loss},dce";
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        ir_diag_file_error(d, NULL, "cannot build the backward graph: %s", err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pm ? pass_manager_run(pm, &pipeline, g) : -1;
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
+    return pass_run_text(g, fuse ? "autodiff{wrt=all loss=loss},dce,fuse-elementwise" : "autodiff{wrt=all loss=loss},dce",
+                         d);
 }
 
 static int find_outputs(rt_trainer *t, ir_diag *d)

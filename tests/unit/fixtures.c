@@ -199,21 +199,6 @@ ir_graph *fx_compile_gpt2(const fe_define *defines, int ndefines, int64_t batch,
     return fe_compile_file("examples/gpt2.qd", all, ndefines + 2, d);
 }
 
-int fx_run_pipeline(ir_graph *g, const char *text, ir_diag *d)
-{
-    pass_pipeline pipeline;
-    char err[256];
-    if (pass_pipeline_parse(text, &pipeline, err, sizeof err) != 0) {
-        fprintf(stderr, "pipeline '%s': %s\n", text, err);
-        return -1;
-    }
-    pass_manager *pm = pass_manager_new(d);
-    int rc = pass_manager_run(pm, &pipeline, g);
-    pass_manager_free(pm);
-    pass_pipeline_free(&pipeline);
-    return rc;
-}
-
 int fx_count_ops(const ir_graph *g, ir_op op)
 {
     int n = 0;

@@ -13,6 +13,7 @@
 
 #include "frontend/frontend.h"
 #include "ir/ir.h"
+#include "passes/manager.h"
 #include "runtime/tensor.h"
 
 /* ---- random numbers ---- */
@@ -75,9 +76,6 @@ void fx_fixture_free(fx_fixture *f);
 /* Compiles examples/gpt2.qd (relative to the working directory) with
  * defines plus B = batch and T = seq. At most 14 defines. */
 ir_graph *fx_compile_gpt2(const fe_define *defines, int ndefines, int64_t batch, int64_t seq, ir_diag *d);
-/* Parses a pass pipeline such as "constfold,dce" and runs it on g.
- * Returns the pass manager's status, or -1 after printing a parse error. */
-int fx_run_pipeline(ir_graph *g, const char *text, ir_diag *d);
 /* Number of values of g with the given op, dead ones included. */
 int fx_count_ops(const ir_graph *g, ir_op op);
 /* Number of values of g with the given op that passes have not marked dead. */

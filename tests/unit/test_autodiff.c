@@ -608,7 +608,7 @@ static void test_rule(const grad_case *gc)
     for (int i = 0; i < g->nvalues; i++)
         nparams += g->values[i]->op == IR_OP_PARAM;
 
-    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "autodiff", d), 0);
     CHECK_EQ_INT(ir_verify(g, "autodiff"), 0);
     CHECK_EQ_INT(g->noutputs, 1 + nparams);
 
@@ -633,7 +633,7 @@ static void test_outputs_named_after_params(void)
     ir_diag *d = ir_diag_new(stderr);
     ir_graph *g = ir_graph_new("case", d);
     add_probe_loss(g, build_shared_chain(g));
-    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff{wrt=c;a}", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "autodiff{wrt=c;a}", d), 0);
     /* Parameter order, not pattern order: a before c. */
     CHECK_EQ_INT(g->noutputs, 3);
     CHECK(strcmp(g->values[g->outputs[1]]->name, "a.grad") == 0);
@@ -670,7 +670,7 @@ static void test_wrt_none_adds_nothing(void)
     ir_graph *g = ir_graph_new("case", d);
     add_probe_loss(g, build_add(g));
     int before = g->nvalues;
-    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff{wrt=none}", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "autodiff{wrt=none}", d), 0);
     CHECK_EQ_INT(g->nvalues, before);
     CHECK_EQ_INT(g->noutputs, 1);
     ir_graph_free(g);
@@ -686,7 +686,7 @@ static char *autodiff_errors(ir_graph *g, const char *pipeline)
     fx_capture c;
     fx_capture_open(&c);
     g->diag = c.diag;
-    CHECK(fx_run_pipeline(g, pipeline, c.diag) != 0);
+    CHECK(pass_run_text(g, pipeline, c.diag) != 0);
     g->diag = NULL;
     fx_capture_end(&c);
     return c.text;
@@ -743,7 +743,7 @@ static void test_error_no_rule(void)
     w = P(g, "w", 3, 5);
     int y = op2(g, IR_OP_GRAD_RELU, "second", w, w, NULL);
     add_probe_loss(g, op2(g, IR_OP_MUL, "y", y, P(g, "v", 5), NULL));
-    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff{wrt=v}", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "autodiff{wrt=v}", d), 0);
     CHECK_EQ_INT(g->noutputs, 2);
     ir_graph_free(g);
     ir_diag_free(d);
@@ -779,7 +779,7 @@ static void test_error_loss_not_scalar(void)
     free(errors);
     /* Naming the scalar output works. */
     g->diag = d;
-    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff{loss=loss}", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "autodiff{loss=loss}", d), 0);
     CHECK_EQ_INT(g->noutputs, 4);
     ir_graph_free(g);
     ir_diag_free(d);
@@ -804,7 +804,7 @@ static char *print_graph(const ir_graph *g)
 static void check_default_pipeline(const ir_graph *g, const rt_weights *weights, const rt_weights *inputs)
 {
     ir_graph *optimized = ir_graph_clone(g);
-    CHECK_EQ_INT(fx_run_pipeline(optimized, pass_default_pipeline, g->diag), 0);
+    CHECK_EQ_INT(pass_run_text(optimized, pass_default_pipeline, g->diag), 0);
     CHECK_EQ_INT(ir_verify(optimized, "default pipeline"), 0);
     CHECK_EQ_INT(optimized->noutputs, g->noutputs);
 
@@ -850,7 +850,7 @@ static void test_gpt2(void)
         nparams += g->values[i]->op == IR_OP_PARAM;
     CHECK_EQ_INT(nparams, 2 + 12 * 2 + 2);
 
-    CHECK_EQ_INT(fx_run_pipeline(g, "autodiff{loss=loss},cse,dce", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "autodiff{loss=loss},cse,dce", d), 0);
     CHECK_EQ_INT(ir_verify(g, "autodiff"), 0);
     CHECK_EQ_INT(g->noutputs, 2 + nparams);
     CHECK(ir_find(g, "h0.ln1.grad") >= 0);

@@ -532,7 +532,7 @@ static void test_gpt2_training_graph(int64_t layers, int64_t c, int64_t nh, int6
         fx_fixture_free(&f);
         return;
     }
-    CHECK_EQ_INT(fx_run_pipeline(f.g, "autodiff{loss=loss},cse,dce", f.diag), 0);
+    CHECK_EQ_INT(pass_run_text(f.g, "autodiff{loss=loss},cse,dce", f.diag), 0);
     /* The logits, the loss and one gradient per param: 12 per layer, then
      * wte, wpe and the two of ln_f. */
     CHECK_EQ_INT(f.g->noutputs, 2 + 12 * layers + 4);

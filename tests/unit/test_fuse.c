@@ -154,7 +154,7 @@ static void test_interp_bits_after_fusion(void)
         ir_diag_free(d);
         return;
     }
-    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", d), 0);
+    CHECK_EQ_INT(pass_run_text(fused, "fuse-elementwise", d), 0);
     CHECK_EQ_INT(ir_verify(fused, "fuse-elementwise"), 0);
     CHECK(fx_count_ops(fused, IR_OP_FUSED_ELEMENTWISE) >= 3);
     CHECK(fused->nvalues < plain->nvalues);
@@ -169,7 +169,7 @@ static void test_interp_bits_after_fusion(void)
 
     /* max-inputs=2 splits chains that would need three inputs. */
     ir_graph *narrow = ir_graph_clone(plain);
-    CHECK_EQ_INT(fx_run_pipeline(narrow, "fuse-elementwise{max-inputs=2}", d), 0);
+    CHECK_EQ_INT(pass_run_text(narrow, "fuse-elementwise{max-inputs=2}", d), 0);
     for (int i = 0; i < narrow->nvalues; i++)
         if (narrow->values[i]->op == IR_OP_FUSED_ELEMENTWISE)
             CHECK(narrow->values[i]->nops <= 2);
@@ -197,7 +197,7 @@ static void test_jit_fused_chains(const char *cpu)
         ir_diag_free(d);
         return;
     }
-    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", d), 0);
+    CHECK_EQ_INT(pass_run_text(fused, "fuse-elementwise", d), 0);
     rt_weights *w = rt_weights_new(), *in = rt_weights_new();
     random_leaves(plain, w, in, -2.0, 2.0);
     cg_options o = cg_default_options();
@@ -243,7 +243,7 @@ static void test_fused_matmul_transpose_a(void)
         ir_diag_free(d);
         return;
     }
-    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", d), 0);
+    CHECK_EQ_INT(pass_run_text(fused, "fuse-elementwise", d), 0);
     CHECK_EQ_INT(ir_verify(fused, "fuse-elementwise"), 0);
     CHECK_EQ_INT(fx_count_ops(fused, IR_OP_FUSED_MATMUL), 1);
     CHECK_EQ_INT(fx_count_ops(fused, IR_OP_ADD), 0);
@@ -283,7 +283,7 @@ static void test_fusion_lowers_planned_bytes(void)
         ir_diag_free(d);
         return;
     }
-    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", d), 0);
+    CHECK_EQ_INT(pass_run_text(fused, "fuse-elementwise", d), 0);
     cg_memory_stats before, after;
     CHECK_EQ_INT(cg_plan_memory(plain, NULL, &before, d), 0);
     CHECK_EQ_INT(cg_plan_memory(fused, NULL, &after, d), 0);
@@ -348,9 +348,9 @@ static void test_gpt2_training_fused(void)
         ir_diag_free(d);
         return;
     }
-    CHECK_EQ_INT(fx_run_pipeline(plain, "autodiff{loss=loss},cse,dce", d), 0);
+    CHECK_EQ_INT(pass_run_text(plain, "autodiff{loss=loss},cse,dce", d), 0);
     ir_graph *fused = ir_graph_clone(plain);
-    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", d), 0);
+    CHECK_EQ_INT(pass_run_text(fused, "fuse-elementwise", d), 0);
     CHECK_EQ_INT(ir_verify(fused, "fuse-elementwise"), 0);
 
     rt_weights *w = rt_weights_new(), *in = rt_weights_new();

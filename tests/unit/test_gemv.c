@@ -261,7 +261,7 @@ static void test_fused_products(void)
         fx_fixture f = fx_fixture_new("fused_products");
         ir_add_output(f.g, product_chain(&f, cases[s].op, cases[s].m, cases[s].k, cases[s].n, cases[s].column));
         ir_graph *fused = ir_graph_clone(f.g);
-        CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", f.diag), 0);
+        CHECK_EQ_INT(pass_run_text(fused, "fuse-elementwise", f.diag), 0);
         ir_op want = cases[s].op == IR_OP_LINEAR ? IR_OP_FUSED_LINEAR : IR_OP_FUSED_MATMUL;
         CHECK_EQ_INT(fx_count_live_ops(fused, want), 1);
         CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_ELEMENTWISE), 0);
@@ -307,7 +307,7 @@ static void test_fused_product_bits(void)
     }
     fill_leaves(&f, -2, 2);
     ir_graph *fused = ir_graph_clone(f.g);
-    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", f.diag), 0);
+    CHECK_EQ_INT(pass_run_text(fused, "fuse-elementwise", f.diag), 0);
     CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_MATMUL), 1);
     rt_tensor *plain = NULL, *folded = NULL;
     CHECK_EQ_INT(rt_interp_run(f.g, f.weights, f.inputs, &plain, f.diag), 0);
@@ -400,7 +400,7 @@ static void test_gpt2_prefill_fused(void)
     rt_weights_set(f.inputs, "targets", random_tensor(&idt, 0, 101));
 
     ir_graph *fused = ir_graph_clone(f.g);
-    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", f.diag), 0);
+    CHECK_EQ_INT(pass_run_text(fused, "fuse-elementwise", f.diag), 0);
     CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_LINEAR), 2 * 3);
     CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_MATMUL), 2);
     CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_LINEAR), 2);
@@ -409,7 +409,7 @@ static void test_gpt2_prefill_fused(void)
 
     /* Without epilogues the pass finds no chain of two elementwise ops. */
     ir_graph *plain = ir_graph_clone(f.g);
-    CHECK_EQ_INT(fx_run_pipeline(plain, "fuse-elementwise{epilogue=false}", f.diag), 0);
+    CHECK_EQ_INT(pass_run_text(plain, "fuse-elementwise{epilogue=false}", f.diag), 0);
     CHECK_EQ_INT(fx_count_live_ops(plain, IR_OP_FUSED_LINEAR) + fx_count_live_ops(plain, IR_OP_FUSED_MATMUL), 0);
     CHECK_EQ_INT(fx_count_live_ops(plain, IR_OP_FUSED_ELEMENTWISE), 0);
     CHECK_EQ_INT(plain->nvalues, f.g->nvalues);
@@ -445,7 +445,7 @@ static void test_gpt2_decode_fused(void)
     fill_leaves(&f, -0.1, 0.1); /* the caches hold earlier positions */
 
     ir_graph *fused = ir_graph_clone(f.g);
-    CHECK_EQ_INT(fx_run_pipeline(fused, "fuse-elementwise", f.diag), 0);
+    CHECK_EQ_INT(pass_run_text(fused, "fuse-elementwise", f.diag), 0);
     CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_LINEAR), 2 * 3);
     CHECK_EQ_INT(fx_count_live_ops(fused, IR_OP_FUSED_MATMUL), 2);
     CHECK_EQ_INT(packed_bytes(fused, f.diag), 0);

@@ -185,7 +185,7 @@ static void test_qlinear_matches_fake_quant(void)
     check_converted_weight(w, "wte", "head.w.scale", "head.w.zero_point", true);
 
     ir_graph *lowered = ir_graph_clone(g);
-    CHECK_EQ_INT(fx_run_pipeline(lowered, "lower-int8", d), 0);
+    CHECK_EQ_INT(pass_run_text(lowered, "lower-int8", d), 0);
     CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_Q_LINEAR), 2);
     CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_FQ_ACT), 0);
     CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_FQ_WEIGHT), 0);
@@ -294,7 +294,7 @@ static void test_gpt2_lowered_matches_fake_quant(void)
     CHECK(g != NULL);
     if (!g || !in)
         return;
-    CHECK_EQ_INT(fx_run_pipeline(g, "insert-fakequant{bits=w8a8}", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "insert-fakequant{bits=w8a8}", d), 0);
     rt_weights *w = fx_gpt2_weights(&rng, g, 0.02);
     const rt_weights *batches[1] = {in};
     pass_calib_options o = pass_calib_default_options();
@@ -305,7 +305,7 @@ static void test_gpt2_lowered_matches_fake_quant(void)
     /* Four linears per block and the LM head. */
     CHECK_EQ_INT(pass_int8_convert_weights(g, w, d), 9);
     ir_graph *lowered = ir_graph_clone(g);
-    CHECK_EQ_INT(fx_run_pipeline(lowered, "lower-int8", d), 0);
+    CHECK_EQ_INT(pass_run_text(lowered, "lower-int8", d), 0);
     CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_Q_LINEAR), 9);
     CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_FQ_ACT) + fx_count_ops(lowered, IR_OP_FQ_WEIGHT), 0);
     rt_tensor *got[2] = {NULL, NULL};
@@ -511,7 +511,7 @@ static void test_gpt2_decode_lowered_matches_fake_quant(void)
     CHECK(g != NULL);
     if (!g)
         return;
-    CHECK_EQ_INT(fx_run_pipeline(g, "insert-fakequant{bits=w8a8}", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "insert-fakequant{bits=w8a8}", d), 0);
     rt_weights *w = fx_gpt2_weights(&rng, g, 0.02);
     rt_weights *in = decode_inputs(g);
     const rt_weights *batches[1] = {in};
@@ -522,7 +522,7 @@ static void test_gpt2_decode_lowered_matches_fake_quant(void)
 
     CHECK_EQ_INT(pass_int8_convert_weights(g, w, d), 9);
     ir_graph *lowered = ir_graph_clone(g);
-    CHECK_EQ_INT(fx_run_pipeline(lowered, "lower-int8", d), 0);
+    CHECK_EQ_INT(pass_run_text(lowered, "lower-int8", d), 0);
     CHECK_EQ_INT(fx_count_ops(lowered, IR_OP_Q_LINEAR), 9);
     /* cache_write stores the step's row into the cache inputs, so each run
      * gets fresh ones. */
@@ -555,7 +555,7 @@ static void test_lowered_needs_converted_weights(void)
     rt_weights *in = rt_weights_new();
     int64_t xdims[2] = {M, K};
     rt_weights_set(in, "x", fx_normal_tensor(&rng, 2, xdims, 0.8));
-    CHECK_EQ_INT(fx_run_pipeline(g, "lower-int8", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "lower-int8", d), 0);
     rt_tensor *got[2] = {NULL, NULL};
     CHECK(rt_interp_run(g, w, in, got, d) != 0);
     rt_weights_free(w);
@@ -573,7 +573,7 @@ static void test_qlinear_asm_uses_vnni(void)
     CHECK(g != NULL);
     if (!g)
         return;
-    CHECK_EQ_INT(fx_run_pipeline(g, "lower-int8", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "lower-int8", d), 0);
     cg_options o = cg_default_options();
     o.cpu = "znver4";
     char *vnni = cg_emit_asm(g, &o, d);

@@ -292,7 +292,7 @@ static void test_gpt2_attention_matches_fake_quant(void)
     rt_tensor *float_out[2] = {NULL, NULL};
     CHECK_EQ_INT(rt_interp_run(g, w, in, float_out, d), 0);
 
-    CHECK_EQ_INT(fx_run_pipeline(g, "insert-fakequant{sites=linear;lm_head;attention}", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "insert-fakequant{sites=linear;lm_head;attention}", d), 0);
     rt_weights *calib[3];
     for (int b = 0; b < 3; b++)
         calib[b] = random_tokens(512);
@@ -309,7 +309,7 @@ static void test_gpt2_attention_matches_fake_quant(void)
     /* Nine i8 weights and one multiplier per block (att · v). */
     CHECK_EQ_INT(pass_int8_convert_weights(g, w, d), 11);
     ir_graph *lowered = ir_graph_clone(g);
-    CHECK_EQ_INT(fx_run_pipeline(lowered, "lower-int8", d), 0);
+    CHECK_EQ_INT(pass_run_text(lowered, "lower-int8", d), 0);
     CHECK_EQ_INT(fx_count_live_ops(lowered, IR_OP_Q_LINEAR), 9);
     CHECK_EQ_INT(fx_count_live_ops(lowered, IR_OP_Q_MATMUL), 4);
     CHECK_EQ_INT(fx_count_live_ops(lowered, IR_OP_Q_QUANTIZE), 8);

@@ -239,7 +239,7 @@ static void test_live_cache_rows(void)
             if (!g)
                 continue;
             if (fused)
-                CHECK(fx_run_pipeline(g, "fuse-elementwise", d) == 0);
+                CHECK(pass_run_text(g, "fuse-elementwise", d) == 0);
             CHECK_EQ_INT(live_products(g), scores_out ? 2 : 3);
             cg_options o = cg_default_options();
             o.threads = 2;

@@ -112,7 +112,7 @@ static void test_fold_preserves_float_logits(void)
     rt_weights *in = sentence_inputs(d);
     if (!g || !in)
         return;
-    CHECK_EQ_INT(fx_run_pipeline(g, "insert-quadapter{sites=ln;attn-v}", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "insert-quadapter{sites=ln;attn-v}", d), 0);
     /* Two layernorm sites and one value site per layer. */
     CHECK_EQ_INT(fx_count_ops(g, IR_OP_QA_SCALE), 12);
     rt_weights *w = random_weights(g);
@@ -147,7 +147,7 @@ static void test_fold_preserves_quantized_logits(void)
     rt_weights *in = sentence_inputs(d);
     if (!g || !in)
         return;
-    CHECK_EQ_INT(fx_run_pipeline(g, "insert-quadapter{sites=ln;attn-v},insert-fakequant{bits=w8a8}", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "insert-quadapter{sites=ln;attn-v},insert-fakequant{bits=w8a8}", d), 0);
     rt_weights *w = random_weights(g);
     const rt_weights *batches[1] = {in};
     pass_calib_options o = pass_calib_default_options();
@@ -192,7 +192,7 @@ static void test_smoothquant_folds(void)
     rt_weights *in = sentence_inputs(d);
     if (!g || !in)
         return;
-    CHECK_EQ_INT(fx_run_pipeline(g, "insert-quadapter", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "insert-quadapter", d), 0);
     rt_weights *w = random_weights(g);
     const rt_weights *batches[1] = {in};
     CHECK_EQ_INT(pass_smoothquant_scales(g, w, batches, 1, 0.5, NULL, d), 0);
@@ -220,7 +220,7 @@ static void test_calibrate_with_jit(void)
     rt_weights *in = sentence_inputs(d);
     if (!g || !in)
         return;
-    CHECK_EQ_INT(fx_run_pipeline(g, "insert-quadapter,insert-fakequant{bits=w4a8}", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "insert-quadapter,insert-fakequant{bits=w4a8}", d), 0);
     rt_weights *w = random_weights(g);
     rt_weights *wj = fx_copy_weights(w);
     const rt_weights *batches[1] = {in};
@@ -264,7 +264,7 @@ static void test_fold_rejects_bad_alpha(void)
     ir_graph *g = compile_tiny_gpt2(d);
     if (!g)
         return;
-    CHECK_EQ_INT(fx_run_pipeline(g, "insert-quadapter", d), 0);
+    CHECK_EQ_INT(pass_run_text(g, "insert-quadapter", d), 0);
     rt_weights *w = random_weights(g);
     ((float *)rt_weights_get(w, "h.1.ln_2.quadapter.alpha")->data)[3] = 0.0f;
     float gamma0 = ((float *)rt_weights_get(w, "h.0.ln_1.weight")->data)[0];
