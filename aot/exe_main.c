@@ -506,7 +506,11 @@ static int parse_args(int argc, char **argv, exe_args *a)
         }
         memcpy(name, arg, len);
         name[len] = '\0';
-        const char *value = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+        const char *value = NULL;
+        if (eq)
+            value = eq + 1;
+        else if (i + 1 < argc)
+            value = argv[++i];
         if (!value)
             return usage_error("option '%s' needs a value", name);
         int rc = 0;

@@ -2,10 +2,10 @@
  * on examples/gpt2_kv.qd (124M by default) with random weights, prefills a
  * prompt in one run, then decodes one token per run and reports the median
  * time per decoded token. Compile time is reported apart and not counted.
- * A decoding step reads every weight once, so it is bound by memory
- * bandwidth; the benchmark measures the streaming read bandwidth with a
- * generated probe right before and after the decoding steps and reports
- * the bytes a step reads per second as a fraction of it. The machine's
+ * A decoding step reads every weight once, so memory bandwidth bounds it.
+ * The benchmark measures the streaming read bandwidth with a generated
+ * probe right before and after the decoding steps, and reports the bytes a
+ * step reads per second as a fraction of it. The machine's
  * bandwidth varies with the load of other tenants, so that fraction is
  * steadier than the time.
  *

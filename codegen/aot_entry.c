@@ -151,9 +151,9 @@ static void declare_libc(aot_ir *a)
     }
 }
 
-/* Allocates `bytes` for a weights blob. A blob of at least one 2 MB page
- * on a Linux target starts on a 2 MB boundary and asks for transparent
- * huge pages for its whole pages, as the JIT's buffers do: the decoding
+/* Allocates `bytes` for a weights blob. On a Linux target a blob of at
+ * least one 2 MB page starts on a 2 MB boundary and requests transparent
+ * huge pages for its whole pages, as the JIT's buffers do. The decoding
  * kernels stream the weights, and on 4 KB pages the int8 linear layers of
  * a GPT-2 124M decoding step took about 12% longer (2-core Zen 4 VM). The
  * advice may fail or be ignored, which costs only that speed. */

@@ -216,10 +216,10 @@ int cg_emit_cross_entropy(cg_emit *e, const ir_value *v);
 /* ---- emit_kv.c ---- */
 int cg_emit_cache_write(cg_emit *e, const ir_value *v);
 int cg_emit_causal_mask_at(cg_emit *e, const ir_value *v); /* causal_mask with a pos operand */
-/* For a product v (matmul or fused.matmul) whose B is a key-value cache
- * (a cache_write): returns the id of the cache_write when only the cache
- * rows before pos + T, those written so far, can affect the graph's
- * outputs, and -1 otherwise. See emit_kv.c for the patterns. */
+/* Returns the id of the cache_write that is B of product v (matmul or
+ * fused.matmul) when only the cache rows before pos + T, those written so
+ * far, can affect the graph's outputs. Returns -1 otherwise, and for any
+ * other B. See emit_kv.c for the patterns. */
 int cg_live_cache(const ir_graph *g, const ir_value *v);
 /* Emits pos + T of cache_write `cw` inside the current kernel: the number
  * of live cache rows. */

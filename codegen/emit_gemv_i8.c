@@ -27,7 +27,7 @@
  * With one panel per task two threads took alternate panels, and each
  * one's reads jumped over the other's. Runs of panels and the prefetch
  * together made the int8 linear layers of a GPT-2 124M decoding step
- * about 10% faster (2-core Zen 4 VM, noisy; paired runs). */
+ * about 10% faster in paired runs on a noisy 2-core Zen 4 VM. */
 #define GEMV_TASK_BYTES (128 * 1024)
 #define GEMV_MIN_TASKS 16
 #define GEMV_PREFETCH_BYTES 2048

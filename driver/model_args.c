@@ -136,8 +136,8 @@ rt_model *driver_open_model(const driver_model_args *a, int cache_len, ir_diag *
     o.threads = a->threads;
     o.cache_len = cache_len;
     rt_model *m = rt_model_open(&o, d);
-    /* A file from quadc quantize runs with its quantizers; say so, since
-     * the results look like those of float weights otherwise. */
+    /* A file from quadc quantize runs with its quantizers. The results look
+     * like those of float weights, so a line on stderr names the method. */
     const char *bits = m ? rt_model_weights_meta(m, "quadc.quantize.bits") : NULL;
     if (bits) {
         const char *method = rt_model_weights_meta(m, "quadc.quantize.method");

@@ -112,11 +112,11 @@ static int apply_weight_hparams(rt_model *m, const hparam_names *declared, const
         }
         /* Every -D of this name must agree, not only the first: the
          * frontend applies the last one. */
-        bool given = false;
+        bool has_define = false;
         for (int j = 0; j < o->ndefines; j++) {
             if (strcmp(o->defines[j].name, key) != 0)
                 continue;
-            given = true;
+            has_define = true;
             if (o->defines[j].value != value) {
                 ir_diag_file_error(d, o->weights_path, "the weights were saved with %s=%lld but -D %s=%lld was "
                                    "given; remove the -D or use weights with %s=%lld", key, value, key,
@@ -124,7 +124,7 @@ static int apply_weight_hparams(rt_model *m, const hparam_names *declared, const
                 return -1;
             }
         }
-        if (!given && add_define(m, key, value) != 0) {
+        if (!has_define && add_define(m, key, value) != 0) {
             ir_diag_file_error(d, o->weights_path, "out of memory applying hyperparameter %s", key);
             return -1;
         }
